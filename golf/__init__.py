@@ -1,0 +1,1 @@
+"""golf: tested, swappable pieces for OpenAI's Parameter Golf challenge."""
