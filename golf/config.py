@@ -1,0 +1,139 @@
+"""One frozen dataclass holds every knob of a run; env vars named after its fields override it.
+
+`Config()` is the default recipe sized for 8xH100 (the `record` preset). `PRESET=smoke` shrinks
+the scale fields for a CPU run; piece choices never change with the preset.
+"""
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass
+
+
+class GolfError(Exception):
+    """Bad input a user can fix: the message names the file or setting and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---- data
+    data_path: str = "./data/datasets/fineweb10B_sp8192"
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
+    vocab_size: int = 8192
+    run_id: str = "run"
+    out_dir: str = "."
+    seed: int = 1337
+    # ---- model
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: float = 4.0
+    num_layers: int = 11
+    rope_dims: int = 16  # partial RoPE: rotate the first rope_dims of each head, pass the rest
+    rope_base: float = 10000.0
+    qk_gain_init: float = 5.25
+    logit_softcap: float = 30.0
+    # ---- training
+    iterations: int = 20000
+    max_wallclock_seconds: float = 600.0
+    train_seq_len: int = 2048
+    train_batch_tokens: int = 786432
+    warmup_steps: int = 20
+    warmdown_frac: float = 0.5  # fraction of the wallclock budget spent decaying LR to 0
+    matrix_lr: float = 0.04
+    embed_lr: float = 0.6
+    scalar_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_steps: int = 5
+    muon_wd: float = 0.09
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.95
+    grad_clip: float = 0.0
+    train_log_every: int = 100
+    val_loss_every: int = 0  # 0: only at the end
+    # ---- evaluation
+    eval_seq_len: int = 2048
+    val_batch_tokens: int = 524288
+    val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
+    # ---- artifact
+    quant_bits: int = 8
+    codec: str = "zlib"
+    # ---- runtime
+    compile: bool = True
+    device: str = "auto"  # auto | cuda | cpu
+
+
+def smoke(cfg: Config) -> Config:
+    """CPU-sized scale for the sample corpus: same pieces, a model that trains in ~2 minutes."""
+    return dataclasses.replace(
+        cfg,
+        data_path="./data/datasets/sample_sp8192",
+        tokenizer_path="./data/tokenizers/sample_8192_bpe.model",
+        model_dim=128,
+        num_heads=4,
+        num_kv_heads=2,
+        num_layers=4,
+        rope_dims=16,
+        iterations=400,
+        max_wallclock_seconds=120.0,
+        train_seq_len=256,
+        train_batch_tokens=8192,
+        warmup_steps=2,
+        train_log_every=25,
+        eval_seq_len=256,
+        val_batch_tokens=16384,
+        compile=False,
+        device="cpu",
+    )
+
+
+def record(cfg: Config) -> Config:
+    return cfg
+
+
+PRESETS = {"record": record, "smoke": smoke}
+
+# Env vars a launcher or the OS sets that look like our field names but are not ours.
+FOREIGN_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+               "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE", "PRESET", "PATH", "PWD", "HOME"}
+
+
+def parse_value(name: str, raw: str, kind: type):
+    """Parse one env value into the field's type; a value that does not parse is a GolfError."""
+    try:
+        if kind is bool:
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise GolfError(f"env {name}={raw!r}: expected {kind.__name__}") from None
+
+
+def from_env(environ=None, base: Config | None = None) -> Config:
+    """PRESET (default record) applied to `base`, then every env var named after a field."""
+    env = os.environ if environ is None else environ
+    preset = env.get("PRESET", "record")
+    if preset not in PRESETS:
+        raise GolfError(f"env PRESET={preset!r}: unknown preset (choices: {', '.join(PRESETS)})")
+    cfg = PRESETS[preset](base or Config())
+    fields = {f.name.upper(): f for f in dataclasses.fields(Config)}
+    overrides = {}
+    for name, raw in env.items():
+        if name in fields:
+            f = fields[name]
+            overrides[f.name] = parse_value(name, raw, type(getattr(cfg, f.name)))
+        elif name not in FOREIGN_ENV and name.isupper():
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.88)
+            if close:
+                raise GolfError(f"env {name}: not a setting; did you mean {close[0]}?")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def pick(slot: dict, choice: str, setting: str):
+    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError."""
+    if choice not in slot:
+        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)})")
+    return slot[choice]
