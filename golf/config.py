@@ -33,15 +33,19 @@ class Config:
     rope_base: float = 10000.0
     qk_gain_init: float = 5.25
     logit_softcap: float = 30.0
+    block: str = "parallel"  # golf/model/blocks.py BLOCKS
+    mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- training
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
     train_seq_len: int = 2048
     train_batch_tokens: int = 786432
-    warmup_steps: int = 20
+    compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
+    lr_warmup_steps: int = 0
+    grad_accum_steps: int = 0  # 0: 8 // world_size, so the global batch does not depend on the GPU count
     warmdown_frac: float = 0.5  # fraction of the wallclock budget spent decaying LR to 0
     matrix_lr: float = 0.04
-    embed_lr: float = 0.6
+    embed_lr: float = 0.05  # tied embedding (upstream baseline TIED_EMBED_LR)
     scalar_lr: float = 0.04
     muon_momentum: float = 0.95
     muon_steps: int = 5
@@ -52,12 +56,19 @@ class Config:
     train_log_every: int = 100
     val_loss_every: int = 0  # 0: only at the end
     # ---- evaluation
-    eval_seq_len: int = 2048
+    sw_seq_len: int = 2048  # sliding-window eval: window length
+    sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
     val_batch_tokens: int = 524288
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
-    # ---- artifact
-    quant_bits: int = 8
-    codec: str = "zlib"
+    # ---- artifact (bits and SDClip k per tensor kind; golf/params.py maps parameters to these)
+    matrix_bits: int = 6
+    embed_bits: int = 8
+    attn_clip_k: float = 13.0
+    mlp_clip_k: float = 11.5
+    embed_clip_k: float = 14.0
+    quant_method: str = "rtn"
+    codec: str = "brotli"
+    quant_reserve_seconds: float = 15.0  # of the training budget, kept for calibration + quantise + write
     # ---- runtime
     compile: bool = True
     device: str = "auto"  # auto | cuda | cpu
@@ -78,9 +89,11 @@ def smoke(cfg: Config) -> Config:
         max_wallclock_seconds=120.0,
         train_seq_len=256,
         train_batch_tokens=8192,
-        warmup_steps=2,
+        compile_warmup_steps=2,
+        quant_reserve_seconds=5.0,
         train_log_every=25,
-        eval_seq_len=256,
+        sw_seq_len=256,
+        sw_stride=128,
         val_batch_tokens=16384,
         compile=False,
         device="cpu",

@@ -1,0 +1,52 @@
+"""The language model: tied embedding -> blocks (in the order the loop schedule gives) -> softcapped head."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from golf.config import pick
+from golf.model.attention import sdpa_attention
+from golf.model.blocks import BLOCKS, rms_norm
+
+
+def softcap_logits(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap * tanh(logits / cap): bounds logits smoothly (seed file: cap 30)."""
+    return cap * torch.tanh(logits / cap)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-token NLL in fp32. logits: (..., V) pre-softcap, targets: (...) -> (...)."""
+    z = softcap_logits(logits.float(), cap)
+    return F.cross_entropy(z.reshape(-1, z.size(-1)), targets.reshape(-1), reduction="none").view(targets.shape)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg, attention_fn=sdpa_attention):
+        super().__init__()
+        self.logit_softcap = cfg.logit_softcap
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        nn.init.normal_(self.tok_emb.weight, std=0.005)
+        block_cls = pick(BLOCKS, cfg.block, "BLOCK")
+        self.blocks = nn.ModuleList(block_cls(cfg, attention_fn) for _ in range(cfg.num_layers))
+
+    def block_order(self) -> list[int]:
+        """Indices of unique blocks in the order they run (a plain stack: each once)."""
+        return list(range(len(self.blocks)))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (B, T) token ids -> final normed hidden states (B, T, D)."""
+        x = x0 = rms_norm(self.tok_emb(idx))
+        for i in self.block_order():
+            x = self.blocks[i](x, x0)
+        return rms_norm(x)
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
+        return F.linear(self.hidden(idx), self.tok_emb.weight)
+
+    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
+        return token_nll(self.logits(idx), targets, self.logit_softcap)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.token_losses(idx, targets).mean()
