@@ -105,8 +105,9 @@ class SoftcapCrossEntropyTriton(torch.autograd.Function):
 
 
 def softcap_cross_entropy_triton(logits, targets, softcap, block_v=SOFTCAP_CE_BLOCK_V):
-    """Triton kernel: logits (N, V), targets (N,) int64 -> per-token losses (N,) fp32.
+    """Triton kernel: logits (N, V), targets (N,) int64 in [0, V) -> per-token losses (N,) fp32.
 
+    No ignore_index: every row is a scored token (the twin's F.cross_entropy would skip -100).
     block_v (a power of two) is the vocab chunk; V need not be a multiple of it.
     """
     block_v = min(block_v, triton.next_power_of_2(logits.shape[-1]))
