@@ -71,6 +71,7 @@ class Config:
     quant_reserve_seconds: float = 15.0  # of the training budget, kept for calibration + quantise + write
     # ---- runtime
     compile: bool = True
+    attention: str = "auto"  # auto | fa3 | triton | sdpa (golf/kernels/attention.py); a missing one falls back
     device: str = "auto"  # auto | cuda | cpu
 
 

@@ -21,6 +21,7 @@ from golf.config import Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb
+from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT
 from golf.optim import build_optimizers, lr_multiplier, set_lr
 from golf.params import assign_rules, param_rules
@@ -159,7 +160,9 @@ def main(code_path: str) -> None:
     train_paths = shard_paths(cfg.data_path, "train")
     log_provenance(log, cfg, code_path, train_paths + shard_paths(cfg.data_path, "val"))
 
-    model = GPT(cfg).to(env.device)
+    attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
+    log(f"attention_backend:{attention_name}")
+    model = GPT(cfg, attention_fn).to(env.device)
     log(f"model_params:{sum(p.numel() for p in model.parameters())}")
     run_training(cfg, env, log, model, train_paths)
 
@@ -176,7 +179,7 @@ def main(code_path: str) -> None:
     if env.world_size > 1:
         torch.distributed.barrier()
     entries, _ = read_artifact(artifact_path)
-    reloaded = GPT(cfg).to(env.device)
+    reloaded = GPT(cfg, attention_fn).to(env.device)
     like = reloaded.state_dict()
     reloaded.load_state_dict(dequantize_state(entries, like))
     post = score(cfg, env, reloaded, val_tokens, luts)

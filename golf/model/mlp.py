@@ -5,17 +5,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from golf.config import pick
+from golf.kernels.mlp_act import leaky_relu_sq
 
 
 def relu_sq(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x).square()
 
 
-def leaky_relu_sq(x: torch.Tensor) -> torch.Tensor:
-    # LeakyReLU(0.5)^2: keeps gradient flowing through negative pre-activations (2026 records).
-    return F.leaky_relu(x, 0.5).square()
-
-
+# LeakyReLU(0.5)^2 keeps gradient flowing through negative pre-activations (2026 records).
 MLP_ACTIVATIONS = {"relu2": relu_sq, "leaky_relu2": leaky_relu_sq}
 
 
