@@ -1,0 +1,198 @@
+"""Token shards on disk: read/write/verify, the rank-sharded training stream, val tokens, fingerprint.
+
+Shard layout (the challenge's): 256 little-endian int32 header words ([0] magic 20240520,
+[1] version 1, [2] token count), then that many little-endian uint16 tokens.
+"""
+
+import glob
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from golf.config import GolfError
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+SHARD_HEADER_WORDS = 256
+SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
+SHARD_SPLITS = ("train", "val")
+MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
+
+# Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
+# the challenge's data rules use it to prove, e.g., that training never touched a val shard.
+SHARD_READS: list[str] = []
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write data to path via a temp file in the same dir and os.replace, so path is never half-written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a data file is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_shard(path: str, tokens: np.ndarray) -> None:
+    """Write a 1-D array of token ids (each in 0..65535) as a shard, atomically."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or not (np.issubdtype(tokens.dtype, np.integer) or tokens.size == 0):
+        raise GolfError(f"{path}: shard tokens must be a 1-D integer array, got {tokens.dtype} of shape {tokens.shape}")
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > 0xFFFF):
+        raise GolfError(
+            f"{path}: token ids span {int(tokens.min())}..{int(tokens.max())}, outside uint16 0..65535; "
+            "use a vocab of at most 65536"
+        )
+    if tokens.size >= 2**31:
+        raise GolfError(f"{path}: {tokens.size} tokens do not fit the int32 header count; write several shards")
+    header = np.zeros(SHARD_HEADER_WORDS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
+    write_bytes_atomic(path, header.tobytes() + tokens.astype("<u2").tobytes())
+
+
+def shard_token_count(path: str) -> int:
+    """Token count of a shard after checking its magic, version and exact file length (header only)."""
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size is None:
+        raise GolfError(f"{path}: shard not found; {MAKE_DATA_HINT}")
+    if size < SHARD_HEADER_BYTES:
+        raise GolfError(
+            f"{path}: truncated shard, {size} bytes is shorter than the {SHARD_HEADER_BYTES}-byte header; "
+            f"delete it and {MAKE_DATA_HINT}"
+        )
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_WORDS)
+    if header[0] != SHARD_MAGIC:
+        raise GolfError(f"{path}: wrong magic {header[0]} (expected {SHARD_MAGIC}); not a token shard")
+    if header[1] != SHARD_VERSION:
+        raise GolfError(f"{path}: unsupported shard version {header[1]} (expected {SHARD_VERSION})")
+    count = int(header[2])
+    expected = SHARD_HEADER_BYTES + 2 * count
+    if size != expected:
+        problem = "truncated" if size < expected else "too long"
+        raise GolfError(
+            f"{path}: {problem} shard, header says {count} tokens = {expected} bytes but the file has {size} bytes; "
+            f"delete it and {MAKE_DATA_HINT}"
+        )
+    return count
+
+
+def read_shard(path: str) -> np.ndarray:
+    """Tokens of one verified shard as uint16[count]; records the read in SHARD_READS."""
+    count = shard_token_count(path)
+    SHARD_READS.append(os.path.abspath(path))
+    return np.fromfile(path, dtype="<u2", count=count, offset=SHARD_HEADER_BYTES)
+
+
+def shard_paths(data_path: str, split: str) -> list[str]:
+    """Sorted shards `*_{split}_*.bin` in data_path; split is 'train' or 'val'."""
+    if split not in SHARD_SPLITS:
+        raise GolfError(f"{data_path}: unknown split {split!r}; use one of {SHARD_SPLITS}")
+    pattern = f"*_{split}_*.bin"
+    paths = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
+    if not paths:
+        raise GolfError(f"{data_path}: no shards matching {pattern}; {MAKE_DATA_HINT}")
+    return paths
+
+
+class TokenStream:
+    """Endless reader over shards in order; after the last shard it starts again at the first."""
+
+    def __init__(self, paths: list[str]):
+        if not paths:
+            raise GolfError(f"TokenStream: no shard paths given; {MAKE_DATA_HINT}")
+        self.paths = list(paths)
+        self.shard_index = 0
+        self.tokens = read_shard(self.paths[0])
+        self.position = 0
+
+    def advance_shard(self) -> None:
+        self.shard_index = (self.shard_index + 1) % len(self.paths)
+        self.tokens = read_shard(self.paths[self.shard_index])
+        self.position = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n tokens (uint16[n]), crossing shard ends as needed."""
+        chunks = []
+        remaining = n
+        fruitless_advances = 0  # a full lap without tokens means every shard is empty
+        while remaining > 0:
+            available = len(self.tokens) - self.position
+            if available == 0:
+                if fruitless_advances == len(self.paths):
+                    raise GolfError(f"{self.paths[0]}: all {len(self.paths)} shards are empty; {MAKE_DATA_HINT}")
+                self.advance_shard()
+                fruitless_advances += 1
+                continue
+            fruitless_advances = 0
+            k = min(remaining, available)
+            chunks.append(self.tokens[self.position : self.position + k])
+            self.position += k
+            remaining -= k
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
+
+
+class DistributedTokenLoader:
+    """Training batches for one rank: every rank reads the same stream and keeps its own span.
+
+    Each call takes world_size * (local_tokens + 1) tokens; rank r keeps span
+    [r * (local_tokens + 1), (r + 1) * (local_tokens + 1)) and predicts span[1:] from span[:-1].
+    The +1 per rank means world 2 x accum 1 sees exactly the tokens of world 1 x accum 2.
+    """
+
+    def __init__(self, paths: list[str], rank: int, world_size: int):
+        if not 0 <= rank < world_size:
+            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
+        self.rank = rank
+        self.world_size = world_size
+        self.stream = TokenStream(paths)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) int64 of shape (local_tokens // seq_len, seq_len), y the next token of x."""
+        parts = self.world_size * grad_accum_steps
+        local_tokens = global_tokens // parts
+        if local_tokens == 0 or local_tokens % seq_len:
+            raise GolfError(
+                f"TRAIN_BATCH_TOKENS={global_tokens}: split over world_size*grad_accum_steps={parts} gives "
+                f"{local_tokens} tokens, not a positive multiple of TRAIN_SEQ_LEN={seq_len}; adjust them"
+            )
+        span_len = local_tokens + 1
+        chunk = self.stream.take(span_len * self.world_size)
+        span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
+        return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
+
+
+def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
+    """All val shards concatenated as int64[N]; max_tokens > 0 keeps only the first max_tokens (quick runs)."""
+    chunks = []
+    total = 0
+    for path in shard_paths(data_path, "val"):
+        chunks.append(read_shard(path))
+        total += len(chunks[-1])
+        if 0 < max_tokens <= total:
+            break
+    tokens = np.concatenate(chunks)
+    if max_tokens > 0:
+        tokens = tokens[:max_tokens]
+    return torch.from_numpy(tokens.astype(np.int64))
+
+
+def data_fingerprint(paths: list[str]) -> str:
+    """First 16 hex chars of sha256 over each shard's file name and bytes, in path order.
+
+    Hashes raw bytes without parsing tokens, so it is not a token read and skips SHARD_READS.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode("utf-8") + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

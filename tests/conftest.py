@@ -1,0 +1,22 @@
+"""Shared fixtures: the bundled sample corpus and a small tokenizer trained on it once per session."""
+
+import pytest
+
+from data.prepare_sample import SAMPLE_CORPUS, read_corpus, split_train_val
+from golf.tokenizer import train_tokenizer
+
+SAMPLE_TOKENIZER_VOCAB = 1024
+
+
+@pytest.fixture(scope="session")
+def sample_docs() -> list[str]:
+    """Texts of the sample corpus's train documents (222 docs, ~10 MB), in id order."""
+    train, _ = split_train_val(read_corpus(SAMPLE_CORPUS))
+    return [doc["text"] for doc in train]
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory, sample_docs) -> str:
+    """Path of a vocab-1024 BPE model trained on the last 10 train docs (~370 KB, 1993-2021; under a second)."""
+    path = tmp_path_factory.mktemp("tokenizer") / f"sample_{SAMPLE_TOKENIZER_VOCAB}_bpe.model"
+    return train_tokenizer(sample_docs[-10:], SAMPLE_TOKENIZER_VOCAB, str(path))
