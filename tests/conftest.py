@@ -20,3 +20,15 @@ def sample_tokenizer(tmp_path_factory, sample_docs) -> str:
     """Path of a vocab-1024 BPE model trained on the last 10 train docs (~370 KB, 1993-2021; under a second)."""
     path = tmp_path_factory.mktemp("tokenizer") / f"sample_{SAMPLE_TOKENIZER_VOCAB}_bpe.model"
     return train_tokenizer(sample_docs[-10:], SAMPLE_TOKENIZER_VOCAB, str(path))
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> dict:
+    """The sample corpus as vocab-1024 shards + tokenizer in a temp dir: {'data_path', 'tokenizer_path'}."""
+    from data.prepare_sample import prepare_sample
+
+    out = tmp_path_factory.mktemp("sample_data")
+    prepare_sample(out_dir=str(out), vocab_size=SAMPLE_TOKENIZER_VOCAB)
+    return {"data_path": str(out / "datasets" / f"sample_sp{SAMPLE_TOKENIZER_VOCAB}"),
+            "tokenizer_path": str(out / "tokenizers" / f"sample_{SAMPLE_TOKENIZER_VOCAB}_bpe.model"),
+            "vocab_size": SAMPLE_TOKENIZER_VOCAB}
