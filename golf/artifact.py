@@ -99,10 +99,21 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     if missing:
         raise GolfError(f"artifact: no group for tensor(s) {', '.join(missing)}")
     groups_used = list(dict.fromkeys(groups[n] for n in entries))
-    codec_of = per_group(codecs, groups_used, "codecs")
-    transform_of = per_group(transforms, groups_used, "transforms")
-    chunks = {g: [] for g in groups_used}
-    sizes = {g: 0 for g in groups_used}
+    records, chunks = lay_out_tensors(entries, groups, per_group(transforms, groups_used, "transforms"))
+    group_records, payload = compress_groups(chunks, per_group(codecs, groups_used, "codecs"))
+    try:
+        header = json.dumps({"groups": group_records, "tensors": records, "meta": meta},
+                            sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise GolfError(f"artifact: meta is not plain JSON: {e}") from None
+    body = PREAMBLE.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header)) + header + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[str, str]) -> tuple[list, dict]:
+    """Transform every part of every entry; return (tensor records with their parts' offsets into
+    the group's uncompressed payload, {group: [part bytes in order]})."""
+    chunks = {g: [] for g in transform_of}
     records = []
     for name, entry in entries.items():
         group = groups[name]
@@ -111,26 +122,23 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
         for part, data, itemsize, bits, shape in tensor_parts(entry):
             transform = transform_of[group] if part == "q" else FLOAT_TRANSFORM
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
-            record["parts"].append({"part": part, "transform": transform, "offset": sizes[group],
-                                    "length": int(packed.size)})
+            offset = sum(len(c) for c in chunks[group])
+            record["parts"].append({"part": part, "transform": transform, "offset": offset, "length": packed.size})
             chunks[group].append(packed.tobytes())
-            sizes[group] += int(packed.size)
         records.append(record)
-    payload, group_records = [], {}
-    offset = 0
-    for g in groups_used:
-        compressed = pick(CODECS, codec_of[g], f"codec of group {g}")[0](b"".join(chunks[g]))
-        group_records[g] = {"codec": codec_of[g], "offset": offset, "length": len(compressed),
-                            "raw_length": sizes[g]}
-        payload.append(compressed)
-        offset += len(compressed)
-    try:
-        header = json.dumps({"groups": group_records, "tensors": records, "meta": meta},
-                            sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as e:
-        raise GolfError(f"artifact: meta is not plain JSON: {e}") from None
-    body = PREAMBLE.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header)) + header + b"".join(payload)
-    return body + hashlib.sha256(body).digest()
+    return records, chunks
+
+
+def compress_groups(chunks: dict[str, list], codec_of: dict[str, str]) -> tuple[dict, bytes]:
+    """Compress each group's parts as one stream; return (group records, the payload)."""
+    group_records, payload = {}, b""
+    for g, parts in chunks.items():
+        raw = b"".join(parts)
+        compressed = pick(CODECS, codec_of[g], f"codec of group {g}")[0](raw)
+        group_records[g] = {"codec": codec_of[g], "offset": len(payload), "length": len(compressed),
+                            "raw_length": len(raw)}
+        payload += compressed
+    return group_records, payload
 
 
 def read_header(blob: bytes, source: str) -> tuple[dict, int]:
