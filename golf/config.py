@@ -66,7 +66,9 @@ class Config:
     attn_clip_k: float = 13.0
     mlp_clip_k: float = 11.5
     embed_clip_k: float = 14.0
-    quant_method: str = "rtn"
+    quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS); embeddings always RTN
+    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
+    gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     codec: str = "brotli"
     quant_reserve_seconds: float = 15.0  # of the training budget, kept for calibration + quantise + write
     # ---- runtime
@@ -92,6 +94,8 @@ def smoke(cfg: Config) -> Config:
         train_batch_tokens=8192,
         compile_warmup_steps=2,
         quant_reserve_seconds=5.0,
+        gptq_calib_batches=4,
+        gptq_calib_tokens=8192,
         train_log_every=25,
         sw_seq_len=256,
         sw_stride=128,

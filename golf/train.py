@@ -24,7 +24,8 @@ from golf.evaluate import eval_bpb
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT
 from golf.optim import build_optimizers, lr_multiplier, set_lr
-from golf.params import assign_rules, param_rules
+from golf.params import ParamRule, assign_rules, param_rules
+from golf.quant.gptq import collect_hessians
 from golf.quant.state import dequantize_state, quantize_state
 from golf.tokenizer import build_byte_luts, load_tokenizer
 
@@ -83,9 +84,11 @@ def train_step(model, loader, opts, cfg: Config, grad_accum: int, device) -> tor
     return total
 
 
-def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, train_paths: list[str]) -> GPT:
-    """Untimed warm-up (then reset), then train until the time budget or the iteration cap."""
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
+                 loader: DistributedTokenLoader) -> float:
+    """Untimed warm-up (then reset), then train until the time budget or the iteration cap.
+
+    Returns the training seconds used."""
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -103,14 +106,13 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, train_paths
     if cfg.compile_warmup_steps > 0:
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in opts]
-        warm_loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
+        warm_loader = copy.deepcopy(loader)  # same batches as the real run, which then starts afresh
         for _ in range(cfg.compile_warmup_steps):
             train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
         model.load_state_dict(init_model)
         for o, s in zip(opts, init_opts):
             o.load_state_dict(s)
 
-    loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
     sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
@@ -128,7 +130,26 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, train_paths
         if elapsed >= budget:
             break
     log(f"stopped step:{step} train_time:{elapsed * 1000:.0f}ms planned:{budget * 1000:.0f}ms")
-    return model
+    return elapsed
+
+
+def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
+                       loader: DistributedTokenLoader) -> dict[str, torch.Tensor]:
+    """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
+
+    Summed over ranks so every rank holds the same Hessians. Counts against the training time budget."""
+    if cfg.quant_method != "gptq" or cfg.gptq_calib_batches == 0:
+        return {}
+    weights = {name for name, r in rules.items() if r.bits is not None}
+    modules = {name: m for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and f"{name}.weight" in weights}
+    seqs = max(1, cfg.gptq_calib_tokens // (env.world_size * cfg.train_seq_len)) * cfg.train_seq_len * env.world_size
+    batches = (loader.next_batch(seqs, cfg.train_seq_len, 1)[0].to(env.device) for _ in range(cfg.gptq_calib_batches))
+    model.eval()
+    with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
+        hessians = collect_hessians(model, modules, batches, lambda m, x: m.logits(x))
+    model.train()
+    return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
 def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
@@ -136,12 +157,11 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
                     env.rank, env.world_size, env.device, autocast_dtype(env.device))
 
 
-def quantize_and_write(cfg: Config, model: GPT, path: str) -> int:
-    """Quantise by the policy table, write the artifact atomically; returns its size in bytes."""
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, None)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
@@ -164,7 +184,14 @@ def main(code_path: str) -> None:
     log(f"attention_backend:{attention_name}")
     model = GPT(cfg, attention_fn).to(env.device)
     log(f"model_params:{sum(p.numel() for p in model.parameters())}")
-    run_training(cfg, env, log, model, train_paths)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
+    train_s = run_training(cfg, env, log, model, rules, loader)
+    t_calib = time.perf_counter()
+    hessians = calibrate_hessians(cfg, env, model, rules, loader)
+    calib_s = time.perf_counter() - t_calib
+    log(f"gptq_calibration:{calib_s:.1f}s hessians:{len(hessians)} train+calibration:{train_s + calib_s:.1f}s "
+        f"of {cfg.max_wallclock_seconds:.0f}s")
 
     # Evaluation starts here: the val split is first read now, after every training-side use of data.
     t_eval = time.perf_counter()
@@ -175,7 +202,7 @@ def main(code_path: str) -> None:
 
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
     if env.is_main:
-        quantize_and_write(cfg, model, artifact_path)
+        quantize_and_write(cfg, model, rules, hessians, artifact_path)
     if env.world_size > 1:
         torch.distributed.barrier()
     entries, _ = read_artifact(artifact_path)
