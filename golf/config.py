@@ -109,6 +109,7 @@ def smoke(cfg: Config) -> Config:
         loop_end=1,
         train_loops=2,
         lane_layers=1,
+        ema_decay=0.9,  # a ~10-step horizon: a CPU run has ~100 steps, 0.9965 would still hold the random init
         iterations=400,
         max_wallclock_seconds=120.0,
         train_seq_len=256,
