@@ -48,7 +48,7 @@ PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
-LOADER_NAMES = ("base64", "linecache", "lzma", "_packed_source")  # bound by the --compress loader
+LOADER_NAMES = ("base64", "linecache", "lzma", "sys", "traceback", "_packed_source")  # bound by the --compress loader
 
 
 class PackError(Exception):
@@ -356,8 +356,11 @@ def module_order(modules: dict[str, Module]) -> list[str]:
 # ---------------------------------------------------------------- names
 
 def check_unique_names(modules: dict[str, Module]) -> None:
-    """One binding per top-level name across golf (a module may rebind its own name), and third-party
-    imports of the same name must mean the same thing."""
+    """Every golf import names something its module binds; one binding per top-level name across golf
+    (a module may rebind its own name); third-party imports of the same name mean the same thing."""
+    for name in sorted(modules):
+        for imported in sorted(modules[name].golf_imports):
+            resolve(modules, name, imported)
     owner: dict[str, tuple[str, str]] = {}  # name -> (module, where)
     for name in sorted(modules):
         mod = modules[name]
@@ -581,6 +584,9 @@ def plan_pack(modules: dict[str, Module], recipe: dict) -> Plan:
         if found == slots:
             break
         slots = found
+    # `from __future__` imports change how a module compiles: they travel with any module that is packed.
+    for module in sorted({u.module for u in kept}):
+        imports |= {r for recs in modules[module].ext_imports.values() for r in recs if r.module == "__future__"}
     owner = {b: u for u in kept for b in u.binds}
     owner.update({rec.binds: rec for rec in imports})
     for module, names in sorted(builtins_read.items()):
@@ -736,11 +742,14 @@ def lzma_pack(data: bytes) -> bytes:
 
 def self_extracting(src: str) -> str:
     """A loader that decompresses `src`, registers it with linecache under this file's own path (so
-    tracebacks, inspect.getsource and triton.jit see the real source) and runs it as this module."""
+    inspect.getsource and triton.jit see the real source), and runs it in this module's namespace (so
+    __name__, __file__ and pickling by module name behave as in the readable file). Python 3.11's default
+    excepthook reads source lines from disk, which would show the loader's lines: traceback's uses linecache."""
     payload = base64.b85encode(lzma_pack(src.encode("utf-8"))).decode("ascii")
-    return ("import base64, linecache, lzma\n"
+    return ("import base64, linecache, lzma, sys, traceback\n"
             f'_packed_source = lzma.decompress(base64.b85decode("{payload}")).decode()\n'
             "linecache.cache[__file__] = (len(_packed_source), None, _packed_source.splitlines(True), __file__)\n"
+            "sys.excepthook = traceback.print_exception\n"
             'exec(compile(_packed_source, __file__, "exec"))\n')
 
 
@@ -772,6 +781,20 @@ def readable_path(path: Path) -> Path:
     return path.with_name(path.stem + ".readable.py")
 
 
+def check_files(files: dict[Path, str], fix: str) -> int:
+    """0 when every file holds exactly the fresh text; else 1 with a message and the head of a diff."""
+    for path, text in files.items():
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if old != text:
+            diff = difflib.unified_diff(old.splitlines(), text.splitlines(), f"{path} (on disk)",
+                                        f"{path} (fresh pack)", lineterm="", n=1)
+            print(f"pack --check: {path} differs from a fresh pack; run `{fix}`", file=sys.stderr)
+            print("\n".join(list(diff)[:30]), file=sys.stderr)
+            return 1
+    print(f"pack --check: {', '.join(str(p) for p in files)} up to date")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="default")
@@ -789,18 +812,7 @@ def main(argv=None) -> int:
     if args.compress:
         files[readable_path(out)] = src
     if args.check:
-        for path, text in files.items():
-            old = path.read_text(encoding="utf-8") if path.is_file() else ""
-            if old != text:
-                diff = list(difflib.unified_diff(old.splitlines(), text.splitlines(), f"{path} (committed)",
-                                                 f"{path} (fresh pack)", lineterm="", n=1))
-                print(f"pack --check: {path} differs from a fresh pack of recipe {args.recipe!r}; "
-                      f"run `python tools/pack.py --recipe {args.recipe}{' --compress' if args.compress else ''}`",
-                      file=sys.stderr)
-                print("\n".join(diff[:30]), file=sys.stderr)
-                return 1
-        print(f"pack --check: {out} is up to date")
-        return 0
+        return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --compress' if args.compress else ''}")
     for path, text in files.items():
         write_atomic(path, text)
     s = sizes(src)
