@@ -67,6 +67,7 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
     log(f"versions: python:{platform.python_version()} torch:{torch.__version__} cuda:{cuda}")
     log(f"data_fingerprint:{data_fingerprint(paths)} shards:{len(paths)}")
     log("=" * 40 + " source " + "=" * 40 + "\n" + code.decode("utf-8", "replace"), console=False)
+    log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
 def autocast_dtype(device: torch.device):

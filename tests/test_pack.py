@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from golf.logparse import parse_run_log
 from tools.pack import PackError, check_files, function_free, module_order, pack_source, self_extracting, sizes, \
     load_package
 
@@ -366,11 +367,10 @@ def sample_data():
     return {"DATA_PATH": str(data), "TOKENIZER_PATH": str(tok)}
 
 
-def run_lines(log: Path) -> tuple[list[str], str]:
-    lines = log.read_text().split("=" * 40)[0].splitlines()
-    steps = [re.sub(r" train_time:.*", "", ln) for ln in lines if ln.startswith("step:")]
-    final = [ln for ln in lines if ln.startswith("final_roundtrip")]
-    return steps, final[-1]
+def run_lines(log: Path) -> tuple[list, tuple]:
+    """(step, train_loss) of every logged step and the round trip's (val_loss, val_bpb), as logged."""
+    summary = parse_run_log(str(log))
+    return [(s["step"], s["train_loss"]) for s in summary.steps], summary.final_roundtrip()
 
 
 @pytest.mark.slow
