@@ -32,6 +32,7 @@ import difflib
 import heapq
 import lzma
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -762,9 +763,12 @@ def sizes(src: str) -> dict[str, int]:
 # ---------------------------------------------------------------- command line
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write a temp file beside `path`, then rename: an interrupted pack never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)  # mkstemp makes it 0600
     os.replace(tmp, path)
 
 
