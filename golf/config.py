@@ -10,6 +10,10 @@ import os
 from dataclasses import dataclass
 
 
+# The recipe a run was packed from; tools/pack.py writes the recipe's name here in the packed file.
+RECIPE = "library"
+
+
 class GolfError(Exception):
     """Bad input a user can fix: the message names the file or setting and what is wrong."""
 

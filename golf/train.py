@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 
 import torch
@@ -16,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget
-from golf.config import Config, GolfError, from_env
+from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb
@@ -49,15 +50,26 @@ class RunLog:
             f.write(line + "\n")
 
 
+def git_commit(directory: str) -> str:
+    """HEAD of the checkout holding `directory`; "unknown" outside one (best effort, never fails the run)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
 def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -> None:
     """Enough to reproduce the run: source hash (+ source, in the file only), config, versions, data hash."""
     code = open(code_path, "rb").read()
     log(f"code:{os.path.basename(code_path)} sha256:{hashlib.sha256(code).hexdigest()[:16]} bytes:{len(code)}")
+    log(f"recipe:{RECIPE} git:{git_commit(os.path.dirname(os.path.abspath(code_path)))}")
     log(f"config:{json.dumps(dataclasses.asdict(cfg), sort_keys=True)}")
     cuda = torch.version.cuda or "none"
     log(f"versions: python:{platform.python_version()} torch:{torch.__version__} cuda:{cuda}")
     log(f"data_fingerprint:{data_fingerprint(paths)} shards:{len(paths)}")
     log("=" * 40 + " source " + "=" * 40 + "\n" + code.decode("utf-8", "replace"), console=False)
+    log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
