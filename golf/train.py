@@ -73,8 +73,10 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
-                 loader: DistributedTokenLoader, budget: WallclockBudget) -> GPT:
-    """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit."""
+                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+    """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
+
+    Returns the number of optimiser steps taken."""
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -120,7 +122,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
         f"planned:{budget.train_seconds * 1000:.0f}ms")
     if ema is not None:
         ema.copy_to_model()
-    return model
+    return step
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],

@@ -15,10 +15,10 @@ from golf.config import Config, smoke
 from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
 from golf.evaluate import eval_bpb
 from golf.model.gpt import GPT, size_report
-from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
+from golf.dist import setup_dist
 from golf.params import assign_rules, param_rules
-from golf.step import train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.train import RunLog, run_training
 
 
 def plain_stack(cfg: Config) -> Config:
@@ -28,27 +28,16 @@ def plain_stack(cfg: Config) -> Config:
 
 
 def train_and_score(cfg: Config, val_tokens: torch.Tensor, luts) -> tuple[float, int, dict]:
-    """Train on one CPU process until cfg.max_wallclock_seconds; returns (val_bpb, steps, size report)."""
+    """Train on one CPU process until cfg.max_wallclock_seconds with the real training loop; returns
+    (val_bpb of the EMA/final weights, steps, size report)."""
     torch.manual_seed(cfg.seed)
-    device = torch.device("cpu")
+    env = setup_dist("cpu")
     model = GPT(cfg)
-    opts = build_optimizers(model, assign_rules(model.named_parameters(), param_rules(cfg)), cfg)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
     loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
-    budget = WallclockBudget(cfg, device)
-    budget.start("train")
-    step, stop = 0, False
-    while step < cfg.iterations and not stop:
-        set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
-                                   cfg.warmdown_frac))
-        model.set_progress(step, budget.progress(step, cfg.iterations))
-        train_step(model, loader, opts, cfg, 1, device, ema)
-        step += 1
-        stop = budget.tick()
-    if ema is not None:
-        ema.copy_to_model()
+    steps = run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
     result = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens)
-    return result.val_bpb, step, size_report(model)
+    return result.val_bpb, steps, size_report(model)
 
 
 def main(argv) -> int:
@@ -57,13 +46,14 @@ def main(argv) -> int:
     parser.add_argument("--val-tokens", type=int, default=65536, help="val tokens scored per model")
     args = parser.parse_args(argv)
     recurrent = dataclasses.replace(smoke(Config()), max_wallclock_seconds=args.seconds, quant_reserve_seconds=0.0,
-                                    iterations=10**9)
+                                    iterations=10**9, grad_accum_steps=1, train_log_every=10**9,
+                                    out_dir="runs/bench_model")
     sp = load_tokenizer(recurrent.tokenizer_path)
     luts = build_byte_luts(sp, recurrent.vocab_size)
     val_tokens = load_val_tokens(recurrent.data_path, args.val_tokens)
     results = {}
     for name, cfg in (("plain_stack", plain_stack(recurrent)), ("recurrent_parallel", recurrent)):
-        bpb, steps, sizes = train_and_score(cfg, val_tokens, luts)
+        bpb, steps, sizes = train_and_score(dataclasses.replace(cfg, run_id=name), val_tokens, luts)
         results[name] = bpb
         print(f"{name}: val_bpb:{bpb:.4f} steps:{steps} unique_params:{sizes['unique_params']} "
               f"effective_params:{sizes['effective_params']} depth_eval:{sizes['eval_depth']}", flush=True)

@@ -15,6 +15,7 @@ import time
 import numpy
 import torch
 
+from golf.budget import WallclockBudget
 from golf.compress import CODECS
 from golf.config import from_env
 from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
@@ -97,7 +98,7 @@ def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
     model = GPT(cfg)
     rules = assign_rules(model.named_parameters(), param_rules(cfg))
     loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
-    run_training(cfg, env, RunLog(cfg, env), model, rules, loader)
+    run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
     hessians = calibrate_hessians(cfg, env, model, rules, loader)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     val = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
