@@ -1,52 +1,190 @@
 """Read run logs: ours and upstream's `key:value` lines, into numbers tools can compare.
 
 Not part of the packed training file; used by tools/smoke.py, submit.py, plot.py and compare.py.
+
+Both formats log the source of the run next to its results, and the parser must skip it (the
+source holds f-strings and comments that look like result lines):
+- ours (golf/train.py): `code:<file> sha256:<hash> bytes:<n>`, later a `==== source ====` line,
+  then exactly those n bytes of source, then more result lines;
+- upstream's logs/<run_id>.txt: the source first, then a line of '=' alone, versions and
+  nvidia-smi, another '=' line, then the run. Their console logs (train.log) have no source.
 """
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-KV = re.compile(r"([A-Za-z_]+):(-?[0-9.]+(?:e-?\d+)?)(ms|s)?")
+NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf"
+UNITS = {"ms": 1e-3, "s": 1.0}
+# A key, its number and an optional unit; the number must end the token ('3.11.7' and
+# '23e65fd' are not numbers, so they yield nothing rather than a wrong value).
+KV = re.compile(rf"([A-Za-z_][A-Za-z_0-9]*):({NUMBER})(ms|s|x)?(?![\w.])")
+STEP = re.compile(r"step:(\d+)/(\d+)\b")
+CODE_LINE = re.compile(r"code:(\S+) sha256:(\w+) bytes:(\d+)")
+SOURCE_MARKER = " source "  # ours: '=' * 40 + " source " + '=' * 40
+# Upstream's size lines carry no key:value: 'Serialized model int8+zlib: 15815847 bytes (...)'.
+UPSTREAM_SIZES = [(re.compile(r"Serialized model \S+: (\d+) bytes"), "artifact_bytes"),
+                  (re.compile(r"Code size: (\d+) bytes"), "code_bytes"),
+                  (re.compile(r"Total submission size \S+: (\d+) bytes"), "total_bytes")]
+# Keys whose value is a result: a malformed value of one of these is reported, never skipped silently.
+RESULT_KEY = re.compile(r"(?:train_loss|val_loss|val_bpb|train_time|step_avg|eval_time|\w*_bytes)$")
+TOKEN_KV = re.compile(r"(\w+):(\S*)")
+FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|x)?\)?|[A-Za-z]+")  # a number, or a word like 'enabled'
 
 
 @dataclass
 class RunSummary:
     path: str
     steps: list[dict] = field(default_factory=list)  # each {step, train_loss, train_time_ms, step_avg_ms}
-    vals: list[dict] = field(default_factory=list)  # each {step, val_loss, val_bpb}
+    vals: list[dict] = field(default_factory=list)  # each {step, val_loss, val_bpb, train_time_ms}
     values: dict = field(default_factory=dict)  # last value seen for each final-line key, e.g. 'final_roundtrip.val_bpb'
-    config: str | None = None
+    config: str | None = None  # the `config:` line's JSON text, as logged
     unread: list[str] = field(default_factory=list)  # lines that looked like results but did not parse
+    config_fields: dict = field(default_factory=dict)  # the `config:` JSON, parsed
+    recipe: str | None = None  # from a `recipe:NAME` line
+    units: dict = field(default_factory=dict)  # key of `values` -> 'ms' | 's' where the log gave a unit
+    finals: list[tuple[str, float]] = field(default_factory=list)  # (line label, val_bpb) of non-step val lines, in order
 
     def get(self, key: str, default=None):
         return self.values.get(key, default)
+
+    @property
+    def run_id(self) -> str:
+        """The log file's name without its extension (ours: <out_dir>/logs/<RUN_ID>.txt)."""
+        return Path(self.path).stem
+
+    def seconds(self, key: str):
+        """values[key] in seconds, using the unit the log gave (none: seconds)."""
+        v = self.values.get(key)
+        return None if v is None else v * UNITS.get(self.units.get(key, "s"), 1.0)
+
+    def last_final(self, wanted) -> float | None:
+        """val_bpb of the last final line whose label `wanted` accepts; a `*_exact` line (upstream
+        logs the same score twice, once with more digits) wins over one without."""
+        found = [(label.endswith("_exact"), i, bpb) for i, (label, bpb) in enumerate(self.finals) if wanted(label)]
+        return max(found)[2] if found else None
+
+    def roundtrip_bpb(self) -> float | None:
+        """Ours: `final_roundtrip`. Upstream: `final_<quant>_roundtrip[_exact]`."""
+        return self.last_final(lambda label: label.startswith("final_") and "roundtrip" in label
+                               and "ttt" not in label)
+
+    def ttt_bpb(self) -> float | None:
+        """Ours: `final_ttt`. Upstream records: a `*ttt*` line such as `legal_ttt_exact`."""
+        return self.last_final(lambda label: "ttt" in label)
+
+    def prequant_bpb(self) -> float | None:
+        """Ours: the `prequant` line. Upstream: the last periodic val line (scored before quantising)."""
+        ours = self.get("prequant.val_bpb")
+        if ours is not None:
+            return ours
+        return self.vals[-1]["val_bpb"] if self.vals else None
+
+    def train_seconds(self) -> float | None:
+        """Training wallclock: ours `stopped train_time`, else the last train_time on a step line."""
+        if self.get("stopped.train_time") is not None:
+            return self.seconds("stopped.train_time")
+        times = [r["train_time_ms"] for r in self.steps + self.vals if r.get("train_time_ms") is not None]
+        return max(times) / 1000 if times else None
+
+    def eval_seconds(self) -> float | None:
+        """Ours: `eval_time` (all of evaluation). Upstream: the sum of its final lines' eval_time."""
+        if self.get("eval_time") is not None:
+            return self.seconds("eval_time")
+        parts = [self.seconds(k) for k in self.values if k.endswith(".eval_time")]
+        return sum(parts) if parts else None
 
 
 def line_values(line: str) -> dict[str, float]:
     return {k: float(v) for k, v, _ in KV.findall(line)}
 
 
+def malformed_result(line: str) -> bool:
+    """A result key (val_bpb, train_loss, ..._bytes) whose value is neither a number nor a plain word."""
+    return any(RESULT_KEY.match(k) and not FULL_VALUE.fullmatch(v) for k, v in TOKEN_KV.findall(line))
+
+
+def line_prefix(line: str) -> str:
+    """The label of a final line: 'final_roundtrip val_bpb:..' -> 'final_roundtrip';
+    'stopping_early: wallclock_cap ..' -> 'stopping_early'; '' when the line starts with key:value."""
+    first = line.split()[0] if " " in line else ""
+    if first.endswith(":") and first.count(":") == 1:
+        return first[:-1]
+    return first if ":" not in first else ""
+
+
+def read_line(summary: RunSummary, line: str) -> None:
+    """Fold one result line into summary."""
+    if line.startswith("config:"):
+        summary.config = line[len("config:"):]
+        try:
+            summary.config_fields = json.loads(summary.config)
+        except ValueError:
+            summary.unread.append(line)
+        return
+    if line.startswith("recipe:"):
+        summary.recipe = line[len("recipe:"):].strip()
+        return
+    if malformed_result(line):
+        summary.unread.append(line)
+        return
+    for pattern, key in UPSTREAM_SIZES:
+        m = pattern.match(line)
+        if m:
+            summary.values[key] = float(m.group(1))
+            return
+    vals = line_values(line)
+    step = STEP.match(line)
+    if step:
+        row = dict(step=int(step.group(1)), train_time_ms=vals.get("train_time"))
+        if "train_loss" in vals:
+            summary.steps.append(dict(row, train_loss=vals["train_loss"], step_avg_ms=vals.get("step_avg")))
+        elif "val_bpb" in vals:
+            summary.vals.append(dict(row, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"]))
+        else:
+            summary.unread.append(line)  # a step line that is neither: cut short or garbled
+        return
+    prefix = line_prefix(line)
+    for k, v, unit in KV.findall(line):
+        key = f"{prefix}.{k}" if prefix else k
+        summary.values[key] = float(v)
+        if unit in UNITS:
+            summary.units[key] = unit
+    if "val_bpb" in vals and prefix:
+        summary.finals.append((prefix, vals["val_bpb"]))
+
+
 def parse_run_log(path: str) -> RunSummary:
+    """Every result line of a log, ours or upstream's; the logged source is skipped (see the module doc)."""
+    with open(path, "rb") as f:
+        data = f.read()
     summary = RunSummary(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            line = raw.strip()
-            if line.startswith("=" * 40):
-                break  # the logged source follows: nothing of the run's results below
-            if line.startswith("config:"):
-                summary.config = line[len("config:"):]
-                continue
-            vals = line_values(line)
-            step = re.match(r"step:(\d+)/(\d+)", line)
-            if step and "train_loss" in vals:
-                summary.steps.append(dict(step=int(step.group(1)), train_loss=vals["train_loss"],
-                                          train_time_ms=vals.get("train_time"), step_avg_ms=vals.get("step_avg")))
-            elif step and "val_bpb" in vals:
-                summary.vals.append(dict(step=int(step.group(1)), val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"]))
-            elif vals:
-                prefix = line.split()[0] if " " in line and ":" not in line.split()[0] else ""
-                for k, v in vals.items():
-                    summary.values[f"{prefix}.{k}" if prefix else k] = v
-            elif any(w in line for w in ("val_bpb", "train_loss", "total_bytes")):
-                summary.unread.append(line)
+    code_bytes = None
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        line = data[pos:end].decode("utf-8", errors="replace").strip()
+        pos = end + 1
+        if line.startswith("=" * 40) and SOURCE_MARKER in line:
+            if code_bytes is None:
+                summary.unread.append("(a source block without a `code:... bytes:N` line before it: "
+                                      "nothing after it was read)")
+                break
+            pos += code_bytes  # the source as logged; the log's own newline after it reads as an empty line
+        elif len(line) >= 40 and set(line) == {"="}:
+            summary = RunSummary(path)  # upstream: everything above was its source (or versions/nvidia-smi)
+        elif line:
+            code = CODE_LINE.match(line)
+            if code:
+                code_bytes = int(code.group(3))
+            read_line(summary, line)
     return summary
+
+
+def config_differences(summaries: list[RunSummary], ignore=("run_id", "out_dir")) -> list[str]:
+    """Config fields whose value differs between the runs (a run without a config line counts as
+    differing wherever any other run has the field); fields in `ignore` always differ and say nothing."""
+    keys = sorted({k for s in summaries for k in s.config_fields} - set(ignore))
+    return [k for k in keys if len({json.dumps(s.config_fields.get(k), sort_keys=True) for s in summaries}) > 1]
