@@ -148,6 +148,14 @@ def quantize_and_write(cfg: Config, model: GPT, path: str) -> int:
     return os.path.getsize(path)
 
 
+def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
+    """The model as evaluation sees it: GPT(cfg) holding the artifact's dequantised weights, in eval mode."""
+    entries, _ = read_artifact(path)
+    model = GPT(cfg, attention_fn).to(device)
+    model.load_state_dict(dequantize_state(entries, model.state_dict()))
+    return model.eval()
+
+
 def main(code_path: str) -> None:
     cfg = from_env()
     env = setup_dist(cfg.device)
@@ -178,10 +186,7 @@ def main(code_path: str) -> None:
         quantize_and_write(cfg, model, artifact_path)
     if env.world_size > 1:
         torch.distributed.barrier()
-    entries, _ = read_artifact(artifact_path)
-    reloaded = GPT(cfg, attention_fn).to(env.device)
-    like = reloaded.state_dict()
-    reloaded.load_state_dict(dequantize_state(entries, like))
+    reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
     post = score(cfg, env, reloaded, val_tokens, luts)
     eval_s = time.perf_counter() - t_eval
     artifact_bytes = os.path.getsize(artifact_path)
