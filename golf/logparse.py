@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from golf.config import GolfError
+
 NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf"
 UNITS = {"ms": 1e-3, "s": 1.0}
 # A key, its number and an optional unit; the number must end the token ('3.11.7' and
@@ -188,3 +190,38 @@ def config_differences(summaries: list[RunSummary], ignore=("run_id", "out_dir")
     differing wherever any other run has the field); fields in `ignore` always differ and say nothing."""
     keys = sorted({k for s in summaries for k in s.config_fields} - set(ignore))
     return [k for k in keys if len({json.dumps(s.config_fields.get(k), sort_keys=True) for s in summaries}) > 1]
+
+
+def read_run_logs(paths: list[str]) -> list[RunSummary]:
+    """Parse each log; a missing file or one with no run lines at all is a GolfError naming it."""
+    summaries = []
+    for path in paths:
+        try:
+            summary = parse_run_log(path)
+        except OSError as e:
+            raise GolfError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not (summary.steps or summary.vals or summary.finals or summary.config_fields):
+            raise GolfError(f"{path}: no run lines found (no step:, val_bpb or config: lines); is it a run log?")
+        summaries.append(summary)
+    return summaries
+
+
+def unread_note(summary: RunSummary) -> str | None:
+    """One line saying which lines of a log were not read, or None."""
+    if not summary.unread:
+        return None
+    return f"{summary.path}: {len(summary.unread)} result-like line(s) not read; first: {summary.unread[0]!r}"
+
+
+def run_names(summaries: list[RunSummary]) -> list[str]:
+    """Run ids, made unique where they collide by the run's folder (ours: <out_dir>/logs/<run_id>.txt)."""
+    ids = [s.run_id for s in summaries]
+    names = []
+    for s in summaries:
+        if ids.count(s.run_id) == 1:
+            names.append(s.run_id)
+            continue
+        folder = Path(s.path).resolve().parent
+        folder = folder.parent if folder.name == "logs" else folder
+        names.append(f"{folder.name}/{s.run_id}")
+    return names
