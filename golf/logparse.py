@@ -76,6 +76,13 @@ class RunSummary:
         """Ours: `final_ttt`. Upstream records: a `*ttt*` line such as `legal_ttt_exact`."""
         return self.last_final(lambda label: "ttt" in label)
 
+    def final_step(self) -> int | None:
+        """Steps trained: ours `stopped step:N`, upstream `stopping_early: .. step:N/M`, else the last step logged."""
+        for key in ("stopped.step", "stopping_early.step"):
+            if self.get(key) is not None:
+                return int(self.get(key))
+        return max([r["step"] for r in self.steps + self.vals], default=None)
+
     def prequant_bpb(self) -> float | None:
         """Ours: the `prequant` line. Upstream: the last periodic val line (scored before quantising)."""
         ours = self.get("prequant.val_bpb")
@@ -186,10 +193,11 @@ def parse_run_log(path: str) -> RunSummary:
 
 
 def config_differences(summaries: list[RunSummary], ignore=("run_id", "out_dir")) -> list[str]:
-    """Config fields whose value differs between the runs (a run without a config line counts as
-    differing wherever any other run has the field); fields in `ignore` always differ and say nothing."""
-    keys = sorted({k for s in summaries for k in s.config_fields} - set(ignore))
-    return [k for k in keys if len({json.dumps(s.config_fields.get(k), sort_keys=True) for s in summaries}) > 1]
+    """Config fields whose value differs between the runs that logged a config (upstream logs have
+    none: they take no part); fields in `ignore` differ by design and say nothing about the recipe."""
+    configs = [s.config_fields for s in summaries if s.config_fields]
+    keys = sorted({k for c in configs for k in c} - set(ignore))
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 
 def read_run_logs(paths: list[str]) -> list[RunSummary]:

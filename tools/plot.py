@@ -151,7 +151,7 @@ def plot_results_table(ax, summaries, labels, colors) -> None:
     cells = []
     for s, name in zip(summaries, run_names(summaries)):
         last = s.steps[-1] if s.steps else {}
-        cells.append([name, fmt(last.get("step"), "d"), fmt(last.get("step_avg_ms"), ".1f"),
+        cells.append([name, fmt(s.final_step(), ",d"), fmt(last.get("step_avg_ms"), ".1f"),
                       fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
                       fmt(s.get("total_bytes"), ",.0f")])
     table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
