@@ -44,8 +44,9 @@ def run_labels(summaries: list[RunSummary]) -> list[str]:
     labels = []
     for name, s in zip(run_names(summaries), summaries):
         parts = [name + (f" [{s.recipe}]" if s.recipe else "")]
-        shown = [f"{k}={field_text(s.config_fields.get(k))}" for k in differing[:MAX_LABEL_FIELDS]]
-        if len(differing) > MAX_LABEL_FIELDS:
+        fields = differing if s.config_fields else []  # an upstream log has no config line to differ by
+        shown = [f"{k}={field_text(s.config_fields.get(k))}" for k in fields[:MAX_LABEL_FIELDS]]
+        if len(fields) > MAX_LABEL_FIELDS:
             shown.append(f"+{len(differing) - MAX_LABEL_FIELDS} more")
         labels.append(" ".join(parts + ([", ".join(shown)] if shown else [])))
     return labels
@@ -108,17 +109,22 @@ def plot_val_bpb(ax, summaries, colors) -> None:
         empty_note(ax, "no val_bpb lines")
 
 
-def plot_artifact(ax, artifact: str, code: str | None) -> None:
-    """Compressed bytes per tensor group, the code, and their total stacked against the budget."""
-    rows = artifact_report(artifact)
-    names = [r["group"] for r in rows]
-    sizes = [r["compressed_bytes"] for r in rows]
+def artifact_sizes(artifact: str, code: str | None) -> list[tuple[str, int]]:
+    """(name, bytes) of each tensor group of the artifact (header + checksum included), then the code."""
+    sizes = [(r["group"], r["compressed_bytes"]) for r in artifact_report(artifact)]
     if code:
         try:
-            names.append("code")
-            sizes.append(os.path.getsize(code))
+            sizes.append(("code", os.path.getsize(code)))
         except OSError as e:
             raise GolfError(f"{code}: cannot read: {e.strerror or e}") from None
+    return sizes
+
+
+def plot_artifact(ax, artifact: str, named_sizes: list[tuple[str, int]]) -> None:
+    """Compressed bytes per tensor group, the code, and their total stacked against the budget."""
+    names = [name for name, _ in named_sizes]
+    sizes = [size for _, size in named_sizes]
+    code = "code" in names
     colors = [plt.cm.tab20(i % 20) for i in range(len(names))]
     mb = [b / 1e6 for b in sizes]
     ax.bar(range(len(names)), mb, color=colors)
@@ -157,13 +163,14 @@ def plot_results_table(ax, summaries, labels, colors) -> None:
     table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(header))))
     table.scale(1, 1.4)
     for row, color in enumerate(colors, start=1):
         table[row, 0].set_text_props(color=color, weight="bold")
     ax.set_title("final numbers (bpb: lower is better)")
 
 
-def plot_report(summaries: list[RunSummary], out: str, artifact: str | None, code: str | None) -> None:
+def plot_report(summaries: list[RunSummary], out: str, artifact: str | None, named_sizes) -> None:
     labels = run_labels(summaries)
     colors = [plt.cm.tab10(i % 10) for i in range(len(summaries))]
     ncol = 1 if len(labels) > 3 or max(map(len, labels)) > 60 else len(labels)
@@ -179,7 +186,7 @@ def plot_report(summaries: list[RunSummary], out: str, artifact: str | None, cod
     plot_steps(fig.add_subplot(grid[1, 1]), summaries, colors, "step", "step_avg_ms", "step", "ms",
                "average step time", log_y_if_spread=True)
     if artifact:
-        plot_artifact(fig.add_subplot(grid[2, 0]), artifact, code)
+        plot_artifact(fig.add_subplot(grid[2, 0]), artifact, named_sizes)
         plot_results_table(fig.add_subplot(grid[2, 1]), summaries, labels, colors)
     else:
         plot_results_table(fig.add_subplot(grid[2, :]), summaries, labels, colors)
@@ -195,8 +202,6 @@ def plot_report(summaries: list[RunSummary], out: str, artifact: str | None, cod
 def save_figure(fig, out: str) -> None:
     """Write atomically (temp file in the same folder, then rename), so a failed run keeps the old file."""
     path = Path(out)
-    if not path.parent.is_dir():
-        raise GolfError(f"{out}: folder {path.parent} does not exist")
     fmt_name = path.suffix.lstrip(".").lower() or "png"
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -218,12 +223,15 @@ def main(argv=None) -> int:
     try:
         if args.code and not args.artifact:
             raise GolfError(f"--code {args.code}: needs --artifact (the code bytes are drawn with the artifact's)")
+        if not Path(args.output).parent.is_dir():
+            raise GolfError(f"{args.output}: folder {Path(args.output).parent} does not exist")
         summaries = read_run_logs(args.logs)
+        named_sizes = artifact_sizes(args.artifact, args.code) if args.artifact else None
         for s in summaries:
             note = unread_note(s)
             if note:
                 print(f"plot: {note}", file=sys.stderr)
-        plot_report(summaries, args.output, args.artifact, args.code)
+        plot_report(summaries, args.output, args.artifact, named_sizes)
     except GolfError as e:
         print(f"plot: {e}", file=sys.stderr)
         return 2
