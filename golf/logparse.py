@@ -5,7 +5,8 @@ Not part of the packed training file; used by tools/smoke.py, submit.py, plot.py
 Both formats log the source of the run next to its results, and the parser must skip it (the
 source holds f-strings and comments that look like result lines):
 - ours (golf/train.py): `code:<file> sha256:<hash> bytes:<n>`, later a `==== source ====` line,
-  then exactly those n bytes of source, then more result lines;
+  then exactly those n bytes of source (newer logs then add an `==== end source ====` line), then
+  more result lines;
 - upstream's logs/<run_id>.txt: the source first, then a line of '=' alone, versions and
   nvidia-smi, another '=' line, then the run. Their console logs (train.log) have no source.
 """
@@ -18,13 +19,13 @@ from pathlib import Path
 from golf.config import GolfError
 
 NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf"
-UNITS = {"ms": 1e-3, "s": 1.0}
 # A key, its number and an optional unit; the number must end the token ('3.11.7' and
 # '23e65fd' are not numbers, so they yield nothing rather than a wrong value).
 KV = re.compile(rf"([A-Za-z_][A-Za-z_0-9]*):({NUMBER})(ms|s|x)?(?![\w.])")
 STEP = re.compile(r"step:(\d+)/(\d+)\b")
-CODE_LINE = re.compile(r"code:(\S+) sha256:(\w+) bytes:(\d+)")
-SOURCE_MARKER = " source "  # ours: '=' * 40 + " source " + '=' * 40
+SOURCE_BANNER = "=" * 40 + " source "  # ours: '=' * 40 + " source " + '=' * 40
+END_SOURCE_BANNER = "=" * 40 + " end source "
+PROVENANCE_PREFIXES = ("code:", "recipe:", "versions:")  # lines of words kept as strings in RunSummary.meta
 # Upstream's size lines carry no key:value: 'Serialized model int8+zlib: 15815847 bytes (...)'.
 UPSTREAM_SIZES = [(re.compile(r"Serialized model \S+: (\d+) bytes"), "artifact_bytes"),
                   (re.compile(r"Code size: (\d+) bytes"), "code_bytes"),
@@ -43,9 +44,9 @@ class RunSummary:
     values: dict = field(default_factory=dict)  # last value seen for each final-line key, e.g. 'final_roundtrip.val_bpb'
     config: str | None = None  # the `config:` line's JSON text, as logged
     unread: list[str] = field(default_factory=list)  # lines that looked like results but did not parse
-    config_fields: dict = field(default_factory=dict)  # the `config:` JSON, parsed
-    recipe: str | None = None  # from a `recipe:NAME` line
     units: dict = field(default_factory=dict)  # key of `values` -> 'ms' | 's' where the log gave a unit
+    meta: dict = field(default_factory=dict)  # strings: code, sha256, bytes, recipe, git, python, torch, cuda
+    config_fields: dict = field(default_factory=dict)  # the `config:` JSON, parsed
     finals: list[tuple[str, float]] = field(default_factory=list)  # (line label, val_bpb) of non-step val lines, in order
 
     def get(self, key: str, default=None):
@@ -56,25 +57,38 @@ class RunSummary:
         """The log file's name without its extension (ours: <out_dir>/logs/<RUN_ID>.txt)."""
         return Path(self.path).stem
 
-    def seconds(self, key: str):
-        """values[key] in seconds, using the unit the log gave (none: seconds)."""
-        v = self.values.get(key)
-        return None if v is None else v * UNITS.get(self.units.get(key, "s"), 1.0)
+    @property
+    def recipe(self) -> str | None:
+        return self.meta.get("recipe")
 
-    def last_final(self, wanted) -> float | None:
-        """val_bpb of the last final line whose label `wanted` accepts; a `*_exact` line (upstream
-        logs the same score twice, once with more digits) wins over one without."""
-        found = [(label.endswith("_exact"), i, bpb) for i, (label, bpb) in enumerate(self.finals) if wanted(label)]
+    def seconds(self, key: str, default=None):
+        """A time value in seconds whatever unit the log used (ours: eval_time:12.3s; upstream: eval_time:1406ms)."""
+        if key not in self.values:
+            return default
+        return self.values[key] / 1000 if self.units.get(key) == "ms" else self.values[key]
+
+    def last_final(self, wanted) -> str | None:
+        """Label of the last final line that `wanted` accepts; a `*_exact` line (upstream logs the
+        same score twice, once with more digits) wins over one without."""
+        found = [(label.endswith("_exact"), i, label) for i, (label, _) in enumerate(self.finals) if wanted(label)]
         return max(found)[2] if found else None
 
+    def final_roundtrip(self) -> tuple[float, float] | None:
+        """(val_loss, val_bpb) of the reloaded artifact: ours `final_roundtrip`, upstream
+        `final_<quant>_roundtrip[_exact]`."""
+        label = self.last_final(lambda lb: lb.startswith("final_") and "roundtrip" in lb and "ttt" not in lb)
+        if label is None or f"{label}.val_loss" not in self.values:
+            return None
+        return self.values[f"{label}.val_loss"], self.values[f"{label}.val_bpb"]
+
     def roundtrip_bpb(self) -> float | None:
-        """Ours: `final_roundtrip`. Upstream: `final_<quant>_roundtrip[_exact]`."""
-        return self.last_final(lambda label: label.startswith("final_") and "roundtrip" in label
-                               and "ttt" not in label)
+        final = self.final_roundtrip()
+        return final[1] if final else None
 
     def ttt_bpb(self) -> float | None:
         """Ours: `final_ttt`. Upstream records: a `*ttt*` line such as `legal_ttt_exact`."""
-        return self.last_final(lambda label: "ttt" in label)
+        label = self.last_final(lambda lb: "ttt" in lb)
+        return None if label is None else self.values[f"{label}.val_bpb"]
 
     def final_step(self) -> int | None:
         """Steps trained: ours `stopped step:N`, upstream `stopping_early: .. step:N/M`, else the last step logged."""
@@ -132,8 +146,11 @@ def read_line(summary: RunSummary, line: str) -> None:
         except ValueError:
             summary.unread.append(line)
         return
-    if line.startswith("recipe:"):
-        summary.recipe = line[len("recipe:"):].strip()
+    if line.startswith(PROVENANCE_PREFIXES):
+        for word in line.split():
+            key, _, value = word.partition(":")
+            if value:
+                summary.meta[key] = value
         return
     if malformed_result(line):
         summary.unread.append(line)
@@ -158,7 +175,7 @@ def read_line(summary: RunSummary, line: str) -> None:
     for k, v, unit in KV.findall(line):
         key = f"{prefix}.{k}" if prefix else k
         summary.values[key] = float(v)
-        if unit in UNITS:
+        if unit in ("ms", "s"):
             summary.units[key] = unit
     if "val_bpb" in vals and prefix:
         summary.finals.append((prefix, vals["val_bpb"]))
@@ -169,27 +186,34 @@ def parse_run_log(path: str) -> RunSummary:
     with open(path, "rb") as f:
         data = f.read()
     summary = RunSummary(path)
-    code_bytes = None
     pos = 0
     while pos < len(data):
         end = data.find(b"\n", pos)
         end = len(data) if end < 0 else end
         line = data[pos:end].decode("utf-8", errors="replace").strip()
         pos = end + 1
-        if line.startswith("=" * 40) and SOURCE_MARKER in line:
-            if code_bytes is None:
-                summary.unread.append("(a source block without a `code:... bytes:N` line before it: "
-                                      "nothing after it was read)")
-                break
-            pos += code_bytes  # the source as logged; the log's own newline after it reads as an empty line
+        if line.startswith(SOURCE_BANNER):
+            pos = source_end(data, pos, summary)
+        elif line.startswith(END_SOURCE_BANNER):
+            continue
         elif len(line) >= 40 and set(line) == {"="}:
             summary = RunSummary(path)  # upstream: everything above was its source (or versions/nvidia-smi)
         elif line:
-            code = CODE_LINE.match(line)
-            if code:
-                code_bytes = int(code.group(3))
             read_line(summary, line)
     return summary
+
+
+def source_end(data: bytes, start: int, summary: RunSummary) -> int:
+    """Where the results resume after our logged source that begins at `start`: exactly the byte
+    count the `code:` line gave; without one, at the end banner; without that, nowhere (noted)."""
+    if summary.meta.get("bytes", "").isdigit():
+        return start + int(summary.meta["bytes"])  # the log's own newline after it reads as an empty line
+    banner = data.find(b"\n" + END_SOURCE_BANNER.encode(), start - 1)
+    if banner >= 0:
+        return banner + 1
+    summary.unread.append("(a logged source without a `code:... bytes:N` line or an end banner: nothing after it "
+                          "was read)")
+    return len(data)
 
 
 def config_differences(summaries: list[RunSummary], ignore=("run_id", "out_dir")) -> list[str]:

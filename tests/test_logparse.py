@@ -55,11 +55,24 @@ def test_our_log_reads_results_on_both_sides_of_the_source(tmp_path):
     assert [(r["step"], r["train_loss"]) for r in s.steps] == [(1, 9.0124), (25, 6.5021)]  # not the decoy's step 7
     assert s.steps[1]["step_avg_ms"] == 2004.80 and s.steps[1]["train_time_ms"] == 50120
     assert s.vals == [dict(step=25, val_loss=6.41, val_bpb=1.9911, train_time_ms=50200)]
-    assert s.get("final_roundtrip.val_bpb") == 1.96 and s.roundtrip_bpb() == 1.96  # not the decoy's 0.0001
+    assert s.final_roundtrip() == (6.32, 1.96) and s.roundtrip_bpb() == 1.96  # not the decoy's 0.0001
     assert s.prequant_bpb() == 1.95 and s.ttt_bpb() == 1.93
     assert s.train_seconds() == pytest.approx(50.12) and s.eval_seconds() == 21.5
     assert s.get("total_bytes") == 786804 and s.get("stopped.step") == 25
     assert s.get("data_fingerprint") is None  # a hash like 9877e8df.. is not the number 9877e8
+
+
+@pytest.mark.parametrize("code_line", [True, False])
+def test_source_with_an_end_banner_is_skipped_with_or_without_its_byte_count(tmp_path, code_line):
+    lines = ["code:train_gpt.py sha256:0123abcd bytes:%d" % len(DECOY_SOURCE.encode()), "recipe:default git:0123abc",
+             "versions: python:3.11.7 torch:2.13.0 cuda:12.8",
+             "=" * 40 + " source " + "=" * 40 + "\n" + DECOY_SOURCE, "=" * 40 + " end source " + "=" * 40]
+    path = tmp_path / "seed3.txt"
+    path.write_text("\n".join((lines if code_line else lines[1:]) + OUR_RESULTS) + "\n", encoding="utf-8")
+    s = parse_run_log(str(path))
+    assert [r["step"] for r in s.steps] == [1, 25] and s.final_roundtrip() == (6.32, 1.96) and s.unread == []
+    assert s.recipe == "default" and s.meta["git"] == "0123abc" and s.meta["torch"] == "2.13.0"
+    assert s.meta.get("sha256") == ("0123abcd" if code_line else None)
 
 
 def test_malformed_result_lines_are_reported_not_dropped(tmp_path):
@@ -125,7 +138,8 @@ def test_upstream_log_skips_its_source_and_reads_the_run(tmp_path):
     assert s.roundtrip_bpb() == 1.22436570  # the _exact line, not the 4-digit one, nor the source's 0.2
     assert s.prequant_bpb() == 1.2172 and s.ttt_bpb() is None
     assert (s.get("artifact_bytes"), s.get("code_bytes"), s.get("total_bytes")) == (15815847, 47642, 15863489)
-    assert s.train_seconds() == pytest.approx(600.038) and s.eval_seconds() == pytest.approx(1.401)
+    assert s.train_seconds() == pytest.approx(600.038) and s.seconds("final_int8_zlib_roundtrip.eval_time") == 1.401
+    assert s.final_roundtrip() == (2.07269931, 1.22436570) and s.eval_seconds() == 1.401
 
 
 def test_upstream_console_log_without_source(tmp_path):
