@@ -1,6 +1,16 @@
 """Shared fixtures: the bundled sample corpus and a small tokenizer trained on it once per session."""
 
+import os
+
 import pytest
+import torch
+
+# Triton picks its interpreter when a @triton.jit decorator runs, i.e. when golf.kernels is first
+# imported. Any test module may import it (via golf.train or golf.model), and modules are collected
+# alphabetically before tests/test_kernels.py sets this itself, so it is set here, before all of them.
+# On CPU it changes nothing else: the fused kernels are dispatched only for CUDA tensors.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from data.prepare_sample import SAMPLE_CORPUS, read_corpus, split_train_val
 from golf.tokenizer import train_tokenizer

@@ -27,8 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from golf.artifact import artifact_report  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.logparse import RunSummary, config_differences, read_run_logs, run_names, unread_note  # noqa: E402
+from tools.size_check import CHALLENGE_LIMIT  # noqa: E402
 
-BUDGET_BYTES = 16_000_000  # code + compressed model, decimal bytes
 MAX_LABEL_FIELDS = 4  # differing config fields shown in a legend label; the rest are counted
 # Marker of each kind of final score (by its log label), so a run's colour stays its own.
 FINAL_MARKERS = [("ttt", "^", "TTT"), ("roundtrip", "s", "round trip"), ("prequant", "o", "pre-quant")]
@@ -135,14 +135,14 @@ def plot_artifact(ax, artifact: str, named_sizes: list[tuple[str, int]]) -> None
     total = sum(sizes)
     for i, size in enumerate(mb + [bottom]):
         ax.annotate(f"{size:.3f}", (i, size), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
-    ax.axhline(BUDGET_BYTES / 1e6, color="crimson", ls="--", lw=1.2)
-    verdict = "fits" if total <= BUDGET_BYTES else "OVER"
-    ax.text(0.02, BUDGET_BYTES / 1e6, f" budget {BUDGET_BYTES:,} B: total {total:,} B {verdict}, "
-            f"headroom {BUDGET_BYTES - total:,} B", va="bottom", fontsize=8, color="crimson",
+    ax.axhline(CHALLENGE_LIMIT / 1e6, color="crimson", ls="--", lw=1.2)
+    verdict = "fits" if total <= CHALLENGE_LIMIT else "OVER"
+    ax.text(0.02, CHALLENGE_LIMIT / 1e6, f" budget {CHALLENGE_LIMIT:,} B: total {total:,} B {verdict}, "
+            f"headroom {CHALLENGE_LIMIT - total:,} B", va="bottom", fontsize=8, color="crimson",
             transform=ax.get_yaxis_transform())
     ax.set_xticks(range(len(names) + 1), names + ["total" + ("" if code else "\n(no --code)")], rotation=30,
                   ha="right", fontsize=8)
-    ax.set_ylim(0, BUDGET_BYTES / 1e6 * 1.12)
+    ax.set_ylim(0, max(CHALLENGE_LIMIT, total) / 1e6 * 1.12)
     ax.set(ylabel="MB (10^6 bytes)", title=f"artifact bytes by group: {Path(artifact).name}")
     ax.grid(axis="y", alpha=0.3)
 
@@ -151,7 +151,7 @@ def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def plot_results_table(ax, summaries, labels, colors) -> None:
+def plot_results_table(ax, summaries, colors) -> None:
     ax.axis("off")
     header = ["run", "steps", "step ms", "pre-quant", "round trip", "TTT", "total bytes"]
     cells = []
@@ -187,9 +187,9 @@ def plot_report(summaries: list[RunSummary], out: str, artifact: str | None, nam
                "average step time", log_y_if_spread=True)
     if artifact:
         plot_artifact(fig.add_subplot(grid[2, 0]), artifact, named_sizes)
-        plot_results_table(fig.add_subplot(grid[2, 1]), summaries, labels, colors)
+        plot_results_table(fig.add_subplot(grid[2, 1]), summaries, colors)
     else:
-        plot_results_table(fig.add_subplot(grid[2, :]), summaries, labels, colors)
+        plot_results_table(fig.add_subplot(grid[2, :]), summaries, colors)
     for ax in fig.axes:
         if ax.get_yscale() == "linear":
             ax.ticklabel_format(axis="y", useOffset=False)  # '+2.894' offsets hide the values that matter
