@@ -5,15 +5,13 @@ import os
 import pytest
 import torch
 
-# Triton picks its interpreter when a @triton.jit decorator runs, i.e. when golf.kernels is first
-# imported. Any test module may import it (via golf.train or golf.model), and modules are collected
-# alphabetically before tests/test_kernels.py sets this itself, so it is set here, before all of them.
-# On CPU it changes nothing else: the fused kernels are dispatched only for CUDA tensors.
+# Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when golf.kernels is first
+# imported, which any model import does: set it before any test module loads golf.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from data.prepare_sample import SAMPLE_CORPUS, read_corpus, split_train_val
-from golf.tokenizer import train_tokenizer
+from data.prepare_sample import SAMPLE_CORPUS, read_corpus, split_train_val  # noqa: E402
+from golf.tokenizer import train_tokenizer  # noqa: E402
 
 SAMPLE_TOKENIZER_VOCAB = 1024
 
@@ -42,3 +40,10 @@ def sample_data(tmp_path_factory) -> dict:
     return {"data_path": str(out / "datasets" / f"sample_sp{SAMPLE_TOKENIZER_VOCAB}"),
             "tokenizer_path": str(out / "tokenizers" / f"sample_{SAMPLE_TOKENIZER_VOCAB}_bpe.model"),
             "vocab_size": SAMPLE_TOKENIZER_VOCAB}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests use tiny tensors: on a shared 2-core machine extra intra-op threads only contend (a 32-wide matmul
+    went from 9 ms to 600 ms under load)."""
+    torch.set_num_threads(1)

@@ -63,7 +63,7 @@ def test_top_k_then_top_p_on_the_kept_mass():
 
 def tiny_model(**fields):
     cfg = dataclasses.replace(Config(), vocab_size=64, model_dim=32, num_heads=2, num_kv_heads=1, num_layers=1,
-                              rope_dims=8, **fields)
+                              loop_start=0, loop_end=0, lane_layers=0, rope_dims=8, **fields)
     torch.manual_seed(0)
     return GPT(cfg).eval()
 

@@ -15,6 +15,7 @@ import torch
 from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.config import Config
 from golf.model.gpt import GPT
+from golf.params import assign_rules, param_rules
 from golf.quant.state import dequantize_state
 from golf.train import load_artifact_model, quantize_and_write
 from tools.compare import main as compare_main
@@ -26,14 +27,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_config(**fields) -> Config:
-    tiny = dict(vocab_size=1024, model_dim=32, num_heads=2, num_kv_heads=1, num_layers=1, rope_dims=8, sw_seq_len=32,
-                device="cpu")
+    tiny = dict(vocab_size=1024, model_dim=32, num_heads=2, num_kv_heads=1, num_layers=2, loop_start=1, loop_end=1,
+                lane_layers=0, rope_dims=8, sw_seq_len=32, device="cpu")
     return dataclasses.replace(Config(), **(tiny | fields))
 
 
 def write_tiny_artifact(path: Path, cfg: Config) -> Path:
     torch.manual_seed(0)
-    quantize_and_write(cfg, GPT(cfg), str(path))  # exactly as a run writes it
+    model = GPT(cfg)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    quantize_and_write(cfg, model, rules, {}, str(path))  # exactly as a run writes it (RTN: no Hessians)
     return path
 
 
@@ -120,11 +123,11 @@ def test_sample_bad_input_is_one_line_exit_2(artifact, sample_tokenizer, tmp_pat
 
 def test_sample_ignores_config_fields_it_does_not_know(artifact, sample_tokenizer, tmp_path, capsys):
     entries, meta = read_artifact(str(artifact))
-    meta["config"]["eval_loops"] = 3  # a field from a newer build
+    meta["config"]["a_future_knob"] = 3  # a field from a newer build
     path = tmp_path / "future.golf"
     write_artifact(path, encode_artifact(entries, {name: "all" for name in entries}, meta))
     assert sample_main([str(path), "--tokenizer", sample_tokenizer, "--tokens", "2"]) == 0
-    assert "eval_loops" in capsys.readouterr().err
+    assert "a_future_knob" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- plot

@@ -1,19 +1,31 @@
 """`python -m golf.bench quant`: RTN vs GPTQ layer-output error, and codec bytes vs entropy.
 
-For now on synthetic layers: Gaussian weights (std 0.02) fed correlated inputs (white noise
-through a random mixing with a decaying spectrum, so GPTQ has correlations to exploit).
-`quant_report(state, hessians, plan)` does the measuring and works on any state dict.
+Default: synthetic layers (Gaussian weights, std 0.02, fed correlated inputs: white noise through a
+random mixing with a decaying spectrum, so GPTQ has correlations to exploit).
+`--smoke SECONDS`: train the smoke preset for SECONDS on the sample data, then val_bpb of the fp32
+model, RTN-int6 and GPTQ-int6 (same bits, same scales, so the same bytes to within the codec),
+and the gap ratio (GPTQ gap / RTN gap). `quant_report(state, hessians, plan)` works on any state dict.
 """
 import argparse
+import dataclasses
 import math
+import os
 import time
 
 import numpy
 import torch
 
 from golf.compress import CODECS
+from golf.config import from_env
+from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
+from golf.dist import setup_dist
+from golf.evaluate import eval_bpb
+from golf.model.gpt import GPT
+from golf.params import assign_rules, param_rules
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows
-from golf.quant.state import quantize_state
+from golf.quant.state import dequantize_state, quantize_state
+from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.train import RunLog, calibrate_hessians, run_training
 
 # (rows, cols) of the synthetic layers: an attention projection and the MLP pair of dim 512.
 BENCH_SHAPES = {"attn.proj": (512, 512), "mlp.fc": (2048, 512), "mlp.proj": (512, 2048)}
@@ -76,23 +88,57 @@ def quant_report(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tenso
     return {"layers": layers, "codecs": codecs}
 
 
+def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
+    """Train the smoke preset for `seconds`; returns ({fp32, rtn, gptq: val_bpb}, matrices, hessians, plan)."""
+    cfg = dataclasses.replace(from_env({"PRESET": "smoke"}), max_wallclock_seconds=seconds, quant_reserve_seconds=0.0,
+                              matrix_bits=bits, quant_method="gptq", out_dir=os.path.join("runs", "bench_quant"))
+    env = setup_dist(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
+    run_training(cfg, env, RunLog(cfg, env), model, rules, loader)
+    hessians = calibrate_hessians(cfg, env, model, rules, loader)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    val = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    luts = build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size)
+    score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens).val_bpb  # noqa: E731
+    bpb = {"fp32": score(model)}
+    plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
+    for method in ("rtn", "gptq"):
+        entries = quantize_state(state, {n: {**s, "method": method} for n, s in plan.items()}, hessians)
+        model.load_state_dict(dequantize_state(entries, state))
+        bpb[method] = score(model)
+    return bpb, {n: state[n] for n in hessians}, hessians, {n: plan[n] for n in hessians}
+
+
 def main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m golf.bench quant", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bits", type=int, default=6)
+    parser.add_argument("--smoke", type=float, default=0.0, metavar="SECONDS",
+                        help="train the smoke preset this long on the sample data and measure val_bpb")
     args = parser.parse_args(argv)
-    state, hessians = synthetic_layers(args.seed)
-    plan = {n: {"bits": args.bits, "clip_k": BENCH_CLIP_K[n]} for n in state}
+    if args.smoke > 0:
+        bpb, state, hessians, plan = smoke_model_bpb(args.smoke, args.bits)
+        rtn_gap, gptq_gap = bpb["rtn"] - bpb["fp32"], bpb["gptq"] - bpb["fp32"]
+        print(f"smoke model ({args.smoke:.0f} s CPU), val_bpb (non-overlapping windows): fp32 {bpb['fp32']:.4f}  "
+              f"rtn-int{args.bits} {bpb['rtn']:.4f} (gap {rtn_gap:+.4f})  gptq-int{args.bits} {bpb['gptq']:.4f} "
+              f"(gap {gptq_gap:+.4f})  gap ratio gptq/rtn {gptq_gap / rtn_gap if rtn_gap else float('nan'):.3f}")
+        print(f"trained matrices, int{args.bits} SDClip, calibration Hessians from training batches")
+    else:
+        state, hessians = synthetic_layers(args.seed)
+        plan = {n: {"bits": args.bits, "clip_k": BENCH_CLIP_K[n]} for n in state}
+        print(f"synthetic layers, int{args.bits} SDClip, {BENCH_TOKENS} correlated calibration rows, seed {args.seed}")
     report = quant_report(state, hessians, plan)
-    print(f"synthetic layers, int{args.bits} SDClip, {BENCH_TOKENS} correlated calibration rows, seed {args.seed}")
-    print(f"{'layer':<10} {'shape':>12} {'rtn err':>10} {'gptq err':>10} {'gptq/rtn':>9}")
+    print(f"{'layer':<24} {'shape':>12} {'rtn err':>10} {'gptq err':>10} {'gptq/rtn':>9}")
     for row in report["layers"]:
-        shape = "x".join(map(str, BENCH_SHAPES[row["name"]]))
-        print(f"{row['name']:<10} {shape:>12} {row['rtn_error']:>10.4f} {row['gptq_error']:>10.4f} "
+        shape = "x".join(map(str, state[row["name"]].shape))
+        print(f"{row['name']:<24} {shape:>12} {row['rtn_error']:>10.4f} {row['gptq_error']:>10.4f} "
               f"{row['ratio']:>9.3f}")
     total_rtn = math.sqrt(sum(r["rtn_error"] ** 2 for r in report["layers"]))
     total_gptq = math.sqrt(sum(r["gptq_error"] ** 2 for r in report["layers"]))
-    print(f"{'all':<10} {'':>12} {total_rtn:>10.4f} {total_gptq:>10.4f} {total_gptq / total_rtn:>9.3f}")
+    print(f"{'all':<24} {'':>12} {total_rtn:>10.4f} {total_gptq:>10.4f} {total_gptq / total_rtn:>9.3f}")
     print(f"{'codec':<8} {'bytes':>10} {'entropy':>10} {'ratio':>7} {'seconds':>8}")
     for row in report["codecs"]:
         print(f"{row['codec']:<8} {row['bytes']:>10,} {round(row['entropy_bytes']):>10,} {row['ratio']:>7.4f} "

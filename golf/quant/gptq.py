@@ -6,7 +6,7 @@ The Hessian of a layer y = x W^T is H = X^T X over calibration inputs X (N, cols
 inputs must come from TRAINING tokens only (never val: the challenge forbids val in calibration),
 and calibration time counts as training time. `collect_hessians` gathers H with forward pre-hooks.
 """
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
