@@ -218,9 +218,11 @@ def source_end(data: bytes, start: int, summary: RunSummary) -> int:
 
 def config_differences(summaries: list[RunSummary], ignore=("run_id", "out_dir")) -> list[str]:
     """Config fields whose value differs between the runs that logged a config (upstream logs have
-    none: they take no part); fields in `ignore` differ by design and say nothing about the recipe."""
+    none: they take no part); fields in `ignore` differ by design and say nothing about the recipe.
+    Fields every run logged come first: those are the recipe's real differences; fields only newer
+    builds log (older runs lack them) follow."""
     configs = [s.config_fields for s in summaries if s.config_fields]
-    keys = sorted({k for c in configs for k in c} - set(ignore))
+    keys = sorted({k for c in configs for k in c} - set(ignore), key=lambda k: (not all(k in c for c in configs), k))
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
 
 

@@ -94,6 +94,8 @@ def test_config_differences_name_only_fields_that_differ(tmp_path):
     b = parse_run_log(write_our_log(tmp_path / "b", [], seed=2, matrix_bits=5))
     assert config_differences([a, b]) == ["matrix_bits", "seed"]
     assert config_differences([a, a]) == []
+    b.config_fields["a_newer_field"] = 1  # logged by a newer build only: after the fields both runs have
+    assert config_differences([a, b]) == ["matrix_bits", "seed", "a_newer_field"]
 
 
 # Upstream's logs/<run_id>.txt: its source first, a '=' line, versions + nvidia-smi, a '=' line, the run.

@@ -130,6 +130,16 @@ def test_sample_ignores_config_fields_it_does_not_know(artifact, sample_tokenize
     assert "a_future_knob" in capsys.readouterr().err
 
 
+def test_sample_names_an_artifact_older_than_the_model_code(artifact, sample_tokenizer, tmp_path, capsys):
+    entries, meta = read_artifact(str(artifact))
+    for name in ("loop_start", "loop_end"):  # written before these fields existed: the defaults do not fit 2 layers
+        del meta["config"][name]
+    path = tmp_path / "old.golf"
+    write_artifact(path, encode_artifact(entries, {name: "all" for name in entries}, meta))
+    assert sample_main([str(path), "--tokenizer", sample_tokenizer, "--tokens", "2"]) == 2
+    one_error_line(capsys, "old.golf: cannot rebuild its model here")
+
+
 # ---------------------------------------------------------------- plot
 
 def test_plot_writes_a_readable_png_and_names_unread_lines(two_logs, artifact, tmp_path, capsys):

@@ -44,7 +44,7 @@ def run_labels(summaries: list[RunSummary]) -> list[str]:
     labels = []
     for name, s in zip(run_names(summaries), summaries):
         parts = [name + (f" [{s.recipe}]" if s.recipe else "")]
-        fields = differing if s.config_fields else []  # an upstream log has no config line to differ by
+        fields = [k for k in differing if k in s.config_fields]  # none in an upstream log, fewer in an older one
         shown = [f"{k}={field_text(s.config_fields.get(k))}" for k in fields[:MAX_LABEL_FIELDS]]
         if len(fields) > MAX_LABEL_FIELDS:
             shown.append(f"+{len(differing) - MAX_LABEL_FIELDS} more")

@@ -9,6 +9,7 @@ Exit 2 with one line on stderr for a missing or corrupt artifact, a missing toke
 tokenizer whose vocab differs from the artifact's.
 """
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from golf.artifact import read_artifact_meta  # noqa: E402
-from golf.config import GolfError, config_from_dict  # noqa: E402
+from golf.config import Config, GolfError, config_from_dict  # noqa: E402
 from golf.generate import generate  # noqa: E402
 from golf.kernels.attention import select_attention  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, load_tokenizer  # noqa: E402
@@ -48,14 +49,20 @@ def pick_device(name: str) -> torch.device:
 
 def sample_text(args) -> str:
     check_args(args)
-    cfg = config_from_dict(read_artifact_meta(args.artifact).get("config"), args.artifact)
+    stored = read_artifact_meta(args.artifact).get("config")
+    cfg = config_from_dict(stored, args.artifact)
     sp = load_tokenizer(args.tokenizer)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{args.tokenizer}: vocab {sp.vocab_size()} != the artifact's vocab_size {cfg.vocab_size}: "
                         f"not the tokenizer this model was trained with ({cfg.tokenizer_path})")
     device = pick_device(args.device)
     _, attention_fn = select_attention(device.type, cfg.attention)
-    model = load_artifact_model(args.artifact, cfg, attention_fn, device)
+    try:
+        model = load_artifact_model(args.artifact, cfg, attention_fn, device)
+    except GolfError as e:
+        lacking = sorted({f.name for f in dataclasses.fields(Config)} - set(stored))
+        hint = f"; it predates config fields {', '.join(lacking)} (this build's defaults were used)" if lacking else ""
+        raise GolfError(f"{args.artifact}: cannot rebuild its model here: {e}{hint}") from None
     prompt_ids = [SP_BOS_ID] + sp.encode(args.prompt)  # a document starts with BOS, as in training
     generator = torch.Generator().manual_seed(args.seed)
     t0 = time.perf_counter()
