@@ -1224,10 +1224,15 @@ LOOP_SCHEDULES = {"loop": SegmentLoop}
 SOFTCAP_CE_BLOCK_V = 2048  # vocab chunk per loop step: 8192 / 2048 = 4 steps per row at record V
 
 
+def softcap_logits(logits, softcap):
+    """z = c * tanh(logits / c) in fp32, any shape: the logits whose softmax the loss scores
+    (and so the distribution that sampling must draw from)."""
+    return softcap * torch.tanh(logits.float() / softcap)
+
+
 def softcap_cross_entropy_torch(logits, targets, softcap):
     """Twin: logits (N, V) any float dtype, targets (N,) int64 -> per-token losses (N,) fp32."""
-    capped = softcap * torch.tanh(logits.float() / softcap)
-    return F.cross_entropy(capped, targets, reduction="none")
+    return F.cross_entropy(softcap_logits(logits, softcap), targets, reduction="none")
 
 
 if TRITON_AVAILABLE:
@@ -2293,6 +2298,14 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     return os.path.getsize(path)
 
 
+def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
+    """The model as evaluation sees it: GPT(cfg) holding the artifact's dequantised weights, in eval mode."""
+    entries, _ = read_artifact(path)
+    model = GPT(cfg, attention_fn).to(device)
+    model.load_state_dict(dequantize_state(entries, model.state_dict()))
+    return model.eval()
+
+
 def main(code_path: str) -> None:
     cfg = from_env()
     env = setup_dist(cfg.device)
@@ -2332,10 +2345,7 @@ def main(code_path: str) -> None:
     pre = score(cfg, env, model, val_tokens, luts)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
-    entries, _ = read_artifact(artifact_path)
-    reloaded = GPT(cfg, attention_fn).to(env.device)
-    like = reloaded.state_dict()
-    reloaded.load_state_dict(dequantize_state(entries, like))
+    reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
     post = score(cfg, env, reloaded, val_tokens, luts)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)

@@ -245,6 +245,12 @@ def read_artifact(path) -> tuple[dict, dict]:
     return decode_artifact(read_file_bytes(path), str(path))
 
 
+def read_artifact_meta(path) -> dict:
+    """An artifact's meta (e.g. the run config) without decoding its tensors; checksum verified."""
+    header, _ = read_header(read_file_bytes(path), str(path))
+    return header["meta"]
+
+
 def dequantize_entries(entries: dict) -> dict[str, torch.Tensor]:
     """QuantTensors -> fp32 tensors of their original shape; raw tensors as stored."""
     return {n: dequantize_rows(e) if isinstance(e, QuantTensor) else e for n, e in entries.items()}

@@ -7,6 +7,7 @@ the scale fields for a CPU run; piece choices never change with the preset.
 import dataclasses
 import difflib
 import os
+import sys
 from dataclasses import dataclass
 
 
@@ -177,6 +178,32 @@ def from_env(environ=None, base: Config | None = None) -> Config:
             if close:
                 raise GolfError(f"env {name}: not a setting; did you mean {close[0]}?")
     return dataclasses.replace(cfg, **overrides)
+
+
+def config_from_dict(fields: dict, source: str) -> Config:
+    """The Config a run logged or stored (an artifact's meta["config"], the asdict of its Config).
+
+    Keys this build lacks are ignored with one warning line on stderr, so an artifact from an older
+    or newer build still loads; fields it lacks take their defaults. A value of the wrong type is
+    a GolfError naming `source`.
+    """
+    if not isinstance(fields, dict):
+        raise GolfError(f"{source}: no run config stored (expected a dict of Config fields)")
+    known = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        print(f"warning: {source}: ignoring config fields this build lacks: {', '.join(unknown)}", file=sys.stderr)
+    values = {}
+    for name, value in fields.items():
+        kind = known.get(name)
+        if kind is None:
+            continue
+        if kind is float and type(value) is int:
+            value = float(value)  # JSON writes 4.0 as 4 when a tool re-serialises it
+        if type(value) is not kind:
+            raise GolfError(f"{source}: config field {name}={value!r} is not a {kind.__name__}")
+        values[name] = value
+    return Config(**values)
 
 
 def pick(slot: dict, choice: str, setting: str):

@@ -160,6 +160,14 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     return os.path.getsize(path)
 
 
+def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
+    """The model as evaluation sees it: GPT(cfg) holding the artifact's dequantised weights, in eval mode."""
+    entries, _ = read_artifact(path)
+    model = GPT(cfg, attention_fn).to(device)
+    model.load_state_dict(dequantize_state(entries, model.state_dict()))
+    return model.eval()
+
+
 def main(code_path: str) -> None:
     cfg = from_env()
     env = setup_dist(cfg.device)
@@ -199,10 +207,7 @@ def main(code_path: str) -> None:
     pre = score(cfg, env, model, val_tokens, luts)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
-    entries, _ = read_artifact(artifact_path)
-    reloaded = GPT(cfg, attention_fn).to(env.device)
-    like = reloaded.state_dict()
-    reloaded.load_state_dict(dequantize_state(entries, like))
+    reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
     post = score(cfg, env, reloaded, val_tokens, luts)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)

@@ -14,10 +14,15 @@ from golf.kernels.triton_support import TRITON_AVAILABLE, tl, triton
 SOFTCAP_CE_BLOCK_V = 2048  # vocab chunk per loop step: 8192 / 2048 = 4 steps per row at record V
 
 
+def softcap_logits(logits, softcap):
+    """z = c * tanh(logits / c) in fp32, any shape: the logits whose softmax the loss scores
+    (and so the distribution that sampling must draw from)."""
+    return softcap * torch.tanh(logits.float() / softcap)
+
+
 def softcap_cross_entropy_torch(logits, targets, softcap):
     """Twin: logits (N, V) any float dtype, targets (N,) int64 -> per-token losses (N,) fp32."""
-    capped = softcap * torch.tanh(logits.float() / softcap)
-    return F.cross_entropy(capped, targets, reduction="none")
+    return F.cross_entropy(softcap_logits(logits, softcap), targets, reduction="none")
 
 
 if TRITON_AVAILABLE:

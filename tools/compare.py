@@ -1,0 +1,120 @@
+"""Runs side by side as a Markdown table, ready to paste into a submission README.
+
+    python tools/compare.py RUN_LOG [RUN_LOG ...] [--artifact-dir DIR [DIR ...]]
+
+One column per run; rows: the config fields that differ between the runs (from each log's
+`config:` line), steps, step_avg_ms, pre-quant and round-trip BPB, quant gap (round trip - pre-quant),
+TTT gain (round trip - TTT), artifact / code / total bytes, train and eval seconds. A value a log
+lacks prints as "—". With --artifact-dir (one folder per log, in order) the artifact bytes are the
+size of DIR/final_model.golf (checksum verified), and a footnote flags a log that says otherwise.
+Exit 2 with one line on stderr for a missing or unreadable log or artifact.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.artifact import read_artifact_meta  # noqa: E402
+from golf.config import GolfError  # noqa: E402
+from golf.logparse import RunSummary, config_differences, read_run_logs, run_names, unread_note  # noqa: E402
+
+MISSING = "—"
+ARTIFACT_NAME = "final_model.golf"  # what golf/train.py writes into OUT_DIR
+
+
+def fmt(value, spec: str) -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+def difference(a, b):
+    return None if a is None or b is None else a - b
+
+
+def config_text(value) -> str:
+    """A config value as the env var would spell it: strings bare, the rest as JSON (true, 0.04)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def artifact_size(folder: str) -> int:
+    path = os.path.join(folder, ARTIFACT_NAME)
+    read_artifact_meta(path)  # a missing or corrupt file is a GolfError naming it
+    return os.path.getsize(path)
+
+
+def run_rows(s: RunSummary, artifact_bytes) -> dict[str, str]:
+    """Metric name -> formatted value for one run, in table order."""
+    last = s.steps[-1] if s.steps else {}
+    pre, rt, ttt = s.prequant_bpb(), s.roundtrip_bpb(), s.ttt_bpb()
+    code = s.get("code_bytes")
+    total = s.get("total_bytes")
+    if artifact_bytes is not None:
+        total = artifact_bytes + code if code is not None else None
+    else:
+        artifact_bytes = s.get("artifact_bytes")
+    return {"steps": fmt(s.final_step(), ",d"), "step_avg_ms": fmt(last.get("step_avg_ms"), ".2f"),
+            "pre-quant BPB": fmt(pre, ".5f"), "round-trip BPB": fmt(rt, ".5f"),
+            "quant gap (RT - pre)": fmt(difference(rt, pre), "+.5f"),
+            "TTT gain (RT - TTT)": fmt(difference(rt, ttt), "+.5f"),
+            "artifact bytes": fmt(artifact_bytes, ",.0f"), "code bytes": fmt(code, ",.0f"),
+            "total bytes": fmt(total, ",.0f"), "train s": fmt(s.train_seconds(), ".1f"),
+            "eval s": fmt(s.eval_seconds(), ".1f")}
+
+
+def compare_table(summaries: list[RunSummary], artifact_sizes: list) -> tuple[str, list[str]]:
+    """(the Markdown table, footnotes)."""
+    names = run_names(summaries)
+    header = "| | " + " | ".join(cell(n) for n in names) + " |"
+    lines = [header, "|---|" + "---:|" * len(names)]
+    if any(s.recipe for s in summaries):
+        lines.append("| recipe | " + " | ".join(cell(s.recipe or MISSING) for s in summaries) + " |")
+    for key in config_differences(summaries):
+        values = [config_text(s.config_fields[key]) if key in s.config_fields else MISSING for s in summaries]
+        lines.append(f"| `{key}` | " + " | ".join(cell(v) for v in values) + " |")
+    columns = [run_rows(s, size) for s, size in zip(summaries, artifact_sizes)]
+    for metric in columns[0]:
+        lines.append(f"| {metric} | " + " | ".join(c[metric] for c in columns) + " |")
+    notes = []
+    for name, s, size in zip(names, summaries, artifact_sizes):
+        logged = s.get("artifact_bytes")
+        if size is not None and logged is not None and logged != size:
+            notes.append(f"{name}: the log says artifact_bytes {logged:,.0f}, the artifact file has {size:,}")
+    return "\n".join(lines), notes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logs", nargs="+", metavar="RUN_LOG")
+    parser.add_argument("--artifact-dir", nargs="+", default=None, metavar="DIR",
+                        help=f"each run's OUT_DIR holding {ARTIFACT_NAME}, one per log, in order")
+    args = parser.parse_args(argv)
+    try:
+        if args.artifact_dir and len(args.artifact_dir) != len(args.logs):
+            raise GolfError(f"--artifact-dir: {len(args.artifact_dir)} folder(s) for {len(args.logs)} log(s); "
+                            "give one per log, in the same order")
+        summaries = read_run_logs(args.logs)
+        sizes = [artifact_size(d) for d in args.artifact_dir] if args.artifact_dir else [None] * len(summaries)
+    except GolfError as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    for s in summaries:
+        note = unread_note(s)
+        if note:
+            print(f"compare: {note}", file=sys.stderr)
+    table, notes = compare_table(summaries, sizes)
+    print(table)
+    if notes:
+        print()
+        for note in notes:
+            print(f"- note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
