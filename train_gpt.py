@@ -106,9 +106,7 @@ class Config:
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
     adam_beta1: float = 0.8
     adam_beta2: float = 0.95
-    grad_clip: float = 0.0
     train_log_every: int = 100
-    val_loss_every: int = 0  # 0: only at the end
     # ---- evaluation
     sw_seq_len: int = 2048  # sliding-window eval: window length
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
@@ -2213,8 +2211,10 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
-                 loader: DistributedTokenLoader, budget: WallclockBudget) -> GPT:
-    """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit."""
+                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+    """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
+
+    Returns the number of optimiser steps taken."""
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -2260,7 +2260,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
         f"planned:{budget.train_seconds * 1000:.0f}ms")
     if ema is not None:
         ema.copy_to_model()
-    return model
+    return step
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],

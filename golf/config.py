@@ -76,9 +76,7 @@ class Config:
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
     adam_beta1: float = 0.8
     adam_beta2: float = 0.95
-    grad_clip: float = 0.0
     train_log_every: int = 100
-    val_loss_every: int = 0  # 0: only at the end
     # ---- evaluation
     sw_seq_len: int = 2048  # sliding-window eval: window length
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
