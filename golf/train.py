@@ -1,6 +1,7 @@
 """main(): the whole run. Config -> data -> model -> timed training -> quantise -> write -> reload -> re-score.
 
-The only result a run reports is the round trip: the artifact as written, reloaded and evaluated.
+The only result a run reports is the round trip: the artifact as written, reloaded and evaluated
+(with TTT_ENABLED, the score-first TTT score of that reloaded model).
 """
 
 import contextlib
@@ -20,13 +21,14 @@ from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.config import Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
-from golf.evaluate import eval_bpb
+from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT
 from golf.optim import build_optimizers, lr_multiplier, set_lr
 from golf.params import assign_rules, param_rules
 from golf.quant.state import dequantize_state, quantize_state
 from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.ttt import eval_plan_lines, final_eval
 
 
 class RunLog:
@@ -166,28 +168,27 @@ def main(code_path: str) -> None:
     log(f"model_params:{sum(p.numel() for p in model.parameters())}")
     run_training(cfg, env, log, model, train_paths)
 
-    # Evaluation starts here: the val split is first read now, after every training-side use of data.
-    t_eval = time.perf_counter()
-    val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    pre = score(cfg, env, model, val_tokens, luts)
-    log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
-    log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
-
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
     if env.is_main:
         quantize_and_write(cfg, model, artifact_path)
     if env.world_size > 1:
         torch.distributed.barrier()
+
+    # Evaluation starts here: training and calibration are done, and the val split is first read now.
+    log(eval_phase_started())
+    val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
+        log(line)
+    pre = score(cfg, env, model, val_tokens, luts)
+    log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
+    log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     entries, _ = read_artifact(artifact_path)
     reloaded = GPT(cfg, attention_fn).to(env.device)
     like = reloaded.state_dict()
     reloaded.load_state_dict(dequantize_state(entries, like))
-    post = score(cfg, env, reloaded, val_tokens, luts)
-    eval_s = time.perf_counter() - t_eval
+    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)
-    log(f"eval_time:{eval_s:.1f}s budget:600s")
-    log(f"final_roundtrip val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f}")
     log(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     teardown_dist()
 
