@@ -10,6 +10,10 @@ import os
 from dataclasses import dataclass
 
 
+# The recipe a run was packed from; tools/pack.py writes the recipe's name here in the packed file.
+RECIPE = "library"
+
+
 class GolfError(Exception):
     """Bad input a user can fix: the message names the file or setting and what is wrong."""
 
@@ -35,6 +39,21 @@ class Config:
     logit_softcap: float = 30.0
     block: str = "parallel"  # golf/model/blocks.py BLOCKS
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
+    # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
+    # (records/track_10min_16mb/2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT: LOOP_START=3,
+    # LOOP_END=5, NUM_LOOPS=2 i.e. 3 passes, ENABLE_LOOPING_AT=0.35, PARALLEL_RESIDUAL_START=7, U-Net skips).
+    loop_schedule: str = "loop"  # LOOP_SCHEDULES: "loop" (fixed passes, optionally from a point in training) | "recurrent"
+    loop_start: int = 3  # unique blocks [loop_start, loop_end] form the looped segment; before: prelude, after: coda
+    loop_end: int = 5
+    train_loops: int = 3  # passes through the segment in training ("recurrent": mean of the sampled count)
+    eval_loops: int = 0  # passes at evaluation; 0: train_loops
+    loop_enable_at: float = 0.35  # "loop": fraction of training run with one pass before looping starts
+    recur_sigma: float = 0.5  # "recurrent": log-normal sigma of the Poisson rate (Recursive NanoChat)
+    recur_max: int = 16  # "recurrent": cap on sampled passes
+    recur_bptt: int = 4  # "recurrent": gradients flow through the last recur_bptt passes only
+    pass_adapter_rank: int = 0  # per-pass low-rank residual adapters on looped layers (nano-osrt); 0: off
+    unet_skips: bool = True  # learned skips from the first half of the virtual layers to the mirrored second half
+    lane_layers: int = 4  # last N virtual layers keep attention and MLP lanes apart (record: layers 7-10 of 11)
     # ---- training
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
@@ -50,6 +69,10 @@ class Config:
     muon_momentum: float = 0.95
     muon_steps: int = 5
     muon_wd: float = 0.09
+    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS
+    orthogonalizer: str = "newton_schulz"  # golf/optim.py ORTHOGONALIZERS (record: 5 Newton-Schulz steps)
+    embed_scalar_optimizer: str = "adamw"  # golf/optim.py EMBED_SCALAR_OPTIMIZERS
+    ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
     adam_beta1: float = 0.8
     adam_beta2: float = 0.95
     grad_clip: float = 0.0
@@ -60,11 +83,12 @@ class Config:
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
     val_batch_tokens: int = 524288
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
+    eval_max_seconds: float = 600.0  # the evaluation's own budget (challenge rule), planned and reported
     dump_val_losses: str = ""  # .npy path: per-target NLL of the reported eval, for tools/audit.py's perturbation check
     # ---- score-first test-time training on the reloaded artifact model (golf/ttt.py)
-    ttt_enabled: bool = True
+    ttt_enabled: bool = True  # adapt while scoring; the run then claims the TTT score (final_ttt)
     ttt_params: str = "lora"  # golf/ttt.py TTT_TARGETS: which weights adapt
-    ttt_lora_rank: int = 8
+    ttt_lora_rank: int = 8  # r of the LoRA adapters (TTT_PARAMS=lora)
     ttt_chunk_tokens: int = 32768  # val targets scored per chunk before the update on it (32K: 2026 TTT records)
     ttt_steps: int = 3  # Adam steps on each chunk once it is scored
     ttt_lr: float = 1e-3
@@ -75,7 +99,9 @@ class Config:
     attn_clip_k: float = 13.0
     mlp_clip_k: float = 11.5
     embed_clip_k: float = 14.0
-    quant_method: str = "rtn"
+    quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS); embeddings always RTN
+    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
+    gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     codec: str = "brotli"
     quant_reserve_seconds: float = 15.0  # of the training budget, kept for calibration + quantise + write
     # ---- runtime
@@ -95,12 +121,19 @@ def smoke(cfg: Config) -> Config:
         num_kv_heads=2,
         num_layers=4,
         rope_dims=16,
+        loop_start=1,  # 4 blocks, block 1 looped twice once enabled: 5 virtual layers (~1.2x the plain stack)
+        loop_end=1,
+        train_loops=2,
+        lane_layers=1,
+        ema_decay=0.9,  # a ~10-step horizon: a CPU run has ~100 steps, 0.9965 would still hold the random init
         iterations=400,
         max_wallclock_seconds=120.0,
         train_seq_len=256,
         train_batch_tokens=8192,
         compile_warmup_steps=2,
         quant_reserve_seconds=5.0,
+        gptq_calib_batches=4,
+        gptq_calib_tokens=8192,
         train_log_every=25,
         sw_seq_len=256,
         sw_stride=128,

@@ -27,6 +27,12 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
                   cfg.matrix_bits, cfg.mlp_clip_k, "mlp"),
         ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain)", "adam", cfg.scalar_lr, 0.0,
                   None, None, "scalars"),
+        # Loop schedule extras (golf/model/loops.py). No decay on the injection matrix: it starts as [I | 0] and
+        # decay would pull the recurrent state towards zero.
+        ParamRule(r"schedule\.(inject|adapters\.\d+\.(down|up))\.weight", "muon", cfg.matrix_lr, 0.0,
+                  cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
+        ParamRule(r"schedule\.(skip_weights|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr, 0.0,
+                  None, None, "scalars"),
     )
 
 

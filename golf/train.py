@@ -4,29 +4,31 @@ The only result a run reports is the round trip: the artifact as written, reload
 (with TTT_ENABLED, the score-first TTT score of that reloaded model).
 """
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
-import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import encode_artifact, read_artifact, write_artifact
-from golf.config import Config, GolfError, from_env
+from golf.budget import WallclockBudget
+from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
-from golf.model.gpt import GPT
-from golf.optim import build_optimizers, lr_multiplier, set_lr
-from golf.params import assign_rules, param_rules
+from golf.model.gpt import GPT, size_report
+from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
+from golf.params import ParamRule, assign_rules, param_rules
+from golf.quant.gptq import collect_hessians
 from golf.quant.state import dequantize_state, quantize_state
+from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.ttt import eval_plan_lines, final_eval
 
@@ -50,87 +52,98 @@ class RunLog:
             f.write(line + "\n")
 
 
+def git_commit(directory: str) -> str:
+    """HEAD of the checkout holding `directory`; "unknown" outside one (best effort, never fails the run)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
 def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -> None:
     """Enough to reproduce the run: source hash (+ source, in the file only), config, versions, data hash."""
     code = open(code_path, "rb").read()
     log(f"code:{os.path.basename(code_path)} sha256:{hashlib.sha256(code).hexdigest()[:16]} bytes:{len(code)}")
+    log(f"recipe:{RECIPE} git:{git_commit(os.path.dirname(os.path.abspath(code_path)))}")
     log(f"config:{json.dumps(dataclasses.asdict(cfg), sort_keys=True)}")
     cuda = torch.version.cuda or "none"
     log(f"versions: python:{platform.python_version()} torch:{torch.__version__} cuda:{cuda}")
     log(f"data_fingerprint:{data_fingerprint(paths)} shards:{len(paths)}")
     log("=" * 40 + " source " + "=" * 40 + "\n" + code.decode("utf-8", "replace"), console=False)
+    log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
-def autocast_dtype(device: torch.device):
-    return torch.bfloat16 if device.type == "cuda" else None
+def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
+                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+    """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
 
-
-def train_step(model, loader, opts, cfg: Config, grad_accum: int, device) -> torch.Tensor:
-    """One optimiser step over grad_accum micro-batches; returns the mean micro-batch loss (detached)."""
-    total = torch.zeros((), device=device)
-    for micro in range(grad_accum):
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        # Gradients are all-reduced only on the last micro-batch.
-        sync = micro == grad_accum - 1 or not isinstance(model, DistributedDataParallel)
-        with contextlib.nullcontext() if sync else model.no_sync():
-            with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-                loss = model(x, y) / grad_accum
-            loss.backward()
-        total += loss.detach()
-    for opt in opts:
-        opt.step()
-    for opt in opts:
-        opt.zero_grad(set_to_none=True)
-    return total
-
-
-def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, train_paths: list[str]) -> GPT:
-    """Untimed warm-up (then reset), then train until the time budget or the iteration cap."""
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    Returns the number of optimiser steps taken."""
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
-        net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+        net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                                      find_unused_parameters=model.schedule.varying_graph)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // env.world_size)
     if cfg.train_batch_tokens % (env.world_size * grad_accum * cfg.train_seq_len):
         raise GolfError(f"TRAIN_BATCH_TOKENS={cfg.train_batch_tokens} is not a multiple of world_size x "
                         f"grad_accum x TRAIN_SEQ_LEN = {env.world_size} x {grad_accum} x {cfg.train_seq_len}")
-    budget = cfg.max_wallclock_seconds - cfg.quant_reserve_seconds
-    log(f"budget_plan: train:{budget:.1f}s quant_reserve:{cfg.quant_reserve_seconds:.1f}s "
-        f"total:{cfg.max_wallclock_seconds:.1f}s compile_warmup_steps:{cfg.compile_warmup_steps} (untimed)")
+    log(budget.plan_line())
     log(f"world_size:{env.world_size} grad_accum_steps:{grad_accum} device:{env.device.type}")
 
     # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset.
+    # Progress sweeps 0 -> 1 so every depth the loop schedule uses gets compiled before the clock starts.
     if cfg.compile_warmup_steps > 0:
+        budget.start("warmup")
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in opts]
-        warm_loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
-        for _ in range(cfg.compile_warmup_steps):
+        warm_loader = copy.deepcopy(loader)  # the real run then starts from the same first batch
+        for i in range(cfg.compile_warmup_steps):
+            model.set_progress(i, i / cfg.compile_warmup_steps)
             train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
         model.load_state_dict(init_model)
         for o, s in zip(opts, init_opts):
             o.load_state_dict(s)
+        budget.stop("warmup")
 
-    loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
-    sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    step, elapsed = 0, 0.0
-    while step < cfg.iterations:
-        set_lr(opts, lr_multiplier(step, elapsed, budget, cfg.lr_warmup_steps, cfg.warmdown_frac))
-        loss = train_step(net, loader, opts, cfg, grad_accum, env.device)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    budget.start("train")
+    step, stop = 0, False
+    while step < cfg.iterations and not stop:
+        set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
+                                   cfg.warmdown_frac))
+        model.set_progress(step, budget.progress(step, cfg.iterations))
+        loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1
-        # Every rank uses the slowest rank's clock, so LR and the stop step agree everywhere (one all-reduce).
-        clock = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=env.device)
-        elapsed = all_reduce_(clock, op=torch.distributed.ReduceOp.MAX).item()
-        if step % cfg.train_log_every == 0 or step == 1 or elapsed >= budget or step == cfg.iterations:
-            log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} train_time:{elapsed * 1000:.0f}ms "
-                f"step_avg:{elapsed * 1000 / step:.2f}ms")
-        if elapsed >= budget:
-            break
-    log(f"stopped step:{step} train_time:{elapsed * 1000:.0f}ms planned:{budget * 1000:.0f}ms")
-    return model
+        stop = budget.tick()
+        if step % cfg.train_log_every == 0 or step == 1 or stop or step == cfg.iterations:
+            log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} "
+                f"train_time:{budget.train_elapsed * 1000:.0f}ms step_avg:{budget.train_elapsed * 1000 / step:.2f}ms")
+    budget.stop("train")
+    log(f"stopped step:{step} train_time:{budget.train_elapsed * 1000:.0f}ms "
+        f"planned:{budget.train_seconds * 1000:.0f}ms")
+    if ema is not None:
+        ema.copy_to_model()
+    return step
+
+
+def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
+                       loader: DistributedTokenLoader) -> dict[str, torch.Tensor]:
+    """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
+
+    Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase)."""
+    if cfg.quant_method != "gptq" or cfg.gptq_calib_batches == 0:
+        return {}
+    weights = {name for name, r in rules.items() if r.bits is not None}
+    modules = {name: m for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and f"{name}.weight" in weights}
+    tokens = max(1, cfg.gptq_calib_tokens // (env.world_size * cfg.train_seq_len)) * cfg.train_seq_len * env.world_size
+    batches = (loader.next_batch(tokens, cfg.train_seq_len, 1)[0].to(env.device) for _ in range(cfg.gptq_calib_batches))
+    model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
+    with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
+        hessians = collect_hessians(model, modules, batches, lambda m, x: m.logits(x))
+    model.train()
+    return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
 def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
@@ -138,12 +151,11 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
                     env.rank, env.world_size, env.device, autocast_dtype(env.device))
 
 
-def quantize_and_write(cfg: Config, model: GPT, path: str) -> int:
-    """Quantise by the policy table, write the artifact atomically; returns its size in bytes."""
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, None)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
@@ -165,16 +177,26 @@ def main(code_path: str) -> None:
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     model = GPT(cfg, attention_fn).to(env.device)
-    log(f"model_params:{sum(p.numel() for p in model.parameters())}")
-    run_training(cfg, env, log, model, train_paths)
+    sizes = size_report(model)
+    log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
+        f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
+    budget = WallclockBudget(cfg, env.device)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
+    run_training(cfg, env, log, model, rules, loader, budget)
 
+    # Reserve (inside the training 600 s): GPTQ calibration on training batches, quantise, write the artifact.
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
+    budget.start("reserve")
+    hessians = calibrate_hessians(cfg, env, model, rules, loader)
     if env.is_main:
-        quantize_and_write(cfg, model, artifact_path)
+        quantize_and_write(cfg, model, rules, hessians, artifact_path)
     if env.world_size > 1:
         torch.distributed.barrier()
+    budget.stop("reserve")
 
     # Evaluation starts here: training and calibration are done, and the val split is first read now.
+    budget.start("eval")
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
     for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
@@ -187,8 +209,12 @@ def main(code_path: str) -> None:
     like = reloaded.state_dict()
     reloaded.load_state_dict(dequantize_state(entries, like))
     final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
+    eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)
+    log(f"eval_time:{eval_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s")
+    for line in budget.report_lines():
+        log(line)
     log(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     teardown_dist()
 

@@ -1,8 +1,10 @@
-"""The README's main command: sample data -> train_gpt.py on 2 CPU processes -> size check -> summary.
+"""The README's main command: sample data -> pack -> train_gpt.py on 2 CPU processes -> size check -> summary.
 
 python tools/smoke.py [--nproc 2] [--seconds 120] [--run-dir runs/smoke] [--seed 1337]
-Everything is local: no network. Prints val_bpb (pre-quant and round trip), the bytes against
-16,000,000 and the seconds used against both 600 s budgets.
+Everything is local: no network. The default recipe is packed into <run-dir>/train_gpt.py and that
+file runs there, away from the golf package, as it would be shipped (tracked files are not touched).
+Prints val_bpb (pre-quant and round trip), the bytes against 16,000,000 and the seconds used against
+both 600 s budgets.
 """
 
 import argparse
@@ -37,14 +39,15 @@ def main(argv=None) -> int:
     py = sys.executable
 
     run([py, str(ROOT / "data" / "prepare_sample.py")])
-    script = ROOT / "train_gpt.py"
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PRESET="smoke", SEED=str(args.seed), MAX_WALLCLOCK_SECONDS=str(args.seconds),
+    script = run_dir / "train_gpt.py"
+    run([py, str(ROOT / "tools" / "pack.py"), "-o", str(script)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the packed file needs no golf
+    env.update(PRESET="smoke", SEED=str(args.seed), MAX_WALLCLOCK_SECONDS=str(args.seconds),
                OUT_DIR=str(run_dir), RUN_ID=f"smoke_seed{args.seed}",
                DATA_PATH=str(ROOT / "data" / "datasets" / "sample_sp8192"),
-               TOKENIZER_PATH=str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model"),
-               PYTHONPATH=str(ROOT))
+               TOKENIZER_PATH=str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model"))
     run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(script)],
         env=env, cwd=run_dir)
     artifact = run_dir / "final_model.golf"

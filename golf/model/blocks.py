@@ -12,6 +12,16 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
+class LaneMix(nn.Module):
+    """Weights of one two-lane virtual layer. All ones: with equal lanes the layer is exactly the one-lane
+    parallel block (the record starts `keep` at 1.1; we start at the identity and leave that to tuning)."""
+
+    def __init__(self):
+        super().__init__()
+        self.keep = nn.Parameter(torch.ones(2))  # (lane,): scale on the lane's own residual; lane 0 attn, 1 MLP
+        self.take = nn.Parameter(torch.ones(2, 2))  # (lane, branch): branch 0 attention output, 1 MLP output
+
+
 class BlockBase(nn.Module):
     """Shared parts: attention, MLP, learned per-channel x0 mix (init: keep x, add 0*x0) and branch scales."""
 
@@ -28,6 +38,18 @@ class BlockBase(nn.Module):
     def mix_x0(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         m = self.resid_mix.to(x.dtype)
         return m[0] * x + m[1] * x0
+
+    def forward_lanes(self, lanes: tuple[torch.Tensor, torch.Tensor], x0: torch.Tensor,
+                      mix: LaneMix) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two-lane variant (2026-04 records, late layers): attention reads the x0-mixed attention lane, the MLP
+        reads the MLP lane; each lane keeps itself and adds both branch outputs with its own learned weights."""
+        attn_lane, mlp_lane = lanes
+        attn_lane = self.mix_x0(attn_lane, x0)
+        a = self.attn_scale.to(attn_lane.dtype) * self.attn(rms_norm(attn_lane))
+        m = self.mlp_scale.to(mlp_lane.dtype) * self.mlp(rms_norm(mlp_lane))
+        keep, take = mix.keep.to(a.dtype), mix.take.to(a.dtype)
+        return (keep[0] * attn_lane + take[0, 0] * a + take[0, 1] * m,
+                keep[1] * mlp_lane + take[1, 0] * a + take[1, 1] * m)
 
 
 class SequentialBlock(BlockBase):

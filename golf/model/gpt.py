@@ -8,6 +8,7 @@ from golf.config import pick
 from golf.kernels.softcap_ce import softcap_cross_entropy
 from golf.model.attention import sdpa_attention
 from golf.model.blocks import BLOCKS, rms_norm
+from golf.model.loops import LOOP_SCHEDULES
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
@@ -24,17 +25,16 @@ class GPT(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=0.005)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn) for _ in range(cfg.num_layers))
+        self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
 
-    def block_order(self) -> list[int]:
-        """Indices of unique blocks in the order they run (a plain stack: each once)."""
-        return list(range(len(self.blocks)))
+    def set_progress(self, step: int, frac: float) -> None:
+        """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
+        self.schedule.set_progress(step, frac)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (B, T) token ids -> final normed hidden states (B, T, D)."""
         x = x0 = rms_norm(self.tok_emb(idx))
-        for i in self.block_order():
-            x = self.blocks[i](x, x0)
-        return rms_norm(x)
+        return rms_norm(self.schedule(self.blocks, x, x0))
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
@@ -46,3 +46,19 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.token_losses(idx, targets).mean()
+
+
+def size_report(model: GPT) -> dict[str, int]:
+    """Unique parameters (what the artifact stores) vs effective ones (counted once per virtual layer that uses
+    them), and the virtual depth in training (at the current pass count) and at evaluation."""
+    schedule = model.schedule
+    was_training = schedule.training
+    schedule.train()
+    train_depth = len(schedule.plan())
+    schedule.eval()
+    eval_plan = schedule.plan()
+    schedule.train(was_training)
+    unique = sum(p.numel() for p in model.parameters())
+    per_block = [sum(p.numel() for p in b.parameters()) for b in model.blocks]
+    effective = unique + sum(per_block[layer.block] for layer in eval_plan) - sum(per_block)
+    return dict(unique_params=unique, effective_params=effective, train_depth=train_depth, eval_depth=len(eval_plan))

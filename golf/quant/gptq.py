@@ -1,0 +1,127 @@
+"""GPTQ (Frantar et al. 2022, arXiv:2210.17323): quantise a linear layer's weight one column at a
+time and push each column's rounding error onto the columns not yet quantised, weighted by the
+inverse Hessian of the layer's output error, so that ||X W^T - X Q^T|| stays small.
+
+The Hessian of a layer y = x W^T is H = X^T X over calibration inputs X (N, cols). Calibration
+inputs must come from TRAINING tokens only (never val: the challenge forbids val in calibration),
+and calibration time counts as training time. `collect_hessians` gathers H with forward pre-hooks.
+"""
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from golf.config import GolfError
+from golf.quant.rtn import QuantTensor, as_rows, qmax_for_bits, round_to_grid, row_scales
+
+
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: float | None,
+                  block: int = 128, damp: float = 0.01, act_order: bool = True,
+                  rule: str | None = None) -> QuantTensor:
+    """w (rows, cols), hessian (cols, cols) = X^T X -> QuantTensor with the same row scales as RTN.
+
+    Scales come from the clip rule on the ORIGINAL rows (see golf.quant.rtn), so GPTQ changes
+    which grid point each element takes, never the grid. H is dampened by damp * mean(diag H);
+    columns whose diag is 0 (inputs always zero: "dead") are quantised to 0 and carry no error.
+    act_order processes columns by descending diag(H) (the most active first) and restores the
+    original order at the end. Updates are applied in blocks of `block` columns (lazy batch update).
+    """
+    rows = as_rows(w)
+    cols = rows.shape[1]
+    if w.dim() != 2 or hessian.shape != (cols, cols):
+        raise GolfError(f"gptq: weight {tuple(w.shape)} and Hessian {tuple(hessian.shape)} must be "
+                        f"(rows, cols) and (cols, cols)")
+    scale = row_scales(rows, bits, clip_k, rule)
+    qmax = qmax_for_bits(bits)
+    h = hessian.detach().to(device=rows.device, dtype=torch.float32).clone()
+    weights = rows.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    weights[:, dead] = 0.0
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols, device=h.device)
+    weights, h = weights[:, perm], h[perm][:, perm]
+    h += damp * torch.diag(h).mean() * torch.eye(cols, device=h.device)
+    hinv = upper_cholesky_of_inverse(h)
+    q = torch.zeros_like(weights, dtype=torch.int8)
+    step = scale.float()
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        block_err = quantize_block(weights, q, hinv, step, qmax, start, end)
+        # Lazy batch update: the whole block's error reaches the later columns in one matmul.
+        weights[:, end:] -= block_err @ hinv[start:end, end:]
+    q = q[:, torch.argsort(perm)]
+    return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype)
+
+
+def upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
+    """(cols, cols) positive definite H -> upper U with U^T U = H^-1 (GPTQ's error propagator)."""
+    chol, info = torch.linalg.cholesky_ex(h)
+    if info.item() != 0:
+        raise GolfError("gptq: Hessian is not positive definite after dampening; raise damp or "
+                        "calibrate on more tokens")
+    return torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True)
+
+
+def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, step: torch.Tensor,
+                   qmax: int, start: int, end: int) -> torch.Tensor:
+    """Quantise columns start..end-1 in place (q, and weights inside the block); return the block's
+    scaled errors (rows, end - start), err_i = (w_i - q_i * step) / U_ii."""
+    errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
+    for i in range(start, end):
+        col = weights[:, i]
+        qi = torch.clamp(torch.round(col / step), -qmax, qmax)
+        q[:, i] = qi.to(torch.int8)
+        err = (col - qi * step) / hinv[i, i]
+        weights[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
+        errs[:, i - start] = err
+    return errs
+
+
+class HessianCollector:
+    """Forward pre-hooks that add X^T X (fp32, (cols, cols)) of each chosen Linear's input.
+
+    Inputs (..., cols) are flattened to (N, cols). A module called several times in one forward (a
+    looped or shared block) adds every call. Use as a context manager so the hooks always go.
+    `hessians[name]` is the running sum, `rows_seen[name]` the number of input rows N behind it.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.hessians: dict[str, torch.Tensor] = {}
+        self.rows_seen: dict[str, int] = {}
+        self.handles = [m.register_forward_pre_hook(self.hook_for(name)) for name, m in modules.items()]
+
+    def hook_for(self, name: str):
+        def add_input(module, args):
+            x = args[0].detach()
+            x = x.reshape(-1, x.shape[-1]).float()
+            if name not in self.hessians:
+                self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], device=x.device)
+                self.rows_seen[name] = 0
+            self.hessians[name].addmm_(x.T, x)
+            self.rows_seen[name] += x.shape[0]
+        return add_input
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable,
+                     forward: Callable) -> dict[str, torch.Tensor]:
+    """Run forward(model, batch) for each batch under no_grad; return {name: X^T X} per module.
+
+    Batches must be TRAINING tokens (never val). A module that never ran has no entry (the caller's
+    quantize_state then falls back to RTN for it). Hooks are removed even if a forward raises. With
+    several ranks, all-reduce the sums afterwards: each rank sees only its own batches.
+    """
+    with torch.no_grad(), HessianCollector(modules) as collector:
+        for batch in batches:
+            forward(model, batch)
+    return collector.hessians

@@ -1,0 +1,127 @@
+"""Predict the artifact's compressed size without quantising or compressing anything.
+
+A quantised row of std sigma on a grid of step s has symbols j in [-qmax, qmax]; under a Gaussian
+(or Laplace) model of the row, P(j) is the model's mass on [(j - 1/2) s, (j + 1/2) s], the two end
+symbols taking the tails (the clip). A good entropy coder spends about the order-0 entropy
+-sum P log2 P bits a symbol; CODEC_OVERHEAD is what the default codec spends above that.
+Only s / sigma matters: for SDClip it is k / qmax for every row; for the other rules it depends on
+the row's maximum, which we take from the real rows (a state dict) or from Gaussian sample rows of
+the same width (shapes only). Scales cost 2 bytes a row, raw tensors their fp16 bytes (both
+uncompressed: an upper bound), and the header about HEADER_BYTES_PER_TENSOR a tensor.
+"""
+import math
+from typing import Callable
+
+import torch
+
+from golf.config import GolfError, pick
+from golf.quant.rtn import as_rows, qmax_for_bits, row_scales, row_std
+
+# brotli-11 over int6 SDClip symbols of Gaussian rows: 1.0084 x their order-0 entropy
+# (measured for golf/compress.py, 2.9M symbols).
+CODEC_OVERHEAD = 1.01
+# JSON record of one tensor (name, shape, dtype, two parts) ~ 300 bytes; preamble, checksum and
+# group records ~ 150 (measured on small artifacts).
+HEADER_BYTES_PER_TENSOR = 300
+HEADER_BYTES_FIXED = 150
+# Rows drawn per tensor to estimate s / sigma when only its shape is known.
+SAMPLE_ROWS = 16
+
+
+def gaussian_cdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.special.ndtr(x)
+
+
+def laplace_cdf(x: torch.Tensor) -> torch.Tensor:
+    # Laplace of unit std has scale b = 1 / sqrt(2).
+    b = 1.0 / math.sqrt(2.0)
+    return torch.where(x < 0, 0.5 * torch.exp(x / b), 1.0 - 0.5 * torch.exp(-x / b))
+
+
+WEIGHT_MODELS = {"gaussian": gaussian_cdf, "laplace": laplace_cdf}
+
+
+def symbol_entropy_bits(step_over_std: torch.Tensor, bits: int, model: str = "gaussian") -> torch.Tensor:
+    """(rows,) grid step / row std -> (rows,) order-0 entropy in bits/symbol of each row rounded to
+    its grid, saturating at +-qmax. A ratio of inf (a row of std 0) gives 0 bits."""
+    cdf = pick(WEIGHT_MODELS, model, "size model")
+    qmax = qmax_for_bits(bits)
+    # 2 qmax edges between the 2 qmax + 1 bins; the end bins run to -inf / +inf (the clip).
+    edges = step_over_std.double()[:, None] * (torch.arange(-qmax, qmax, dtype=torch.float64) + 0.5)
+    ends = torch.zeros(edges.shape[0], 1, dtype=torch.float64)
+    mass = torch.diff(torch.cat([ends, cdf(edges), ends + 1.0], dim=1), dim=1)
+    return -torch.special.xlogy(mass, mass).sum(dim=1) / math.log(2.0)
+
+
+def quant_tensor_bytes(rows: torch.Tensor, total_rows: int, cols: int, spec: dict, model: str) -> float:
+    """Predicted bytes of a quantised tensor whose rows look like `rows` (a sample or all of them)."""
+    steps = row_scales(rows, spec["bits"], spec.get("clip_k"), spec.get("clip_rule")).double()
+    stds = row_std(rows).double()
+    ratios = torch.where(stds > 0, steps / stds, torch.full_like(steps, math.inf))
+    per_symbol = symbol_entropy_bits(ratios, spec["bits"], model).mean().item()
+    return per_symbol * total_rows * cols / 8 * CODEC_OVERHEAD + 2 * total_rows
+
+
+def raw_tensor_bytes(numel: int, dtype: torch.dtype) -> int:
+    """bits None keeps floats as fp16 (2 bytes), other dtypes as they are."""
+    if dtype.is_floating_point:
+        return 2 * numel
+    return torch.empty(0, dtype=dtype).element_size() * numel
+
+
+def plan_spec(plan: dict, name: str) -> dict:
+    if name not in plan:
+        raise GolfError(f"quant plan: no entry for {name}")
+    return plan[name]
+
+
+def predict_state_bytes(state: dict[str, torch.Tensor], plan: dict[str, dict],
+                        model: str = "gaussian") -> dict[str, float]:
+    """{name: predicted bytes} from the real rows' std and clip (header share included)."""
+    out = {}
+    for name, w in state.items():
+        spec = plan_spec(plan, name)
+        if spec.get("bits") is None:
+            size = raw_tensor_bytes(w.numel(), w.dtype)
+        else:
+            rows = as_rows(w)
+            size = quant_tensor_bytes(rows, rows.shape[0], rows.shape[1], spec, model)
+        out[name] = size + HEADER_BYTES_PER_TENSOR
+    return out
+
+
+def predict_shapes_bytes(shapes: dict[str, tuple], plan: dict[str, dict], model: str = "gaussian") -> dict[str, float]:
+    """{name: predicted bytes} for fp32 tensors of these shapes, rows modelled as Gaussian."""
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for name, shape in shapes.items():
+        spec = plan_spec(plan, name)
+        numel = math.prod(shape)
+        if spec.get("bits") is None:
+            size = raw_tensor_bytes(numel, torch.float32)
+        else:
+            total_rows = shape[0] if len(shape) > 1 else 1
+            cols = numel // max(total_rows, 1)
+            sample = torch.randn(min(total_rows, SAMPLE_ROWS), cols, generator=generator)
+            size = quant_tensor_bytes(sample, total_rows, cols, spec, model)
+        out[name] = size + HEADER_BYTES_PER_TENSOR
+    return out
+
+
+def fit_dims(param_shapes: Callable[[int], dict[str, tuple]], plan: dict[str, dict], code_bytes: int,
+             limit: int = 16_000_000, dims=range(64, 4097, 64),
+             model: str = "gaussian") -> tuple[int | None, list[dict]]:
+    """Largest model_dim in `dims` whose predicted artifact + code_bytes <= limit, and a row per dim
+    tried ({model_dim, params, predicted_bytes, total_bytes, fits}). Sizes grow with the dim, so
+    the search stops at the first dim that does not fit."""
+    best, rows = None, []
+    for dim in dims:
+        shapes = param_shapes(dim)
+        predicted = HEADER_BYTES_FIXED + sum(predict_shapes_bytes(shapes, plan, model).values())
+        total = predicted + code_bytes
+        rows.append({"model_dim": dim, "params": sum(math.prod(s) for s in shapes.values()),
+                     "predicted_bytes": round(predicted), "total_bytes": round(total), "fits": total <= limit})
+        if total > limit:
+            break
+        best = dim
+    return best, rows

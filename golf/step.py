@@ -1,0 +1,33 @@
+"""One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), then every optimiser, then EMA."""
+
+import contextlib
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+
+def autocast_dtype(device: torch.device):
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> torch.Tensor:
+    """One optimiser step over grad_accum micro-batches; returns the mean micro-batch loss (detached).
+    `loader.next_batch(global_tokens, seq_len, grad_accum)` gives this rank's next (x, y) micro-batch."""
+    total = torch.zeros((), device=device)
+    for micro in range(grad_accum):
+        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # Gradients are all-reduced only on the last micro-batch.
+        sync = micro == grad_accum - 1 or not isinstance(model, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():
+            with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
+                loss = model(x, y) / grad_accum
+            loss.backward()
+        total += loss.detach()
+    for opt in opts:
+        opt.step()
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.update()
+    return total

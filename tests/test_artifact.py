@@ -1,0 +1,190 @@
+import hashlib
+import json
+import os
+import pickle
+import random
+import struct
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golf.artifact import (ARTIFACT_VERSION, CHECKSUM_BYTES, artifact_report, decode_artifact, dequantize_entries,
+                           encode_artifact, read_artifact, write_artifact)
+from golf.compress import CODECS, TRANSFORMS
+from golf.config import GolfError
+from golf.quant.rtn import QuantTensor, dequantize_rows, quantize_rtn
+from golf.size_predict import HEADER_BYTES_FIXED, fit_dims, predict_shapes_bytes, predict_state_bytes
+
+
+def sample_entries(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    entries = {
+        "embed": quantize_rtn(torch.randn(12, 8, generator=g), 8, 14.0),
+        "attn.q": quantize_rtn(torch.randn(8, 8, generator=g), 6, 13.0),
+        "mlp.fc": quantize_rtn(torch.randn(16, 8, generator=g).to(torch.bfloat16), 5, 11.5),
+        "mlp.proj": quantize_rtn(torch.randn(8, 4, 4, generator=g), 4, None),
+        "gain16": torch.randn(8, generator=g).half(),
+        "gain_bf16": torch.randn(3, 2, generator=g).bfloat16(),
+        "gain32": torch.randn(5, generator=g),
+        "scalar": torch.tensor(2.5),
+        "step": torch.tensor([7], dtype=torch.int64),
+    }
+    groups = {"embed": "embed", "attn.q": "attn", "mlp.fc": "mlp", "mlp.proj": "mlp", "gain16": "scalars",
+              "gain_bf16": "scalars", "gain32": "scalars", "scalar": "scalars", "step": "scalars"}
+    return entries, groups
+
+
+def assert_same(a, b):
+    if isinstance(a, QuantTensor):
+        assert isinstance(b, QuantTensor)
+        assert torch.equal(a.q, b.q) and torch.equal(a.scale, b.scale)
+        assert (a.bits, a.shape, a.dtype) == (b.bits, b.shape, b.dtype)
+    else:
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a.view(torch.uint8) if a.dim() else a.reshape(1).view(torch.uint8),
+                           b.view(torch.uint8) if b.dim() else b.reshape(1).view(torch.uint8))
+
+
+@settings(max_examples=12, deadline=None)
+@given(codec=st.sampled_from(sorted(CODECS)), transform=st.sampled_from(sorted(TRANSFORMS)), seed=st.integers(0, 99))
+def test_round_trip_is_bit_exact_for_every_codec_and_transform(codec, transform, seed):
+    entries, groups = sample_entries(seed)
+    meta = {"config": {"model_dim": 512, "codec": codec}, "seed": seed}
+    blob = encode_artifact(entries, groups, meta, codecs=codec, transforms=transform)
+    back, back_meta = decode_artifact(blob, "mem")
+    assert list(back) == list(entries) and back_meta == meta
+    for name in entries:
+        assert_same(entries[name], back[name])
+
+
+def test_per_group_codecs_and_file_round_trip(tmp_path):
+    entries, groups = sample_entries()
+    codecs = {"embed": "lzma", "attn": "zstd", "mlp": "brotli", "scalars": "zlib"}
+    transforms = {"embed": "transpose", "attn": "bitpack", "mlp": "none", "scalars": "none"}
+    path = tmp_path / "final_model.golf"
+    write_artifact(path, encode_artifact(entries, groups, {}, codecs, transforms))
+    back, meta = read_artifact(path)
+    header = json.loads(path.read_bytes()[12:12 + struct.unpack_from("<I", path.read_bytes(), 8)[0]])
+    assert {g: r["codec"] for g, r in header["groups"].items()} == codecs
+    for name in entries:
+        assert_same(entries[name], back[name])
+    deq = dequantize_entries(back)
+    assert deq["mlp.proj"].shape == (8, 4, 4) and deq["mlp.proj"].dtype == torch.float32
+    assert torch.equal(deq["mlp.fc"], dequantize_rows(entries["mlp.fc"]))
+    assert deq["gain_bf16"].dtype == torch.bfloat16
+
+
+def test_every_flipped_byte_and_every_truncation_is_detected():
+    entries, groups = sample_entries()
+    blob = encode_artifact({n: entries[n] for n in ("attn.q", "gain16")}, groups, {"run": "x"})
+    rng = random.Random(0)
+    for i in range(len(blob)):
+        corrupt = bytearray(blob)
+        corrupt[i] ^= rng.randrange(1, 256)
+        with pytest.raises(GolfError, match="^art.golf: "):
+            decode_artifact(bytes(corrupt), "art.golf")
+    for n in range(len(blob)):
+        with pytest.raises(GolfError, match="^art.golf: "):
+            decode_artifact(blob[:n], "art.golf")
+    with pytest.raises(GolfError, match="checksum"):
+        decode_artifact(blob + b"\0", "art.golf")
+
+
+def resealed(body: bytes) -> bytes:
+    return body + hashlib.sha256(body).digest()
+
+
+def test_each_bad_input_names_its_problem():
+    entries, groups = sample_entries()
+    blob = encode_artifact({"gain16": entries["gain16"]}, groups, {})
+    body = blob[:-CHECKSUM_BYTES]
+    header_len = struct.unpack_from("<I", body, 8)[0]
+    with pytest.raises(GolfError, match="not a golf artifact"):
+        decode_artifact(b"PK\x03\x04" + blob[4:], "f")
+    with pytest.raises(GolfError, match="version 2"):
+        decode_artifact(resealed(body[:4] + struct.pack("<I", ARTIFACT_VERSION + 1) + body[8:]), "f")
+    with pytest.raises(GolfError, match="not valid JSON"):
+        decode_artifact(resealed(body[:12] + b"{" * header_len + body[12 + header_len:]), "f")
+    with pytest.raises(GolfError, match="runs past"):
+        decode_artifact(resealed(body[:8] + struct.pack("<I", 10 ** 6) + body[12:]), "f")
+    with pytest.raises(GolfError, match="truncated"):
+        decode_artifact(b"GOLF", "f")
+
+
+def test_loading_never_unpickles(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the loader must not unpickle")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    entries, groups = sample_entries()
+    back, _ = decode_artifact(encode_artifact(entries, groups, {}), "mem")
+    assert set(back) == set(entries)
+
+
+def test_encode_errors_and_atomic_write(tmp_path):
+    entries, groups = sample_entries()
+    with pytest.raises(GolfError, match="no group"):
+        encode_artifact(entries, {}, {})
+    with pytest.raises(GolfError, match="codecs has no entry"):
+        encode_artifact(entries, groups, {}, codecs={"embed": "zlib"})
+    with pytest.raises(GolfError, match="meta"):
+        encode_artifact(entries, groups, {"bad": object()})
+    with pytest.raises(GolfError, match="not available"):
+        encode_artifact(entries, groups, {}, codecs="lz4")
+    path = tmp_path / "a.golf"
+    path.write_bytes(b"previous")
+    with pytest.raises(TypeError):
+        write_artifact(path, "not bytes")
+    assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["a.golf"]
+    with pytest.raises(GolfError, match="missing.golf: cannot read"):
+        read_artifact(tmp_path / "missing.golf")
+
+
+def test_report_rows_sum_to_the_file_size(tmp_path):
+    entries, groups = sample_entries()
+    path = tmp_path / "a.golf"
+    write_artifact(path, encode_artifact(entries, groups, {}))
+    rows = artifact_report(path)
+    assert sum(r["compressed_bytes"] for r in rows) == os.path.getsize(path)
+    by_group = {r["group"]: r for r in rows}
+    assert by_group["mlp"]["params"] == 16 * 8 + 8 * 16 and by_group["mlp"]["bits"] == [4, 5]
+    assert by_group["scalars"]["bits"] == [16, 32, 64]
+    assert by_group["attn"]["bits_per_param"] == 8 * by_group["attn"]["compressed_bytes"] / 64
+
+
+def gaussian_state(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"attn": (256, 256), "fc": (512, 256), "proj": (256, 512), "norm": (256,)}
+    return {n: torch.randn(*s, generator=g) * 0.02 for n, s in shapes.items()}
+
+
+PLAN = {"attn": {"bits": 6, "clip_k": 13.0}, "fc": {"bits": 6, "clip_k": 11.5},
+        "proj": {"bits": 7, "clip_k": None}, "norm": {"bits": None}}
+
+
+def test_size_prediction_within_5_percent_of_the_encoded_artifact():
+    state = gaussian_state()
+    entries = {n: quantize_rtn(w, PLAN[n]["bits"], PLAN[n]["clip_k"]) if PLAN[n]["bits"] else w.half()
+               for n, w in state.items()}
+    real = len(encode_artifact(entries, {n: n for n in state}, {}))
+    predicted = HEADER_BYTES_FIXED + sum(predict_state_bytes(state, PLAN).values())
+    from_shapes = HEADER_BYTES_FIXED + sum(predict_shapes_bytes({n: tuple(w.shape) for n, w in state.items()},
+                                                                PLAN).values())
+    assert abs(predicted / real - 1) < 0.05
+    assert abs(from_shapes / real - 1) < 0.05
+
+
+def test_fit_dims_returns_the_largest_dim_that_fits():
+    def shapes(dim):
+        return {"attn": (dim, dim), "fc": (2 * dim, dim), "proj": (dim, 2 * dim), "norm": (dim,)}
+
+    best, rows = fit_dims(shapes, PLAN, code_bytes=50_000, limit=600_000)
+    assert best is not None and rows[-1]["total_bytes"] > 600_000 and not rows[-1]["fits"]
+    assert rows[-2]["model_dim"] == best and rows[-2]["total_bytes"] <= 600_000
+    assert all(a["total_bytes"] < b["total_bytes"] for a, b in zip(rows, rows[1:]))
+    with pytest.raises(GolfError, match="norm"):
+        fit_dims(shapes, {k: v for k, v in PLAN.items() if k != "norm"}, 0)

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golf.compress import CODECS, TRANSFORMS
+from golf.config import GolfError
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.binary(max_size=3000), codec=st.sampled_from(sorted(CODECS)))
+def test_codecs_round_trip_exactly(data, codec):
+    compress, decompress = CODECS[codec]
+    assert decompress(compress(data)) == data
+
+
+def test_codecs_shrink_repetitive_data():
+    data = bytes(range(16)) * 500
+    for codec, (compress, _) in CODECS.items():
+        assert len(compress(data)) < len(data) // 10, codec
+
+
+@st.composite
+def symbol_arrays(draw):
+    bits = draw(st.integers(2, 8))
+    rows, cols = draw(st.integers(1, 7)), draw(st.integers(0, 23))
+    qmax = 2 ** (bits - 1) - 1
+    seed = draw(st.integers(0, 2 ** 16))
+    q = np.random.default_rng(seed).integers(-qmax - 1, qmax + 1, size=(rows, cols)).astype(np.int8)
+    return q, bits
+
+
+@settings(max_examples=80, deadline=None)
+@given(arr=symbol_arrays(), name=st.sampled_from(sorted(TRANSFORMS)))
+def test_transforms_invert_exactly_on_symbols(arr, name):
+    q, bits = arr
+    forward, inverse = TRANSFORMS[name]
+    data = q.view(np.uint8).ravel()
+    packed = forward(data, q.shape, 1, bits)
+    assert packed.dtype == np.uint8
+    assert np.array_equal(inverse(packed, q.shape, 1, bits), data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=0, max_size=3), itemsize=st.sampled_from([2, 4]),
+       name=st.sampled_from(["none", "transpose", "shuffle"]), seed=st.integers(0, 2 ** 16))
+def test_float_transforms_invert_exactly(shape, itemsize, name, seed):
+    n = int(np.prod(shape)) * itemsize
+    data = np.random.default_rng(seed).integers(0, 256, size=n).astype(np.uint8)
+    forward, inverse = TRANSFORMS[name]
+    assert np.array_equal(inverse(forward(data, tuple(shape), itemsize, None), tuple(shape), itemsize, None), data)
+
+
+def test_bitpack_packs_int6_four_symbols_into_three_bytes():
+    q = np.array([-31, 31, 0, -1, 5, -32, 7, 1], dtype=np.int8)
+    packed = TRANSFORMS["bitpack"][0](q.view(np.uint8), (8,), 1, 6)
+    assert packed.size == 6
+
+
+def test_layouts_are_what_they_say():
+    data = np.arange(6, dtype=np.uint8)
+    assert TRANSFORMS["transpose"][0](data, (2, 3), 1, None).tolist() == [0, 3, 1, 4, 2, 5]
+    assert TRANSFORMS["shuffle"][0](data, (3,), 2, None).tolist() == [0, 2, 4, 1, 3, 5]
+    planes = TRANSFORMS["nibble_split"][0](np.array([0x12, 0x34], np.uint8), (2,), 1, 8)
+    assert planes.tolist() == [0x13, 0x24]
+
+
+def test_bad_transform_input_is_a_golf_error():
+    with pytest.raises(GolfError, match="fit"):
+        TRANSFORMS["bitpack"][0](np.array([40], np.int8).view(np.uint8), (1,), 1, 6)
+    with pytest.raises(GolfError, match="int8 symbols"):
+        TRANSFORMS["bitpack"][0](np.zeros(4, np.uint8), (2,), 2, None)
+    with pytest.raises(GolfError, match="expected 6 bytes"):
+        TRANSFORMS["shuffle"][1](np.zeros(5, np.uint8), (3,), 2, None)

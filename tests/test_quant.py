@@ -1,0 +1,197 @@
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from golf.config import GolfError
+from golf.quant.gptq import HessianCollector, collect_hessians, gptq_quantize
+from golf.quant.lowrank import apply_lowrank, lowrank_factors
+from golf.quant.rtn import QuantTensor, dequantize_rows, qmax_for_bits, quantize_rtn
+from golf.quant.state import dequantize_state, quantize_state
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(2, 40), bits=st.integers(4, 8),
+       rule=st.sampled_from(["sdclip", "capped", "absmax"]), clip_k=st.floats(0.5, 14.0),
+       log_std=st.floats(-6, 2), seed=st.integers(0, 2 ** 16))
+def test_rtn_error_within_half_step_inside_clip_and_saturates_outside(rows, cols, bits, rule, clip_k, log_std, seed):
+    w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * 10.0 ** log_std
+    qt = quantize_rtn(w, bits, clip_k, rule)
+    qmax = qmax_for_bits(bits)
+    assert qt.q.dtype == torch.int8 and qt.scale.dtype == torch.float16 and qt.scale.shape == (rows,)
+    scale = qt.scale.double()[:, None]
+    w64, q64 = w.double(), qt.q.double()
+    assert q64.abs().max() <= qmax
+    err = (dequantize_rows(qt).double() - w64).abs()
+    inside = w64.abs() <= (qmax + 0.5) * scale * (1 - 1e-6)
+    tol = scale / 2 + 1e-6 * torch.maximum(w64.abs(), scale)
+    assert torch.all(err[inside] <= tol.expand_as(err)[inside])
+    outside = w64.abs() >= (qmax + 0.5) * scale * (1 + 1e-6)
+    assert torch.equal(q64[outside], torch.sign(w64[outside]) * qmax)
+
+
+def test_absmax_uses_the_full_grid_and_clips_nothing():
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    for bits in range(4, 9):
+        qt = quantize_rtn(w, bits)
+        assert torch.equal(qt.q.abs().amax(dim=1), torch.full((8,), qmax_for_bits(bits), dtype=torch.int8))
+
+
+def test_sdclip_scale_is_k_std_over_qmax_and_outliers_saturate():
+    w = torch.randn(4, 256, generator=torch.Generator().manual_seed(1))
+    w[0, 3] = 50.0
+    qt = quantize_rtn(w, 6, 3.0, "sdclip")
+    expected = (3.0 * w.std(dim=1) / 31).to(torch.float16)
+    assert torch.equal(qt.scale, expected)
+    assert qt.q[0, 3] == 31
+
+
+def test_capped_never_exceeds_absmax():
+    w = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(quantize_rtn(w, 6, 50.0, "capped").scale, quantize_rtn(w, 6, None, "absmax").scale)
+    assert torch.all(quantize_rtn(w, 6, 1.0, "capped").scale < quantize_rtn(w, 6).scale)
+
+
+def test_zero_rows_and_shapes_round_trip():
+    w = torch.zeros(3, 5, 4, dtype=torch.bfloat16)
+    w[1] = 1.0
+    qt = quantize_rtn(w, 8, 12.0)
+    assert qt.q.shape == (3, 20) and qt.shape == (3, 5, 4) and qt.dtype == torch.bfloat16
+    assert torch.equal(qt.q[0], torch.zeros(20, dtype=torch.int8))
+    assert dequantize_rows(qt).shape == (3, 5, 4)
+    vec = quantize_rtn(torch.linspace(-1, 1, 9), 8)
+    assert vec.q.shape == (1, 9) and torch.allclose(dequantize_rows(vec), torch.linspace(-1, 1, 9), atol=0.01)
+
+
+@pytest.mark.parametrize("bad", [{"bits": 9}, {"bits": 1}, {"bits": 6, "rule": "median"},
+                                 {"bits": 6, "rule": "sdclip", "clip_k": None}, {"bits": 6, "clip_k": -1.0}])
+def test_bad_settings_are_golf_errors(bad):
+    with pytest.raises(GolfError):
+        quantize_rtn(torch.ones(2, 2), bad["bits"], bad.get("clip_k"), bad.get("rule"))
+
+
+def correlated(n, cols, seed):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(cols, cols, generator=g) / math.sqrt(cols)
+    return (torch.randn(n, cols, generator=g) / (1 + torch.arange(cols) / 4.0)) @ mix
+
+
+def output_err(x, w, qt):
+    return torch.linalg.norm(x @ w.T - x @ dequantize_rows(qt).T).item()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("bits,clip_k,act_order", [(6, 12.0, True), (4, 4.0, True), (8, None, False), (6, 2.5, False)])
+def test_gptq_output_error_never_above_rtn(seed, bits, clip_k, act_order):
+    x = correlated(512, 96, seed)
+    w = torch.randn(48, 96, generator=torch.Generator().manual_seed(100 + seed)) * 0.02
+    rule = "capped" if clip_k == 2.5 else None
+    gptq = gptq_quantize(w, x.T @ x, bits, clip_k, block=32, act_order=act_order, rule=rule)
+    rtn = quantize_rtn(w, bits, clip_k, rule)
+    assert torch.equal(gptq.scale, rtn.scale)
+    assert output_err(x, w, gptq) < output_err(x, w, rtn)
+
+
+def test_gptq_with_diagonal_hessian_is_rtn():
+    # No input correlations: the inverse Hessian's Cholesky factor is diagonal, nothing propagates.
+    w = torch.randn(16, 40, generator=torch.Generator().manual_seed(3))
+    gptq = gptq_quantize(w, torch.diag(torch.rand(40) + 0.5), 5, 10.0, block=8)
+    assert torch.equal(gptq.q, quantize_rtn(w, 5, 10.0).q)
+
+
+def test_gptq_dead_columns_quantise_to_zero():
+    x = correlated(256, 32, 5)
+    x[:, [3, 17]] = 0.0
+    w = torch.randn(8, 32, generator=torch.Generator().manual_seed(6))
+    qt = gptq_quantize(w, x.T @ x, 6, 12.0)
+    assert torch.all(qt.q[:, [3, 17]] == 0) and torch.isfinite(dequantize_rows(qt)).all()
+    assert output_err(x, w, qt) < output_err(x, w, quantize_rtn(w, 6, 12.0))
+
+
+def test_gptq_rejects_mismatched_hessian():
+    with pytest.raises(GolfError):
+        gptq_quantize(torch.ones(4, 8), torch.eye(7), 6, 12.0)
+
+
+class Looped(nn.Module):
+    """One shared linear called twice per forward, like a looped block."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6, bias=False)
+        self.head = nn.Linear(6, 3, bias=False)
+
+    def forward(self, x):
+        return self.head(self.lin(self.lin(x)))
+
+
+def test_collect_hessians_adds_every_call_and_removes_hooks():
+    torch.manual_seed(0)
+    model = Looped()
+    batches = [torch.randn(2, 5, 6) for _ in range(3)]
+    hs = collect_hessians(model, {"lin": model.lin, "head": model.head}, batches, lambda m, b: m(b))
+    expected_lin = torch.zeros(6, 6)
+    expected_head = torch.zeros(6, 6)
+    with torch.no_grad():
+        for b in batches:
+            first = b.reshape(-1, 6)
+            second = model.lin(first)
+            third = model.lin(second)
+            expected_lin += first.T @ first + second.T @ second
+            expected_head += third.T @ third
+    assert torch.allclose(hs["lin"], expected_lin, atol=1e-5)
+    assert torch.allclose(hs["head"], expected_head, atol=1e-5)
+    assert not model.lin._forward_pre_hooks and not model.head._forward_pre_hooks
+
+
+def test_hooks_go_even_when_forward_raises():
+    model = Looped()
+
+    def failing(m, b):
+        m(b)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        collect_hessians(model, {"lin": model.lin}, [torch.randn(1, 6)], failing)
+    assert not model.lin._forward_pre_hooks
+    with HessianCollector({"lin": model.lin}) as c:
+        model(torch.randn(4, 6))
+    assert c.rows_seen["lin"] == 8 and not model.lin._forward_pre_hooks
+
+
+def test_lowrank_correction_reduces_error_more_with_rank():
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(64, 48, generator=g) @ torch.diag(torch.linspace(2, 0.1, 48))
+    qt = quantize_rtn(w, 4, 3.0)
+    errors = [torch.linalg.norm(w - dequantize_rows(qt)).item()]
+    for rank in (2, 8, 32):
+        u, v = lowrank_factors(w, qt, rank)
+        assert u.shape == (64, rank) and v.shape == (rank, 48) and u.dtype == torch.float16
+        errors.append(torch.linalg.norm(w - apply_lowrank(qt, u, v)).item())
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
+
+
+def test_quantize_state_follows_plan_and_dequantize_restores_dtypes():
+    torch.manual_seed(0)
+    state = {"a": torch.randn(16, 32), "b": torch.randn(8, 16, dtype=torch.bfloat16), "gain": torch.randn(16),
+             "steps": torch.tensor([3, 4])}
+    plan = {"a": {"bits": 6, "clip_k": 12.0, "method": "gptq"}, "b": {"bits": 8, "clip_k": None, "method": "gptq"},
+            "gain": {"bits": None}, "steps": {"bits": None}}
+    x = correlated(128, 32, 0)
+    entries = quantize_state(state, plan, {"a": x.T @ x})
+    assert torch.equal(entries["a"].q, gptq_quantize(state["a"], x.T @ x, 6, 12.0).q)
+    assert torch.equal(entries["b"].q, quantize_rtn(state["b"], 8).q)  # no Hessian: RTN
+    assert entries["gain"].dtype == torch.float16 and torch.equal(entries["steps"], state["steps"])
+    back = dequantize_state(entries, state)
+    assert {n: t.dtype for n, t in back.items()} == {n: t.dtype for n, t in state.items()}
+    assert torch.allclose(back["a"], state["a"], atol=float(entries["a"].scale.max()) * 2)
+    with pytest.raises(GolfError, match="gain"):
+        quantize_state(state, {k: v for k, v in plan.items() if k != "gain"}, None)
+    with pytest.raises(GolfError, match="method"):
+        quantize_state({"a": state["a"]}, {"a": {"bits": 6, "method": "awq"}}, None)
+    with pytest.raises(GolfError, match="shape"):
+        dequantize_state(entries, {"a": torch.zeros(32, 16)})
+    assert isinstance(entries["a"], QuantTensor)

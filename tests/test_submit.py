@@ -1,0 +1,167 @@
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from golf.logparse import parse_run_log
+from tools.submit import FIELDS, betainc, main, student_t_cdf, validate, welch_test
+
+CODE = "print('packed')\n# a logged source line that looks like a result:\n# step:999/1 train_loss:0.1\n"
+
+
+def fake_run(root: Path, seed: int, val_loss: float, val_bpb: float, code: str = CODE, artifact_bytes: int = 5000,
+             train_ms: int = 590000, eval_s: float = 300.0, final: bool = True, logged_total: int | None = None) -> Path:
+    run = root / f"run{seed}"
+    (run / "logs").mkdir(parents=True)
+    (run / "train_gpt.py").write_text(code)
+    with open(run / "final_model.golf", "wb") as f:
+        f.truncate(artifact_bytes)  # sizes are all submit checks of an artifact
+    code_bytes = len(code.encode())
+    total = artifact_bytes + code_bytes if logged_total is None else logged_total
+    sha = hashlib.sha256(code.encode()).hexdigest()[:16]
+    lines = [f"code:train_gpt.py sha256:{sha} bytes:{code_bytes}", "recipe:default git:0123abc",
+             f"config:{json.dumps({'seed': seed, 'model_dim': 512})}",
+             "versions: python:3.11.7 torch:2.13.0 cuda:12.8", "data_fingerprint:ab12 shards:80",
+             "=" * 40 + " source " + "=" * 40 + "\n" + code, "=" * 40 + " end source " + "=" * 40,
+             "step:1/20000 train_loss:9.0000 train_time:90ms step_avg:90.00ms",
+             f"step:6000/20000 train_loss:2.9000 train_time:{train_ms}ms step_avg:{train_ms / 6000:.2f}ms",
+             f"stopped step:6000 train_time:{train_ms}ms planned:585000ms",
+             f"eval_time:{eval_s}s budget:600s"]
+    if final:
+        lines.append(f"final_roundtrip val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    lines.append(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{total}")
+    (run / "logs" / f"seed{seed}.txt").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def submit(tmp_path, runs, *extra) -> int:
+    return main([str(r) for r in runs] + ["--name", "Test", "--author", "A", "--github-id", "a", "--blurb", "b",
+                                          "--date", "2026-05-01", "--out", str(tmp_path / "subs"), *extra])
+
+
+def test_build_and_validate_two_seeds(tmp_path, capsys):
+    runs = [fake_run(tmp_path, 1, 2.50, 1.10), fake_run(tmp_path, 2, 2.52, 1.12)]
+    assert submit(tmp_path, runs) == 0
+    folder = tmp_path / "subs" / "2026-05-01_Test"
+    sub = json.loads((folder / "submission.json").read_text())
+    assert set(FIELDS) <= set(sub) and sub["track"] == "10min_16mb" and sub["seeds"] == [1, 2]
+    assert sub["val_bpb"] == pytest.approx(1.11) and sub["val_bpb_std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert (sub["pytorch_version"], sub["cuda_version"]) == ("2.13.0", "12.8")
+    assert sub["seed_results"]["1"] == {"val_loss": 2.5, "val_bpb": 1.1, "artifact_bytes": 5000, "steps": 6000,
+                                        "step_avg_ms": pytest.approx(98.33), "eval_time_s": 300.0}
+    assert (folder / "train_gpt.py").read_text() == CODE
+    assert (folder / "train_seed2.log").is_file() and "| 2 | 2.52000 | 1.12000 |" in (folder / "README.md").read_text()
+    assert validate(folder) == []
+    assert submit(tmp_path, runs) == 1  # never overwrites a folder
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(code=CODE + "# changed\n"), "train_gpt.py differs between runs"),
+    (dict(artifact_bytes=16_000_000), "> 16000000"),
+    (dict(logged_total=123), "the log says total_bytes:123"),
+    (dict(train_ms=601000), "training took 601.0s > 600s"),
+    (dict(eval_s=650.0), "evaluation took 650.0s > 600s"),
+    (dict(final=False), "no final_roundtrip"),
+])
+def test_build_refuses(tmp_path, capsys, bad, needle):
+    runs = [fake_run(tmp_path, 1, 2.5, 1.1), fake_run(tmp_path, 2, 2.5, 1.1, **bad)]
+    assert submit(tmp_path, runs) == 1
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "subs" / "2026-05-01_Test").exists()
+
+
+def built(tmp_path) -> Path:
+    assert submit(tmp_path, [fake_run(tmp_path, 1, 2.5, 1.1), fake_run(tmp_path, 2, 2.52, 1.12)]) == 0
+    return tmp_path / "subs" / "2026-05-01_Test"
+
+
+def test_validator_rejects_missing_field(tmp_path):
+    folder = built(tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    del sub["hardware"]
+    (folder / "submission.json").write_text(json.dumps(sub))
+    assert main(["--validate", str(folder)]) == 1
+    assert any("missing field 'hardware'" in p for p in validate(folder))
+
+
+def test_validator_rejects_size_overrun(tmp_path):
+    folder = built(tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    sub["seed_results"]["2"]["artifact_bytes"] = 15_999_990
+    (folder / "submission.json").write_text(json.dumps(sub))
+    assert any("seed 2" in p and "> 16000000" in p for p in validate(folder))
+
+
+def test_validator_rejects_mismatched_code_hashes(tmp_path):
+    folder = built(tmp_path)
+    log = folder / "train_seed2.log"
+    log.write_text(log.read_text().replace("sha256:", "sha256:ff", 1))
+    problems = validate(folder)
+    assert any("logs ran different code" in p for p in problems)
+    assert any("train_seed2.log: the log ran code sha256:ff" in p for p in problems)
+
+
+def test_validator_reads_upstream_records(tmp_path):
+    folder = tmp_path / "2026-03-17_NaiveBaseline"
+    folder.mkdir()
+    code = "import torch\nprint('step:1/2 train_loss:0.5')\n"
+    (folder / "train_gpt.py").write_text(code)
+    (folder / "README.md").write_text("# baseline\n")
+    log = code + "=" * 100 + "\n" + "\n".join([
+        "step:13780/20000 train_loss:2.0606 train_time:600038ms step_avg:43.54ms",
+        "stopping_early: wallclock_cap train_time:600038ms step:13780/20000",
+        "Serialized model int8+zlib: 15815847 bytes", "Total submission size int8+zlib: 15863489 bytes",
+        "final_int8_zlib_roundtrip val_loss:2.0727 val_bpb:1.2244 eval_time:1406ms",
+        "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570"])
+    (folder / "train.log").write_text(log + "\n")
+    sub = {f: "x" for f in FIELDS} | {"track": "10min_16mb", "seed_results": {}}
+    (folder / "submission.json").write_text(json.dumps(sub))
+    summary = parse_run_log(str(folder / "train.log"))
+    assert summary.final_roundtrip() == (2.07269931, 1.2243657) and summary.get("total_bytes") == 15863489
+    assert [s["step"] for s in summary.steps] == [13780] and summary.seconds("final_int8_zlib_roundtrip.eval_time") == 1.406
+    problems = validate(folder)
+    assert any("training took 600.0s" in p for p in problems)  # upstream's own baseline ran 38 ms over
+    (folder / "train.log").write_text(log.replace("600038ms", "599000ms").replace("15863489", "16000001") + "\n")
+    assert validate(folder) == [f"{folder / 'train.log'}: total 16000001 bytes > 16000000"]
+
+
+def test_logged_source_is_not_read_as_results(tmp_path):
+    summary = parse_run_log(str(fake_run(tmp_path, 3, 2.5, 1.1) / "logs" / "seed3.txt"))
+    assert [s["step"] for s in summary.steps] == [1, 6000]
+    assert summary.meta == {"code": "train_gpt.py", "sha256": hashlib.sha256(CODE.encode()).hexdigest()[:16],
+                            "bytes": str(len(CODE)), "recipe": "default", "git": "0123abc", "python": "3.11.7",
+                            "torch": "2.13.0", "cuda": "12.8"}
+    assert summary.final_roundtrip() == (2.5, 1.1) and summary.seconds("stopped.train_time") == 590.0
+
+
+# Reference values from scipy.stats.t.cdf / scipy.special.betainc / scipy.stats.ttest_ind(equal_var=False).
+def test_incomplete_beta_and_t_cdf_known_values():
+    assert betainc(2, 3, 0.5) == pytest.approx(11 / 16, abs=1e-14)
+    assert betainc(1, 4, 0.3) == pytest.approx(1 - 0.7 ** 4, abs=1e-14)
+    assert betainc(2.5, 1.5, 0.3) == pytest.approx(0.08894372317066562, abs=1e-12)
+    assert student_t_cdf(2.0, 10) == pytest.approx(0.9633059826146299, abs=1e-12)
+    assert student_t_cdf(-1.5, 3.7) == pytest.approx(0.10679908460100675, abs=1e-12)
+    assert student_t_cdf(0.3, 1) == pytest.approx(0.5 + math.atan(0.3) / math.pi, abs=1e-12)  # Cauchy
+    assert student_t_cdf(0.0, 7) == 0.5
+
+
+def test_welch_against_the_record_bar():
+    ours, base = [1.0612, 1.0608, 1.0615], [1.0700, 1.0690, 1.0710, 1.0695]
+    w = welch_test(ours, base)
+    assert w.improvement == pytest.approx(4.2795 / 4 - 3.1835 / 3, abs=1e-12)
+    assert (w.t, w.df, w.p) == (pytest.approx(7.845750271752151), pytest.approx(4.186343471379197),
+                                pytest.approx(0.0005894409937160276, rel=1e-8))
+    assert w.is_record
+    assert not welch_test(ours, [x - 0.004 for x in base]).is_record  # 0.0046 nats: under the margin
+
+
+def test_against_a_baseline_file_reports_nats(tmp_path, capsys):
+    folder = built(tmp_path)
+    (tmp_path / "base.txt").write_text("# per-seed val_bpb\n1.2\n1.21\n1.19\n")
+    assert main(["--validate", str(folder), "--against", str(tmp_path / "base.txt")]) == 0
+    out = capsys.readouterr().out
+    ratio = 2.51 / 1.11  # our nats per bpb
+    assert f"improvement {1.2 * ratio - 2.51:+.5f} nats" in out and "meets the record bar" in out

@@ -1,0 +1,829 @@
+"""Pack a recipe into one self-contained train_gpt.py: only the code the recipe reaches, in pipeline order.
+
+python tools/pack.py [--recipe NAME] [-o PATH] [--check] [--compress]
+
+How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe):
+- Modules: the golf modules golf/train.py imports, transitively; ordered by import dependency
+  (topological), ties broken by PIPELINE. Each becomes a section with a banner carrying the first
+  line of its docstring.
+- Units: every top-level statement that binds a name (def, class, assignment, try-import) is a unit.
+  From `run` and the `if __name__ == "__main__":` footer of golf/train.py, the packer follows the names
+  each unit reads from module scope (real scoping: locals, parameters and comprehension variables are
+  not references), resolved through `from golf.x import name`, and keeps only the units reached.
+- Slots: `pick(SLOT, cfg.FIELD, "SETTING")` (or a SETTING literal naming a Config field) ties the
+  dict literal SLOT to Config.FIELD; the packed SLOT keeps only the recipe's key, so unchosen pieces
+  are unreachable and dropped. A slot also picked by a runtime value (e.g. a codec read from a
+  header) is kept whole.
+- Config: field defaults the recipe changes are rewritten; RECIPE (golf/config.py) becomes the
+  recipe's name. Only these nodes are re-rendered; everything else is the original source text,
+  comments included (and the comment lines directly above a unit).
+- Imports: non-golf imports of kept code, unused ones dropped, deduplicated, sorted into
+  __future__ / stdlib / third-party, at the top. `from golf...` imports disappear.
+--check exits 1 when the file at -o differs from a fresh pack. --compress writes a self-extracting
+file (lzma + base85, registered with linecache so tracebacks and inspect.getsource work) and the
+readable source beside it as <name>.readable.py.
+"""
+
+import argparse
+import ast
+import base64
+import dataclasses
+import difflib
+import heapq
+import lzma
+import os
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import brotli
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "golf"
+ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
+ENTRY_NAME = "run"
+CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
+PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
+# Tie-break for modules the import graph leaves unordered: a module's first dotted component.
+PIPELINE = ("config", "dist", "data", "tokenizer", "model", "params", "optim", "kernels", "quant",
+            "compress", "artifact", "evaluate", "ttt", "train")
+LOADER_NAMES = ("base64", "linecache", "lzma", "sys", "traceback", "_packed_source")  # bound by the --compress loader
+
+
+class PackError(Exception):
+    """The package breaks a packing convention; the message names file:line and the fix."""
+
+
+# ---------------------------------------------------------------- scope analysis
+
+class ScopeNames(ast.NodeVisitor):
+    """Names one scope binds and reads. Nested scopes (def, lambda, class, comprehension) are analysed
+    separately; what they read from outside themselves lands in `inner_free`."""
+
+    def __init__(self):
+        self.bound, self.loads, self.inner_free = set(), set(), set()
+        self.declared_global, self.declared_nonlocal = set(), set()
+
+    def visit_Name(self, node):
+        (self.loads if isinstance(node.ctx, ast.Load) else self.bound).add(node.id)
+
+    def visit_Global(self, node):
+        self.declared_global.update(node.names)
+
+    def visit_Nonlocal(self, node):
+        self.declared_nonlocal.update(node.names)
+
+    def visit_Import(self, node):
+        for a in node.names:
+            self.bound.add(a.asname or a.name.split(".")[0])
+
+    def visit_ImportFrom(self, node):
+        for a in node.names:
+            if a.name != "*":
+                self.bound.add(a.asname or a.name)
+
+    def visit_ExceptHandler(self, node):
+        if node.name:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchAs(self, node):
+        if node.name:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchStar(self, node):
+        if node.name:
+            self.bound.add(node.name)
+
+    def visit_MatchMapping(self, node):
+        if node.rest:
+            self.bound.add(node.rest)
+        self.generic_visit(node)
+
+    def _signature(self, args: ast.arguments, returns=None):
+        """Defaults and annotations are evaluated in the enclosing scope."""
+        for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self.visit(d)
+        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+            if a is not None and a.annotation is not None:
+                self.visit(a.annotation)
+        if returns is not None:
+            self.visit(returns)
+
+    def visit_FunctionDef(self, node):
+        self.bound.add(node.name)
+        for d in node.decorator_list:
+            self.visit(d)
+        self._signature(node.args, node.returns)
+        self.inner_free |= function_free(node.args, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):
+        self._signature(node.args)
+        self.inner_free |= function_free(node.args, [node.body])
+
+    def visit_ClassDef(self, node):
+        self.bound.add(node.name)
+        for n in node.decorator_list + node.bases + node.keywords:
+            self.visit(n)
+        body = ScopeNames()
+        for stmt in node.body:
+            body.visit(stmt)
+        # Class-body names are not visible inside its methods: inner_free passes through unfiltered.
+        self.inner_free |= (body.loads - body.bound) | body.inner_free | body.declared_global
+
+    def _comprehension(self, node, parts):
+        self.visit(node.generators[0].iter)  # the first iterable is evaluated outside
+        inner = ScopeNames()
+        for i, gen in enumerate(node.generators):
+            inner.visit(gen.target)
+            if i:
+                inner.visit(gen.iter)
+            for cond in gen.ifs:
+                inner.visit(cond)
+        for part in parts:
+            inner.visit(part)
+        targets = set()
+        for gen in node.generators:
+            targets |= {n.id for n in ast.walk(gen.target) if isinstance(n, ast.Name)}
+        self.bound |= inner.bound - targets  # walrus targets bind in the enclosing scope
+        self.inner_free |= (inner.loads | inner.inner_free) - targets
+
+    def visit_ListComp(self, node):
+        self._comprehension(node, [node.elt])
+
+    visit_SetComp = visit_GeneratorExp = visit_ListComp
+
+    def visit_DictComp(self, node):
+        self._comprehension(node, [node.key, node.value])
+
+
+def function_free(args: ast.arguments, body: list) -> set[str]:
+    """Names a function body reads from outside itself."""
+    scope = ScopeNames()
+    for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+        if a is not None:
+            scope.bound.add(a.arg)
+    for stmt in body:
+        scope.visit(stmt)
+    local = scope.bound - scope.declared_global - scope.declared_nonlocal
+    return ((scope.loads | scope.inner_free) - local) | scope.declared_global
+
+
+def module_level_names(stmt: ast.stmt) -> tuple[set[str], set[str]]:
+    """(names a top-level statement binds in module scope, names it reads from module scope)."""
+    scope = ScopeNames()
+    scope.visit(stmt)
+    return scope.bound | scope.declared_global, scope.loads | scope.inner_free | scope.declared_global
+
+
+# ---------------------------------------------------------------- modules and units
+
+@dataclass(frozen=True)
+class ImportRec:
+    """One imported name: `import module [as asname]` (name None) or `from module import name [as asname]`."""
+    module: str
+    name: str | None
+    asname: str | None
+    where: str  # golf/x.py:LINE
+
+    @property
+    def binds(self) -> str:
+        if self.name is None:
+            return self.asname or self.module.split(".")[0]
+        return self.asname or self.name
+
+    @property
+    def target(self) -> str:
+        """What the bound name refers to, to tell a harmless duplicate from a clash."""
+        if self.name is None:
+            return self.module if self.asname else self.module.split(".")[0]
+        return f"{self.module}.{self.name}"
+
+    def text(self) -> str:
+        alias = f" as {self.asname}" if self.asname else ""
+        return f"import {self.module}{alias}" if self.name is None else f"{self.name}{alias}"
+
+
+@dataclass
+class Unit:
+    module: str
+    node: ast.stmt
+    binds: set[str]
+    refs: set[str]
+
+    @property
+    def line(self) -> int:
+        return self.node.lineno
+
+
+@dataclass
+class Module:
+    name: str  # dotted below the package: "model.gpt"
+    path: str  # golf/model/gpt.py
+    source: str
+    lines: list[str]
+    doc: str
+    units: list[Unit] = field(default_factory=list)
+    defs: dict[str, list[Unit]] = field(default_factory=dict)
+    golf_imports: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (module, where)
+    ext_imports: dict[str, list[ImportRec]] = field(default_factory=dict)
+    main: ast.If | None = None
+
+    def where(self, node) -> str:
+        return f"{self.path}:{node.lineno}"
+
+
+def is_main_guard(stmt: ast.stmt) -> bool:
+    t = stmt.test if isinstance(stmt, ast.If) else None
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
+            and t.comparators[0].value == "__main__")
+
+
+def module_path(root: Path, name: str) -> Path:
+    return root / PACKAGE / (name.replace(".", "/") + ".py")
+
+
+def load_module(root: Path, name: str) -> Module:
+    path = module_path(root, name)
+    rel = f"{PACKAGE}/{name.replace('.', '/')}.py"
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source, filename=rel)
+    except SyntaxError as e:
+        raise PackError(f"{rel}:{e.lineno}: syntax error: {e.msg}") from None
+    mod = Module(name, rel, source, source.splitlines(keepends=True), ast.get_docstring(tree) or "")
+    body = tree.body[1:] if mod.doc else tree.body
+    for stmt in body:
+        where = mod.where(stmt)
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                if a.name.split(".")[0] == PACKAGE:
+                    raise PackError(f"{where}: `import {a.name}`: golf modules import names "
+                                    f"(`from {a.name} import NAME`), never golf modules")
+                rec = ImportRec(a.name, None, a.asname, where)
+                mod.ext_imports.setdefault(rec.binds, []).append(rec)
+        elif isinstance(stmt, ast.ImportFrom):
+            if stmt.level:
+                raise PackError(f"{where}: relative import; use `from golf.x import NAME`")
+            top = (stmt.module or "").split(".")[0]
+            for a in stmt.names:
+                if a.name == "*":
+                    raise PackError(f"{where}: `from {stmt.module} import *`: import names explicitly")
+                if top == PACKAGE:
+                    if a.asname:
+                        raise PackError(f"{where}: `{a.name} as {a.asname}`: golf names are imported "
+                                        "without aliases (they are unique across golf)")
+                    if stmt.module == PACKAGE:
+                        raise PackError(f"{where}: `from golf import {a.name}`: import names from their "
+                                        "module (`from golf.x import NAME`)")
+                    mod.golf_imports[a.name] = (stmt.module[len(PACKAGE) + 1:], where)
+                else:
+                    rec = ImportRec(stmt.module, a.name, a.asname, where)
+                    mod.ext_imports.setdefault(rec.binds, []).append(rec)
+        elif is_main_guard(stmt):
+            mod.main = stmt
+        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            continue  # a bare string: documentation, no effect
+        else:
+            binds, refs = module_level_names(stmt)
+            if not binds:
+                raise PackError(f"{where}: module-level statement binds no name (a side effect on import); "
+                                "move it into a function")
+            unit = Unit(name, stmt, binds, refs)
+            mod.units.append(unit)
+            for b in sorted(binds):
+                mod.defs.setdefault(b, []).append(unit)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node not in tree.body:
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if getattr(node, "level", 0) or any(m.split(".")[0] == PACKAGE for m in mods):
+                raise PackError(f"{mod.where(node)}: golf import inside a block; golf imports belong at the "
+                                "top of the module (the packed file has no golf package)")
+    return mod
+
+
+def load_package(root: Path) -> dict[str, Module]:
+    """The entry module and every golf module it imports, transitively."""
+    modules, todo = {}, [(ENTRY_MODULE, None)]
+    while todo:
+        name, importer = todo.pop()
+        if name in modules:
+            continue
+        path = module_path(root, name)
+        if not path.is_file():
+            rel = f"{PACKAGE}/{name.replace('.', '/')}"
+            what = "a package, not a module: import names from its modules" if path.with_suffix("").is_dir() \
+                else "which does not exist"
+            raise PackError(f"{importer or rel}: imports {PACKAGE}.{name}, {what} ({rel}.py)")
+        modules[name] = load_module(root, name)
+        todo.extend((m, w) for m, w in modules[name].golf_imports.values())
+    return modules
+
+
+def module_order(modules: dict[str, Module]) -> list[str]:
+    """Topological by `from golf.x import` (x first); ties by PIPELINE position, then name."""
+    def rank(name: str):
+        top = name.split(".")[0]
+        return (PIPELINE.index(top) if top in PIPELINE else len(PIPELINE), name)
+
+    deps = {n: {m for m, _ in mod.golf_imports.values() if m != n} for n, mod in modules.items()}
+    users = {n: set() for n in modules}
+    for n, ds in deps.items():
+        for d in ds:
+            users[d].add(n)
+    left = {n: len(ds) for n, ds in deps.items()}
+    ready = [rank(n) for n, k in left.items() if k == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        for u in users[n]:
+            left[u] -= 1
+            if left[u] == 0:
+                heapq.heappush(ready, rank(u))
+    if len(order) < len(modules):
+        stuck = sorted(n for n in modules if n not in order)
+        raise PackError(f"import cycle among golf modules: {', '.join(stuck)}")
+    return order
+
+
+# ---------------------------------------------------------------- names
+
+def check_unique_names(modules: dict[str, Module]) -> None:
+    """Every golf import names something its module binds; one binding per top-level name across golf
+    (a module may rebind its own name); third-party imports of the same name mean the same thing."""
+    for name in sorted(modules):
+        for imported in sorted(modules[name].golf_imports):
+            resolve(modules, name, imported)
+    owner: dict[str, tuple[str, str]] = {}  # name -> (module, where)
+    for name in sorted(modules):
+        mod = modules[name]
+        for b, units in mod.defs.items():
+            if b in owner and owner[b][0] != name:
+                raise PackError(f"name {b!r} is defined twice: {owner[b][1]} and {mod.where(units[0].node)}; "
+                                "top-level names must be unique across golf (rename one)")
+            owner.setdefault(b, (name, mod.where(units[0].node)))
+    targets: dict[str, ImportRec] = {}
+    for name in sorted(modules):
+        for b, recs in modules[name].ext_imports.items():
+            for rec in recs:
+                if b in owner:
+                    raise PackError(f"name {b!r} is defined at {owner[b][1]} and imported at {rec.where}; "
+                                    "top-level names must be unique across golf (rename one)")
+                first = targets.setdefault(b, rec)
+                if first.target != rec.target:
+                    raise PackError(f"name {b!r} is imported as {first.target} at {first.where} and as "
+                                    f"{rec.target} at {rec.where}; one name, one meaning across golf")
+
+
+def resolve(modules: dict[str, Module], module: str, name: str, seen=()):
+    """('def', module) | ('import', ImportRec) | None (a builtin or a local the analysis does not see)."""
+    mod = modules[module]
+    if name in mod.defs:
+        return ("def", module)
+    if name in mod.golf_imports:
+        target, where = mod.golf_imports[name]
+        if (target, name) in seen:
+            raise PackError(f"{where}: {name} is imported in a cycle")
+        tmod = modules[target]
+        if name not in tmod.defs and name not in tmod.golf_imports and name not in tmod.ext_imports:
+            raise PackError(f"{where}: imports {name} from golf.{target}, which does not define it")
+        return resolve(modules, target, name, seen + ((target, name),))
+    if name in mod.ext_imports:
+        return ("import", mod.ext_imports[name][0])
+    return None
+
+
+# ---------------------------------------------------------------- slots and recipe
+
+@dataclass(frozen=True)
+class Slot:
+    module: str
+    name: str
+    choice_field: str | None  # None: picked by a runtime value somewhere, kept whole
+    where: str
+
+
+def pick_field(call: ast.Call, fields: set[str], where: str) -> str | None:
+    """The Config field a pick call chooses by: `cfg.FIELD` (also `self.cfg.FIELD`) as the choice, or a
+    setting literal that is a field's env name (pick(MLP_ACTIVATIONS, activation, "MLP_ACTIVATION"))."""
+    by_attr = by_setting = None
+    if len(call.args) > 1:
+        choice = call.args[1]
+        if isinstance(choice, ast.Attribute) and choice.attr in fields and (
+                (isinstance(choice.value, ast.Name) and choice.value.id == "cfg")
+                or (isinstance(choice.value, ast.Attribute) and choice.value.attr == "cfg")):
+            by_attr = choice.attr
+    if len(call.args) > 2:
+        setting = call.args[2]
+        if isinstance(setting, ast.Constant) and isinstance(setting.value, str) and setting.value.isupper() \
+                and setting.value.lower() in fields:
+            by_setting = setting.value.lower()
+    if by_attr and by_setting and by_attr != by_setting:
+        raise PackError(f"{where}: pick chooses by cfg.{by_attr} but names the setting {by_setting.upper()}")
+    return by_attr or by_setting
+
+
+def find_slots(modules, units: list[Unit], fields: set[str]) -> dict[tuple[str, str], Slot]:
+    """Every pick(SLOT, ...) in `units` whose SLOT is a golf top-level name -> the Config field choosing it."""
+    found: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    for unit in units:
+        mod = modules[unit.module]
+        for node in ast.walk(unit.node):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args
+                    and isinstance(node.args[0], ast.Name)):
+                continue
+            if resolve(modules, unit.module, node.func.id) != ("def", PICK[0]) or node.func.id != PICK[1]:
+                continue
+            target = resolve(modules, unit.module, node.args[0].id)
+            if target is None or target[0] != "def":
+                continue  # a generic helper passing its own mapping along
+            where = mod.where(node)
+            found.setdefault((target[1], node.args[0].id), []).append((pick_field(node, fields, where), where))
+    slots = {}
+    for key in sorted(found):
+        uses = found[key]
+        chosen = {f for f, _ in uses if f}
+        if len(chosen) > 1:
+            a, b = sorted(uses, key=lambda u: u[1])[:2]
+            raise PackError(f"slot {key[1]} is chosen by two settings: {a[0]} at {a[1]}, {b[0]} at {b[1]}")
+        dynamic = [w for f, w in uses if f is None]
+        slots[key] = Slot(key[0], key[1], None if dynamic or not chosen else chosen.pop(),
+                          dynamic[0] if dynamic else uses[0][1])
+    return slots
+
+
+def slot_dict(mod: Module, unit: Unit, slot: Slot) -> ast.Dict:
+    node = unit.node
+    value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+    if not isinstance(value, ast.Dict) or len(unit.binds) != 1 or not all(
+            isinstance(k, ast.Constant) and isinstance(k.value, str) for k in value.keys):
+        raise PackError(f"{mod.where(node)}: slot {slot.name} (chosen by {slot.choice_field.upper()} at "
+                        f"{slot.where}) must be a dict literal with string keys: {slot.name} = {{\"name\": piece}}")
+    return value
+
+
+def pruned_slot(mod: Module, unit: Unit, slot: Slot, recipe: dict) -> tuple[ast.Dict, ast.expr, ast.expr]:
+    """(the dict node, the kept key node, the kept value node) for the recipe's choice."""
+    value = slot_dict(mod, unit, slot)
+    choice = recipe[slot.choice_field]
+    keys = [k.value for k in value.keys]
+    if choice not in keys:
+        raise PackError(f"recipe sets {slot.choice_field}={choice!r}, which is not a key of {slot.name} at "
+                        f"{mod.where(unit.node)} (keys: {', '.join(keys)})")
+    i = keys.index(choice)
+    return value, value.keys[i], value.values[i]
+
+
+def literal(value) -> str:
+    """Source text for a recipe value; strings in double quotes like the rest of golf."""
+    if isinstance(value, str) and '"' not in value and "\\" not in value and value.isprintable():
+        return f'"{value}"'
+    text = repr(value)
+    try:
+        if ast.literal_eval(text) != value:
+            raise ValueError
+    except (ValueError, SyntaxError):
+        raise PackError(f"recipe value {value!r} has no literal form the packed Config can hold") from None
+    return text
+
+
+def config_fields(mod: Module) -> tuple[Unit, dict[str, ast.AnnAssign]]:
+    for unit in mod.defs.get(CONFIG_CLASS, []):
+        if isinstance(unit.node, ast.ClassDef):
+            return unit, {s.target.id: s for s in unit.node.body
+                          if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    raise PackError(f"{mod.path}: no class {CONFIG_CLASS}")
+
+
+def recipe_edits(mod: Module, recipe: dict) -> list[tuple[ast.AST, str]]:
+    """(default-value node, new source) for every Config field whose recipe value differs from the library's."""
+    _, fields = config_fields(mod)
+    edits = []
+    for name in sorted(recipe, key=lambda n: fields[n].lineno if n in fields else 0):
+        if name not in fields:
+            raise PackError(f"recipe sets {name!r}, which is not a field of {CONFIG_CLASS} in {mod.path}")
+        node = fields[name].value
+        try:
+            default = ast.literal_eval(node) if node is not None else dataclasses.MISSING
+        except ValueError:
+            raise PackError(f"{mod.where(fields[name])}: default of {name} is not a literal; "
+                            "the packer can only rewrite literal defaults") from None
+        if default is dataclasses.MISSING:
+            raise PackError(f"{mod.where(fields[name])}: {name} has no default to rewrite")
+        value = recipe[name]
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)  # Config(max_wallclock_seconds=300) keeps the field a float
+        if default != value or type(default) is not type(value):
+            edits.append((node, literal(value)))
+    return edits
+
+
+# ---------------------------------------------------------------- reachability
+
+@dataclass
+class Plan:
+    kept: list[Unit]
+    imports: list[ImportRec]
+    slots: dict[tuple[str, str], Slot]
+
+
+def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str, set[str]]]:
+    """Units reachable from the entry point; slot dicts contribute only their chosen value's names."""
+    entry = modules[ENTRY_MODULE]
+    if entry.main is None:
+        raise PackError(f"{entry.path}: no `if __name__ == \"__main__\":` footer to start from")
+    if ENTRY_NAME not in entry.defs:
+        raise PackError(f"{entry.path}: no top-level {ENTRY_NAME}() to start from")
+    kept: dict[int, Unit] = {}
+    imports: set[ImportRec] = set()
+    builtins_read: dict[str, set[str]] = {}  # module -> names it reads that no golf binding or import provides
+    todo = [(ENTRY_MODULE, n) for n in sorted(module_level_names(entry.main)[1] | {ENTRY_NAME})]
+    seen = set()
+    while todo:
+        module, name = todo.pop()
+        if (module, name) in seen:
+            continue
+        seen.add((module, name))
+        found = resolve(modules, module, name)
+        if found is None:
+            builtins_read.setdefault(module, set()).add(name)
+            continue
+        if found[0] == "import":
+            imports.add(found[1])
+            continue
+        for unit in modules[found[1]].defs[name]:
+            if id(unit) in kept:
+                continue
+            kept[id(unit)] = unit
+            refs = unit.refs
+            slot = slots.get((unit.module, name))
+            if slot and slot.choice_field:
+                _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
+                refs = module_level_names(ast.Expr(value))[1] | module_level_names(ast.Expr(key))[1]
+            todo.extend((unit.module, r) for r in sorted(refs))
+    return list(kept.values()), imports, builtins_read
+
+
+def plan_pack(modules: dict[str, Module], recipe: dict) -> Plan:
+    fields = set(config_fields(modules[CONFIG_MODULE])[1]) if CONFIG_MODULE in modules else set()
+    for key in recipe:
+        if key not in fields:
+            raise PackError(f"recipe sets {key!r}, which is not a field of {CONFIG_CLASS}")
+    slots: dict = {}
+    # Pruning can only shrink what is reached, which can only turn kept-whole slots into pruned ones.
+    while True:
+        kept, imports, builtins_read = reach(modules, slots, recipe)
+        found = find_slots(modules, kept, fields)
+        if found == slots:
+            break
+        slots = found
+    # `from __future__` imports change how a module compiles: they travel with any module that is packed.
+    for module in sorted({u.module for u in kept}):
+        imports |= {r for recs in modules[module].ext_imports.values() for r in recs if r.module == "__future__"}
+    owner = {b: u for u in kept for b in u.binds}
+    owner.update({rec.binds: rec for rec in imports})
+    for module, names in sorted(builtins_read.items()):
+        for name in sorted(names & set(owner)):
+            other = owner[name]
+            where = other.where if isinstance(other, ImportRec) else modules[other.module].where(other.node)
+            raise PackError(f"{modules[module].path} reads {name!r} as a builtin, but {where} binds it at top "
+                            "level; in the packed file it would shadow the builtin (rename it)")
+    for name in LOADER_NAMES:
+        if name in owner and not isinstance(owner[name], ImportRec):
+            raise PackError(f"{modules[owner[name].module].where(owner[name].node)}: {name!r} is reserved "
+                            "for the --compress loader")
+    return Plan(kept, sorted(imports, key=lambda r: (r.module, r.name or "", r.asname or "")), slots)
+
+
+# ---------------------------------------------------------------- emitting
+
+def char_col(line: str, byte_col: int) -> int:
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8"))
+
+
+def unit_text(mod: Module, unit: Unit, edits: list[tuple[ast.AST, str]]) -> str:
+    """The unit's original source (with its decorators and the comment lines directly above it),
+    with each edited node's span replaced by new text."""
+    node = unit.node
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    while first > 1 and mod.lines[first - 2].lstrip().startswith("#"):
+        first -= 1
+    lines = mod.lines[first - 1 : node.end_lineno]
+    offsets = [0]
+    for ln in lines:
+        offsets.append(offsets[-1] + len(ln))
+    text = "".join(lines)
+
+    def pos(lineno, col):
+        return offsets[lineno - first] + char_col(mod.lines[lineno - 1], col)
+
+    for target, new in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        a, b = pos(target.lineno, target.col_offset), pos(target.end_lineno, target.end_col_offset)
+        text = text[:a] + new + text[b:]
+    return text.rstrip("\n") + "\n"
+
+
+def import_block(imports: list[ImportRec]) -> str:
+    """__future__, stdlib, third-party sections; `import x` lines before `from x import` lines."""
+    sections: dict[int, tuple[set[str], dict[str, set[str]]]] = {0: (set(), {}), 1: (set(), {}), 2: (set(), {})}
+    for rec in imports:
+        top = rec.module.split(".")[0]
+        sec = 0 if top == "__future__" else 1 if top in sys.stdlib_module_names else 2
+        plain, froms = sections[sec]
+        if rec.name is None:
+            plain.add(rec.text())
+        else:
+            froms.setdefault(rec.module, set()).add(rec.text())
+    blocks = []
+    for sec in (0, 1, 2):
+        plain, froms = sections[sec]
+        lines = sorted(plain, key=lambda t: t.split()[1:]) + [
+            f"from {m} import {', '.join(sorted(names))}" for m, names in sorted(froms.items())]
+        if lines:
+            blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def header(recipe_name: str) -> str:
+    return (f'"""Parameter Golf training script, recipe "{recipe_name}": packed from the golf library by '
+            "tools/pack.py.\n\n"
+            f"Generated file: edit golf/ and re-run `python tools/pack.py --recipe {recipe_name}`. Configured by env\n"
+            "vars named after Config's fields (PRESET=smoke for a CPU run); the 8xH100 run is\n"
+            "`torchrun --standalone --nproc_per_node=8 train_gpt.py`.\n"
+            '"""\n')
+
+
+def banner(mod: Module) -> str:
+    first = mod.doc.strip().splitlines()[0] if mod.doc.strip() else ""
+    return f"# ---- {mod.path}{': ' + first if first else ''} ----\n"
+
+
+def is_def(unit: Unit) -> bool:
+    return isinstance(unit.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+
+
+def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict) -> str:
+    edits: dict[int, list] = {}
+    for (module, name), slot in plan.slots.items():
+        if slot.choice_field:
+            mod = modules[module]
+            for unit in mod.defs[name]:
+                value, key, val = pruned_slot(mod, unit, slot, recipe)
+                new = f"{{{ast.get_source_segment(mod.source, key)}: {ast.get_source_segment(mod.source, val)}}}"
+                edits.setdefault(id(unit), []).append((value, new))
+    if CONFIG_MODULE in modules:
+        cfg_mod = modules[CONFIG_MODULE]
+        cfg_unit, _ = config_fields(cfg_mod)
+        changes = recipe_edits(cfg_mod, recipe)
+        if changes and not any(u is cfg_unit for u in plan.kept):
+            raise PackError(f"the recipe changes {CONFIG_CLASS} but the packed code never uses it")
+        edits.setdefault(id(cfg_unit), []).extend(changes)
+        for unit in cfg_mod.defs.get(RECIPE_CONSTANT, []):
+            if isinstance(unit.node, ast.Assign):
+                edits.setdefault(id(unit), []).append((unit.node.value, literal(recipe_name)))
+
+    kept_ids = {id(u) for u in plan.kept}
+    out = [header(recipe_name), "\n", import_block(plan.imports)]
+    for name in module_order(modules):
+        mod = modules[name]
+        units = [u for u in mod.units if id(u) in kept_ids]
+        if not units:
+            continue
+        out += ["\n\n", banner(mod)]
+        prev, prev_index = None, -2
+        for unit in units:
+            index = mod.units.index(unit)
+            if prev is None:
+                gap = 0
+            elif is_def(unit) or is_def(prev):
+                gap = 2
+            else:  # consecutive constants: keep them together when they were together
+                between = mod.lines[prev.node.end_lineno : unit_text_start(mod, unit) - 1]
+                gap = 1 if index != prev_index + 1 or any(not ln.strip() for ln in between) else 0
+            out += ["\n" * gap, unit_text(mod, unit, edits.get(id(unit), []))]
+            prev, prev_index = unit, index
+    entry = modules[ENTRY_MODULE]
+    footer = "".join(entry.lines[entry.main.lineno - 1 : entry.main.end_lineno]).rstrip("\n") + "\n"
+    out += ["\n\n", footer]
+    return "".join(out)
+
+
+def unit_text_start(mod: Module, unit: Unit) -> int:
+    node = unit.node
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    while first > 1 and mod.lines[first - 2].lstrip().startswith("#"):
+        first -= 1
+    return first
+
+
+def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
+    """The packed train_gpt.py for `recipe` (Config field -> value) from the golf package under `root`."""
+    modules = load_package(Path(root))
+    check_unique_names(modules)
+    src = emit(modules, plan_pack(modules, recipe), recipe_name, recipe)
+    ast.parse(src)  # a packer bug must not ship
+    return src
+
+
+# ---------------------------------------------------------------- compression and sizes
+
+def lzma_pack(data: bytes) -> bytes:
+    # .lzma ("alone") format: a 13-byte header that lzma.decompress detects by itself; lc=3, pb=0 suit text.
+    filters = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
+    return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
+
+
+def self_extracting(src: str) -> str:
+    """A loader that decompresses `src`, registers it with linecache under this file's own path (so
+    inspect.getsource and triton.jit see the real source), and runs it in this module's namespace (so
+    __name__, __file__ and pickling by module name behave as in the readable file). Python 3.11's default
+    excepthook reads source lines from disk, which would show the loader's lines: traceback's uses linecache."""
+    payload = base64.b85encode(lzma_pack(src.encode("utf-8"))).decode("ascii")
+    return ("import base64, linecache, lzma, sys, traceback\n"
+            f'_packed_source = lzma.decompress(base64.b85decode("{payload}")).decode()\n'
+            "linecache.cache[__file__] = (len(_packed_source), None, _packed_source.splitlines(True), __file__)\n"
+            "sys.excepthook = traceback.print_exception\n"
+            'exec(compile(_packed_source, __file__, "exec"))\n')
+
+
+def sizes(src: str) -> dict[str, int]:
+    raw = src.encode("utf-8")
+    return {"raw": len(raw), "lzma": len(lzma_pack(raw)), "brotli": len(brotli.compress(raw, quality=11)),
+            "self_extracting": len(self_extracting(src).encode("utf-8"))}
+
+
+# ---------------------------------------------------------------- command line
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a temp file beside `path`, then rename: an interrupted pack never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)  # mkstemp makes it 0600
+    os.replace(tmp, path)
+
+
+def load_recipe(name: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from golf.recipes import RECIPES
+
+    if name not in RECIPES:
+        raise PackError(f"--recipe {name}: no such recipe in golf/recipes.py (choices: {', '.join(RECIPES)})")
+    return dataclasses.asdict(RECIPES[name])
+
+
+def readable_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".readable.py")
+
+
+def check_files(files: dict[Path, str], fix: str) -> int:
+    """0 when every file holds exactly the fresh text; else 1 with a message and the head of a diff."""
+    for path, text in files.items():
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if old != text:
+            diff = difflib.unified_diff(old.splitlines(), text.splitlines(), f"{path} (on disk)",
+                                        f"{path} (fresh pack)", lineterm="", n=1)
+            print(f"pack --check: {path} differs from a fresh pack; run `{fix}`", file=sys.stderr)
+            print("\n".join(list(diff)[:30]), file=sys.stderr)
+            return 1
+    print(f"pack --check: {', '.join(str(p) for p in files)} up to date")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="default")
+    ap.add_argument("-o", "--output", default=str(ROOT / "train_gpt.py"))
+    ap.add_argument("--check", action="store_true", help="exit 1 if the output file differs from a fresh pack")
+    ap.add_argument("--compress", action="store_true", help="self-extracting output + <name>.readable.py beside it")
+    args = ap.parse_args(argv)
+    try:
+        src = pack_source(ROOT, args.recipe, load_recipe(args.recipe))
+    except PackError as e:
+        print(f"pack: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    files = {out: self_extracting(src) if args.compress else src}
+    if args.compress:
+        files[readable_path(out)] = src
+    if args.check:
+        return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --compress' if args.compress else ''}")
+    for path, text in files.items():
+        write_atomic(path, text)
+    s = sizes(src)
+    print(f"{out}: recipe {args.recipe!r}, {s['raw']} bytes raw, {s['lzma']} lzma, {s['brotli']} brotli, "
+          f"{s['self_extracting']} as a self-extracting file (--compress){' <- written' if args.compress else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Size gate: exact bytes of the artifact file and the code file as shipped, against the limit.
+
+    python tools/size_check.py ARTIFACT [--code train_gpt.py] [--limit 16000000] [--json]
+
+Prints a table by tensor group (params, bits, raw bytes, compressed bytes, bits/param) and the
+total against the limit. Exit 0 within the limit, 1 over it, 2 on unreadable or corrupt input.
+Without --code the code bytes count as 0 (the table says so).
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golf.artifact import artifact_report  # noqa: E402
+from golf.config import GolfError  # noqa: E402
+
+CHALLENGE_LIMIT = 16_000_000  # decimal bytes: code + compressed model
+
+
+def file_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError as e:
+        raise GolfError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def size_summary(artifact: str, code: str | None, limit: int) -> dict:
+    groups = artifact_report(artifact)
+    artifact_bytes = file_bytes(artifact)
+    code_bytes = file_bytes(code) if code else 0
+    total = artifact_bytes + code_bytes
+    return {"artifact": artifact, "code": code, "artifact_bytes": artifact_bytes, "code_bytes": code_bytes,
+            "total_bytes": total, "limit": limit, "headroom_bytes": limit - total, "fits": total <= limit,
+            "groups": groups}
+
+
+def format_table(summary: dict) -> str:
+    lines = [f"{'group':<20} {'tensors':>7} {'params':>12} {'bits':>8} {'raw bytes':>12} "
+             f"{'compressed':>12} {'bits/param':>10}"]
+    for row in summary["groups"]:
+        bpp = "" if row["bits_per_param"] is None else f"{row['bits_per_param']:.3f}"
+        bits = ",".join(str(b) for b in row["bits"])
+        lines.append(f"{row['group']:<20} {row['tensors']:>7} {row['params']:>12,} {bits:>8} "
+                     f"{row['raw_bytes']:>12,} {row['compressed_bytes']:>12,} {bpp:>10}")
+    code = summary["code"] or "(no --code given: not counted)"
+    verdict = "OK" if summary["fits"] else "OVER LIMIT"
+    lines += [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",
+              f"code     {code}: {summary['code_bytes']:,} bytes",
+              f"total    {summary['total_bytes']:,} / limit {summary['limit']:,} bytes: "
+              f"headroom {summary['headroom_bytes']:,} ({verdict})"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifact")
+    parser.add_argument("--code", default=None, help="the shipped code file (e.g. train_gpt.py)")
+    parser.add_argument("--limit", type=int, default=CHALLENGE_LIMIT)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        summary = size_summary(args.artifact, args.code, args.limit)
+    except GolfError as e:
+        print(f"size_check: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_table(summary))
+    return 0 if summary["fits"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
