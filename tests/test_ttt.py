@@ -2,12 +2,13 @@ import dataclasses
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from golf.evaluate import eval_bpb
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
 from golf.ttt import TTT_TARGETS, eval_plan_lines, score_first_ttt, ttt_chunk_bounds, ttt_model
 from tests.leaky_ttt import leaky_ttt
-from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
+from tests.tiny_eval import TINY_EVAL, tiny_model, ttt_rank_worker, val_stream
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,19 @@ def test_eval_plan_lines_name_windows_chunks_and_budget(val):
     assert f"windows:{windows}" in lines[0]
     assert f"chunks:{-(-(val.numel() - 1) // 64)}" in lines[1]
     assert lines[-1].startswith("eval_plan claimed_eval_est:") and "budget:600s" in lines[-1]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_share_one_stream_and_match_one_process(tmp_path, sample_tokenizer, sample_docs, luts, sp):
+    # Ranks score different windows of each chunk, then take the same step on the all-reduced gradient.
+    out = tmp_path / "rank0.pt"
+    mp.spawn(ttt_rank_worker, args=(2, str(tmp_path / "init"), sample_tokenizer, sample_docs[:4], str(out)), nprocs=2)
+    two = torch.load(out)
+    val = val_stream(sp, sample_docs[:4])
+    one, one_losses = per_target(score_first_ttt, tiny_model(), val, luts, TINY_EVAL)
+    assert (two["ttt"]["tokens"], two["ttt"]["bytes"]) == (one.tokens, one.bytes)
+    assert abs(two["ttt"]["val_loss"] - one.val_loss) < 1e-5
+    assert torch.allclose(two["ttt_losses"], one_losses, atol=1e-4)  # gradient sums differ only in rounding
+    plain_losses = torch.zeros_like(one_losses)
+    plain = eval_bpb(tiny_model(), val, luts, 32, 8, 256, target_losses=plain_losses)
+    assert torch.allclose(two["plain_losses"], plain_losses, atol=1e-6) and two["plain"]["tokens"] == plain.tokens
