@@ -93,28 +93,33 @@ def chunk_rows(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
     return [(s, min(seq_len, num_targets - s)) for s in range(0, num_targets, seq_len)]
 
 
-def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, batch_tokens: int,
-                   rank: int, world_size: int, device, autocast_dtype) -> None:
+def chunk_batch(chunk: torch.Tensor, rows: list[tuple[int, int]], seq_len: int, device):
+    """(x, y, mask) of shape (len(rows), seq_len) for rows (offset, length) of a chunk's tokens; mask 1 on real targets."""
+    x = torch.zeros(len(rows), seq_len, dtype=torch.int64)
+    y = torch.zeros_like(x)
+    mask = torch.zeros(len(rows), seq_len)
+    for row, (offset, length) in enumerate(rows):
+        x[row, :length] = chunk[offset : offset + length]
+        y[row, :length] = chunk[offset + 1 : offset + length + 1]
+        mask[row, :length] = 1.0
+    return x.to(device), y.to(device), mask.to(device)
+
+
+def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, rank: int, world_size: int,
+                   device, autocast_dtype) -> None:
     """`steps` optimiser steps on the mean NLL of an already-scored chunk (tokens lo..hi: targets lo..hi-1).
 
-    Each rank takes every world_size-th row; gradients are summed over ranks, so all ranks step alike.
+    Each rank takes every world_size-th row, all in one micro-batch (at most TTT_CHUNK_TOKENS tokens, a
+    fraction of a training micro-batch); gradients are summed over ranks, so all ranks step alike.
     """
     n = chunk.numel() - 1
     mine = chunk_rows(n, seq_len)[rank::world_size]
-    per_batch = max(1, batch_tokens // seq_len)
     model.eval()  # learn the forward that scores: the loop schedule runs its evaluation depth in eval mode
     for _ in range(steps):
-        opt.zero_grad(set_to_none=False)
-        for i in range(0, len(mine), per_batch):
-            batch = mine[i : i + per_batch]
-            x = torch.zeros(len(batch), seq_len, dtype=torch.int64)
-            y = torch.zeros_like(x)
-            mask = torch.zeros(len(batch), seq_len)
-            for row, (offset, length) in enumerate(batch):
-                x[row, :length] = chunk[offset : offset + length]
-                y[row, :length] = chunk[offset + 1 : offset + length + 1]
-                mask[row, :length] = 1.0
-            x, y, mask = x.to(device), y.to(device), mask.to(device)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        if mine:
+            x, y, mask = chunk_batch(chunk, mine, seq_len, device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 nll = model.token_losses(x, y)
             ((nll.float() * mask).sum() / n).backward()
@@ -148,7 +153,7 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
                               luts, device, autocast_dtype, target_losses)
         if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
             adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
-                           cfg.ttt_steps, cfg.val_batch_tokens, rank, world_size, device, autocast_dtype)
+                           cfg.ttt_steps, rank, world_size, device, autocast_dtype)
     all_reduce_(sums)
     if target_losses is not None:
         all_reduce_(target_losses)
@@ -169,8 +174,9 @@ def seconds_of(fn, device) -> float:
 def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, device, autocast_dtype) -> list[str]:
     """What the final eval will do and how long it should take, against the eval budget (EVAL_MAX_SECONDS).
 
-    One full batch of windows (and, with TTT, one training micro-batch) is timed on random tokens; the
-    estimate is seconds per row times the rows each rank runs (padding rows cost as much as full ones).
+    One full batch of windows (and, with TTT, one adaptation step's forward+backward) is timed on random
+    tokens; the estimate is seconds per row times the rows each rank scores (padding rows cost as much as
+    full ones), plus seconds per step times the steps (every chunk but the last).
     """
     seq_len, per_batch = cfg.sw_seq_len, max(1, cfg.val_batch_tokens // cfg.sw_seq_len)
     plan = window_plan(val_tokens.numel() - 1, seq_len, cfg.sw_stride)
@@ -188,21 +194,22 @@ def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, devic
     if cfg.ttt_enabled:
         adapted, _ = ttt_model(model, cfg)
         adapted.eval()
-
-        def train_batch():
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                adapted.token_losses(x, x).mean().backward()
-
-        train_row_s = seconds_of(train_batch, device) / per_batch
         bounds, _ = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
         chunks = split_plan(plan, bounds)
+        step_rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / seq_len) / world_size)  # a rank's rows per TTT step
+
+        xt = torch.randint(0, cfg.vocab_size, (step_rows, seq_len), generator=torch.Generator().manual_seed(1)).to(device)
+
+        def train_step_batch():
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                adapted.token_losses(xt, xt).mean().backward()
+
+        step_s = seconds_of(train_step_batch, device)
         score_rows = sum(math.ceil(len(w) / world_size) for w in chunks)
-        train_rows = cfg.ttt_steps * sum(math.ceil(len(chunk_rows(hi - lo, seq_len)) / world_size)
-                                         for lo, hi in zip(bounds[:-2], bounds[1:-1]))
-        claimed_s = score_rows * row_s + train_rows * train_row_s
+        claimed_s = score_rows * row_s + cfg.ttt_steps * (len(chunks) - 1) * step_s
         lines.append(f"eval_plan ttt: chunks:{len(chunks)} chunk_tokens:{cfg.ttt_chunk_tokens} steps:{cfg.ttt_steps} "
-                     f"params:{cfg.ttt_params} score_rows_per_rank:{score_rows} train_rows_per_rank:{train_rows} "
-                     f"train_row_ms:{train_row_s * 1000:.2f} est:{claimed_s:.1f}s")
+                     f"params:{cfg.ttt_params} score_rows_per_rank:{score_rows} rows_per_step:{step_rows} "
+                     f"step_ms:{step_s * 1000:.1f} est:{claimed_s:.1f}s")
     lines.append(f"eval_plan claimed_eval_est:{claimed_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s "
                  f"({'ttt' if cfg.ttt_enabled else 'sliding'}; timed on one batch of random tokens)")
     return lines

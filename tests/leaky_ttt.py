@@ -19,7 +19,7 @@ def leaky_ttt(model, val_tokens, luts, cfg, rank=0, world_size=1, device=torch.d
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for i, windows in enumerate(split_plan(plan, bounds)):
         adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len, cfg.ttt_steps,
-                       cfg.val_batch_tokens, rank, world_size, device, autocast_dtype)
+                       rank, world_size, device, autocast_dtype)
         sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
                               luts, device, autocast_dtype, target_losses)
     all_reduce_(sums)
