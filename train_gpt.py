@@ -2171,11 +2171,12 @@ class LoRA(nn.Module):
 
 
 def lora_targets(model: nn.Module, cfg) -> list[nn.Parameter]:
-    """Rank-r LoRA on every nn.Linear (the attention and MLP matrices); returns the adapter parameters."""
+    """Rank-r LoRA on the attention and MLP matrices (nn.Linear named *.attn.* / *.mlp.*; not, e.g., the loop
+    schedule's pass adapters); returns the adapter parameters."""
     gen = torch.Generator().manual_seed(cfg.seed)  # same A on every rank
     params = []
-    for module in list(model.modules()):
-        if isinstance(module, nn.Linear):
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and re.search(r"\.(attn|mlp)\.[^.]+$", name):
             module.ttt_lora = LoRA(module, cfg.ttt_lora_rank, gen)
             module.register_forward_hook(module.ttt_lora)
             params += [module.ttt_lora.a, module.ttt_lora.b]

@@ -40,6 +40,8 @@ def test_adapted_model_starts_exactly_at_the_artifact_model(params, val):
     assert torch.equal(adapted.token_losses(x, x), model.token_losses(x, x))
     assert trainable and all(p.requires_grad for p in trainable)
     assert {id(p) for p in adapted.parameters() if p.requires_grad} == {id(p) for p in trainable}
+    if params == "lora":  # A and B on q, k, v, attn.proj, fc, mlp.proj of each block, nothing else
+        assert len(trainable) == 2 * 6 * TINY_EVAL.num_layers
 
 
 def test_ttt_covers_every_target_once_and_counts_decoded_bytes(sp, val, luts):
