@@ -12,6 +12,7 @@ import difflib
 import glob
 import hashlib
 import importlib.util
+import io
 import json
 import lzma
 import math
@@ -113,6 +114,15 @@ class Config:
     val_batch_tokens: int = 524288
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
     eval_max_seconds: float = 600.0  # the evaluation's own budget (challenge rule), planned and reported
+    dump_val_losses: str = ""  # .npy path: per-target NLL of the reported eval, for tools/audit.py's perturbation check
+    # ---- score-first test-time training on the reloaded artifact model (golf/ttt.py)
+    ttt_enabled: bool = True  # adapt while scoring; the run then claims the TTT score (final_ttt)
+    ttt_params: str = "lora"  # golf/ttt.py TTT_TARGETS: which weights adapt
+    ttt_lora_rank: int = 8  # r of the LoRA adapters (TTT_PARAMS=lora)
+    ttt_chunk_tokens: int = 32768  # val targets scored per chunk before the update on it (32K: 2026 TTT records)
+    ttt_steps: int = 3  # Adam steps on each chunk once it is scored
+    ttt_lr: float = 1e-3
+    ttt_reset_per_doc: bool = False  # restart adaptation at each document start (BOS)
     # ---- artifact (bits and SDClip k per tensor kind; golf/params.py maps parameters to these)
     matrix_bits: int = 6
     embed_bits: int = 8
@@ -158,6 +168,7 @@ def smoke(cfg: Config) -> Config:
         sw_seq_len=256,
         sw_stride=128,
         val_batch_tokens=16384,
+        ttt_chunk_tokens=4096,  # ~26 chunks over the sample's 108K val tokens
         compile=False,
         device="cpu",
     )
@@ -272,6 +283,21 @@ MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/d
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
 # the challenge's data rules use it to prove, e.g., that training never touched a val shard.
 SHARD_READS: list[str] = []
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write data to path via a temp file in the same dir and os.replace, so path is never half-written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a data file is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def shard_token_count(path: str) -> int:
@@ -415,6 +441,7 @@ def data_fingerprint(paths: list[str]) -> str:
 
 
 # ---- golf/tokenizer.py: Train and load the sentencepiece BPE tokenizer, and count UTF-8 bytes per token for BPB. ----
+SP_BOS_ID = 1
 SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 
 MAKE_TOKENIZER_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
@@ -2042,34 +2069,304 @@ def window_plan(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, 
         start += stride
 
 
+def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list[tuple[int, int, int]]]:
+    """The plan's windows cut at target boundaries: chunk i gets windows scoring only targets [bounds[i], bounds[i+1]).
+
+    A window whose scored span crosses a boundary becomes two windows with the same start: the part
+    before the boundary is shortened (attention is causal, so its scores do not change), the part
+    after it scores from the boundary on. Every target keeps the context the plan gave it.
+    """
+    chunks: list[list[tuple[int, int, int]]] = [[] for _ in range(len(bounds) - 1)]
+    c = 0
+    for start, length, first in plan:
+        lo, hi = start + first, start + length  # scored targets
+        while lo < hi:
+            while bounds[c + 1] <= lo:
+                c += 1
+            cut = min(hi, bounds[c + 1])
+            chunks[c].append((start, cut - start, lo - start))
+            lo = cut
+    return chunks
+
+
 @torch.no_grad()
-def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, batch_tokens: int,
-             rank: int = 0, world_size: int = 1, device=torch.device("cpu"), autocast_dtype=None) -> EvalResult:
-    """Score every val target once; windows are split over ranks and the sums reduced in float64."""
-    plan = window_plan(val_tokens.numel() - 1, seq_len, stride)
-    mine = plan[rank::world_size]
+def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int, int]], seq_len: int,
+                  batch_tokens: int, luts, device, autocast_dtype=None, target_losses=None) -> torch.Tensor:
+    """This rank's sums float64[3] (nll, targets, bytes) over `windows`, batch_tokens // seq_len rows at a time.
+
+    target_losses: optional float32[num_targets]; each scored target's NLL is written at its index.
+    """
     per_batch = max(1, batch_tokens // seq_len)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, tokens, bytes
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
-    for i in range(0, len(mine), per_batch):
-        batch = mine[i : i + per_batch]
+    for i in range(0, len(windows), per_batch):
+        batch = windows[i : i + per_batch]
         x = torch.zeros(len(batch), seq_len, dtype=torch.int64)
         y = torch.zeros_like(x)
+        pos = torch.zeros_like(x)
         scored = torch.zeros_like(x, dtype=torch.bool)
         for row, (start, length, first) in enumerate(batch):
             x[row, :length] = val_tokens[start : start + length]
             y[row, :length] = val_tokens[start + 1 : start + length + 1]
+            pos[row, :length] = torch.arange(start, start + length)
             scored[row, first:length] = True  # padding past `length` is never scored; attention is causal
         x, y, scored = x.to(device), y.to(device), scored.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             nll = model.token_losses(x, y)
-        sums[0] += nll[scored].double().sum()
+        nll = nll[scored].float()
+        sums[0] += nll.double().sum()
         sums[1] += scored.sum()
         sums[2] += token_bytes(x[scored], y[scored], luts).double().sum()
+        if target_losses is not None:
+            target_losses[pos.to(device)[scored]] = nll
     model.train()
-    all_reduce_(sums)
+    return sums
+
+
+def eval_result(sums: torch.Tensor) -> EvalResult:
+    """All ranks' sums (nll, targets, bytes), already reduced -> loss per token and bits per byte."""
     nll, tokens, nbytes = sums.tolist()
     return EvalResult(nll / tokens, nll / math.log(2) / nbytes, int(tokens), int(nbytes))
+
+
+def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, batch_tokens: int,
+             rank: int = 0, world_size: int = 1, device=torch.device("cpu"), autocast_dtype=None,
+             target_losses=None) -> EvalResult:
+    """Score every val target once; windows are split over ranks and the sums reduced in float64.
+
+    target_losses: optional zeroed float32[len(val_tokens) - 1], filled with every target's NLL on all ranks.
+    """
+    plan = window_plan(val_tokens.numel() - 1, seq_len, stride)
+    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, luts, device,
+                         autocast_dtype, target_losses)
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)  # each target is written by one rank, zero elsewhere: the sum is exact
+    return eval_result(sums)
+
+
+def eval_phase_started() -> str:
+    """Log line to write once training and calibration are done, before the val split is read.
+
+    Lists the shards read so far (golf.data.SHARD_READS): tools/audit.py fails a run whose line
+    names a val shard, i.e. a run whose training side touched val data.
+    """
+    names = [os.path.basename(p) for p in SHARD_READS]
+    val = [n for n in names if "_val_" in n]
+    return (f"eval_phase_started shard_reads:{len(names)} val_reads:{len(val)} "
+            f"read:{','.join(sorted(set(names)))}")
+
+
+# ---- golf/ttt.py: Score-first test-time training: stream the val targets in chunks; score a chunk, then adapt on it. ----
+class LoRA(nn.Module):
+    """Forward hook adding x A^T B^T to an nn.Linear's output. A: (rank, in), B: (out, rank) = 0 at the start,
+    so the adapted model starts exactly at the artifact model."""
+
+    def __init__(self, linear: nn.Linear, rank: int, generator: torch.Generator):
+        super().__init__()
+        out_features, in_features = linear.weight.shape
+        a = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
+        self.a = nn.Parameter(a.to(linear.weight.device))
+        self.b = nn.Parameter(torch.zeros(out_features, rank, device=linear.weight.device))
+
+    def forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return out + F.linear(F.linear(args[0], self.a), self.b)
+
+
+def lora_targets(model: nn.Module, cfg) -> list[nn.Parameter]:
+    """Rank-r LoRA on the attention and MLP matrices (nn.Linear named *.attn.* / *.mlp.*; not, e.g., the loop
+    schedule's pass adapters); returns the adapter parameters."""
+    gen = torch.Generator().manual_seed(cfg.seed)  # same A on every rank
+    params = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and re.search(r"\.(attn|mlp)\.[^.]+$", name):
+            module.ttt_lora = LoRA(module, cfg.ttt_lora_rank, gen)
+            module.register_forward_hook(module.ttt_lora)
+            params += [module.ttt_lora.a, module.ttt_lora.b]
+    return params
+
+
+TTT_TARGETS = {"lora": lora_targets}
+
+
+def ttt_model(model: nn.Module, cfg) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of model (the caller's stays untouched) whose TTT_PARAMS pieces alone require grad."""
+    model = copy.deepcopy(model)
+    model.requires_grad_(False)
+    params = pick(TTT_TARGETS, cfg.ttt_params, "TTT_PARAMS")(model, cfg)
+    for p in params:
+        p.requires_grad_(True)
+    return model, params
+
+
+def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
+    """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
+    adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
+    target p when token p is BOS (target p predicts the document's first token from BOS)."""
+    n = val_tokens.numel() - 1
+    doc_starts = [0]
+    if reset_per_doc:
+        doc_starts += (val_tokens[1:n] == SP_BOS_ID).nonzero().flatten().add(1).tolist()
+    bounds, resets = [], []
+    for s, e in zip(doc_starts, doc_starts[1:] + [n]):
+        starts = list(range(s, e, chunk_tokens))
+        bounds += starts
+        resets += [reset_per_doc and b == s for b in starts]
+    return bounds + [n], resets
+
+
+def chunk_rows(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
+    """(offset, length) training rows of at most seq_len targets covering a chunk's targets."""
+    return [(s, min(seq_len, num_targets - s)) for s in range(0, num_targets, seq_len)]
+
+
+def chunk_batch(chunk: torch.Tensor, rows: list[tuple[int, int]], seq_len: int, device):
+    """(x, y, mask) of shape (len(rows), seq_len) for rows (offset, length) of a chunk's tokens; mask 1 on real targets."""
+    x = torch.zeros(len(rows), seq_len, dtype=torch.int64)
+    y = torch.zeros_like(x)
+    mask = torch.zeros(len(rows), seq_len)
+    for row, (offset, length) in enumerate(rows):
+        x[row, :length] = chunk[offset : offset + length]
+        y[row, :length] = chunk[offset + 1 : offset + length + 1]
+        mask[row, :length] = 1.0
+    return x.to(device), y.to(device), mask.to(device)
+
+
+def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, rank: int, world_size: int,
+                   device, autocast_dtype) -> None:
+    """`steps` optimiser steps on the mean NLL of an already-scored chunk (tokens lo..hi: targets lo..hi-1).
+
+    Each rank takes every world_size-th row, all in one micro-batch (at most TTT_CHUNK_TOKENS tokens, a
+    fraction of a training micro-batch); gradients are summed over ranks, so all ranks step alike.
+    """
+    n = chunk.numel() - 1
+    mine = chunk_rows(n, seq_len)[rank::world_size]
+    model.eval()  # learn the forward that scores: the loop schedule runs its evaluation depth in eval mode
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        if mine:
+            x, y, mask = chunk_batch(chunk, mine, seq_len, device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                nll = model.token_losses(x, y)
+            ((nll.float() * mask).sum() / n).backward()
+        for p in params:
+            all_reduce_(p.grad)
+        opt.step()
+
+
+def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None):
+    """BPB of the val tokens under score-first TTT (one pass). The caller's model is not changed.
+
+    Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
+    target gets the context plain sliding-window eval gives it. target_losses: as in eval_bpb.
+    """
+    model, params = ttt_model(model, cfg)
+    initial = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
+    plan = window_plan(val_tokens.numel() - 1, cfg.sw_seq_len, cfg.sw_stride)
+    bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+    chunks = split_plan(plan, bounds)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for i, windows in enumerate(chunks):
+        if resets[i]:
+            with torch.no_grad():
+                for p, p0 in zip(params, initial):
+                    p.copy_(p0)
+            opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
+        # Score first, with the weights as they are; only then learn from this chunk.
+        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
+                              luts, device, autocast_dtype, target_losses)
+        if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
+            adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
+                           cfg.ttt_steps, rank, world_size, device, autocast_dtype)
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)
+    return eval_result(sums)
+
+
+def seconds_of(fn, device) -> float:
+    """Wall seconds of fn()'s second call (the first warms kernels and allocators)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, device, autocast_dtype) -> list[str]:
+    """What the final eval will do and how long it should take, against the eval budget (EVAL_MAX_SECONDS).
+
+    One full batch of windows (and, with TTT, one adaptation step's forward+backward) is timed on random
+    tokens; the estimate is seconds per row times the rows each rank scores (padding rows cost as much as
+    full ones), plus seconds per step times the steps (every chunk but the last).
+    """
+    seq_len, per_batch = cfg.sw_seq_len, max(1, cfg.val_batch_tokens // cfg.sw_seq_len)
+    plan = window_plan(val_tokens.numel() - 1, seq_len, cfg.sw_stride)
+    x = torch.randint(0, cfg.vocab_size, (per_batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+
+    def score_batch():
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            model.token_losses(x, x)
+
+    row_s = seconds_of(score_batch, device) / per_batch
+    sliding_rows = math.ceil(len(plan) / world_size)
+    claimed_s = sliding_rows * row_s
+    lines = [f"eval_plan sliding: targets:{val_tokens.numel() - 1} windows:{len(plan)} seq_len:{seq_len} "
+             f"stride:{cfg.sw_stride} rows_per_rank:{sliding_rows} row_ms:{row_s * 1000:.2f} est:{claimed_s:.1f}s"]
+    if cfg.ttt_enabled:
+        adapted, _ = ttt_model(model, cfg)
+        adapted.eval()
+        bounds, _ = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+        chunks = split_plan(plan, bounds)
+        step_rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / seq_len) / world_size)  # a rank's rows per TTT step
+
+        xt = torch.randint(0, cfg.vocab_size, (step_rows, seq_len), generator=torch.Generator().manual_seed(1)).to(device)
+
+        def train_step_batch():
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                adapted.token_losses(xt, xt).mean().backward()
+
+        step_s = seconds_of(train_step_batch, device)
+        score_rows = sum(math.ceil(len(w) / world_size) for w in chunks)
+        claimed_s = score_rows * row_s + cfg.ttt_steps * (len(chunks) - 1) * step_s
+        lines.append(f"eval_plan ttt: chunks:{len(chunks)} chunk_tokens:{cfg.ttt_chunk_tokens} steps:{cfg.ttt_steps} "
+                     f"params:{cfg.ttt_params} score_rows_per_rank:{score_rows} rows_per_step:{step_rows} "
+                     f"step_ms:{step_s * 1000:.1f} est:{claimed_s:.1f}s")
+    lines.append(f"eval_plan claimed_eval_est:{claimed_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s "
+                 f"({'ttt' if cfg.ttt_enabled else 'sliding'}; timed on one batch of random tokens)")
+    return lines
+
+
+def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size: int, device, autocast_dtype,
+               log) -> None:
+    """Score the reloaded artifact model: the plain round trip, then (TTT_ENABLED) score-first TTT.
+
+    Logs the targets, bytes and seconds of each eval, then `final_roundtrip` and `final_ttt` lines.
+    With DUMP_VAL_LOSSES, rank 0 writes the claimed eval's (TTT's when on) per-target NLL as float32 .npy.
+    """
+    dump = torch.zeros(val_tokens.numel() - 1, device=device) if cfg.dump_val_losses else None
+    t0 = time.perf_counter()
+    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank, world_size,
+                     device, autocast_dtype, None if cfg.ttt_enabled else dump)
+    plain_s = time.perf_counter() - t0
+    log(f"roundtrip val_tokens:{plain.tokens} val_bytes:{plain.bytes} time:{plain_s:.1f}s")
+    if cfg.ttt_enabled:
+        t0 = time.perf_counter()
+        ttt = score_first_ttt(model, val_tokens, luts, cfg, rank, world_size, device, autocast_dtype, dump)
+        log(f"ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f} val_tokens:{ttt.tokens} "
+            f"val_bytes:{ttt.bytes} time:{time.perf_counter() - t0:.1f}s")
+    log(f"final_roundtrip val_loss:{plain.val_loss:.8f} val_bpb:{plain.val_bpb:.8f}")
+    if cfg.ttt_enabled:
+        log(f"final_ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f}")
+    if dump is not None and rank == 0:
+        buf = io.BytesIO()
+        np.save(buf, dump.cpu().numpy())
+        write_bytes_atomic(cfg.dump_val_losses, buf.getvalue())
 
 
 # ---- golf/budget.py: Wallclock budget: a plan of seconds per phase before step 0, the training stop rule, planned vs actual at the end. ----
@@ -2339,21 +2636,23 @@ def main(code_path: str) -> None:
         torch.distributed.barrier()
     budget.stop("reserve")
 
-    # Evaluation starts here: the val split is first read now, after every training-side use of data.
+    # Evaluation starts here: training and calibration are done, and the val split is first read now.
     budget.start("eval")
+    log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
+        log(line)
     pre = score(cfg, env, model, val_tokens, luts)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    post = score(cfg, env, reloaded, val_tokens, luts)
+    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)
     log(f"eval_time:{eval_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s")
     for line in budget.report_lines():
         log(line)
-    log(f"final_roundtrip val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f}")
     log(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     teardown_dist()
 

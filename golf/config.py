@@ -83,6 +83,15 @@ class Config:
     val_batch_tokens: int = 524288
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
     eval_max_seconds: float = 600.0  # the evaluation's own budget (challenge rule), planned and reported
+    dump_val_losses: str = ""  # .npy path: per-target NLL of the reported eval, for tools/audit.py's perturbation check
+    # ---- score-first test-time training on the reloaded artifact model (golf/ttt.py)
+    ttt_enabled: bool = True  # adapt while scoring; the run then claims the TTT score (final_ttt)
+    ttt_params: str = "lora"  # golf/ttt.py TTT_TARGETS: which weights adapt
+    ttt_lora_rank: int = 8  # r of the LoRA adapters (TTT_PARAMS=lora)
+    ttt_chunk_tokens: int = 32768  # val targets scored per chunk before the update on it (32K: 2026 TTT records)
+    ttt_steps: int = 3  # Adam steps on each chunk once it is scored
+    ttt_lr: float = 1e-3
+    ttt_reset_per_doc: bool = False  # restart adaptation at each document start (BOS)
     # ---- artifact (bits and SDClip k per tensor kind; golf/params.py maps parameters to these)
     matrix_bits: int = 6
     embed_bits: int = 8
@@ -128,6 +137,7 @@ def smoke(cfg: Config) -> Config:
         sw_seq_len=256,
         sw_stride=128,
         val_batch_tokens=16384,
+        ttt_chunk_tokens=4096,  # ~26 chunks over the sample's 108K val tokens
         compile=False,
         device="cpu",
     )

@@ -1,6 +1,7 @@
 """main(): the whole run. Config -> data -> model -> timed training -> quantise -> write -> reload -> re-score.
 
-The only result a run reports is the round trip: the artifact as written, reloaded and evaluated.
+The only result a run reports is the round trip: the artifact as written, reloaded and evaluated
+(with TTT_ENABLED, the score-first TTT score of that reloaded model).
 """
 
 import copy
@@ -20,7 +21,7 @@ from golf.budget import WallclockBudget
 from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
-from golf.evaluate import eval_bpb
+from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
 from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
@@ -29,6 +30,7 @@ from golf.quant.gptq import collect_hessians
 from golf.quant.state import dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.ttt import eval_plan_lines, final_eval
 
 
 class RunLog:
@@ -201,21 +203,23 @@ def main(code_path: str) -> None:
         torch.distributed.barrier()
     budget.stop("reserve")
 
-    # Evaluation starts here: the val split is first read now, after every training-side use of data.
+    # Evaluation starts here: training and calibration are done, and the val split is first read now.
     budget.start("eval")
+    log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
+        log(line)
     pre = score(cfg, env, model, val_tokens, luts)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    post = score(cfg, env, reloaded, val_tokens, luts)
+    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)
     log(f"eval_time:{eval_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s")
     for line in budget.report_lines():
         log(line)
-    log(f"final_roundtrip val_loss:{post.val_loss:.8f} val_bpb:{post.val_bpb:.8f}")
     log(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
     teardown_dist()
 

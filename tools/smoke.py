@@ -3,8 +3,8 @@
 python tools/smoke.py [--nproc 2] [--seconds 120] [--run-dir runs/smoke] [--seed 1337]
 Everything is local: no network. The default recipe is packed into <run-dir>/train_gpt.py and that
 file runs there, away from the golf package, as it would be shipped (tracked files are not touched).
-Prints val_bpb (pre-quant and round trip), the bytes against 16,000,000 and the seconds used against
-both 600 s budgets.
+Prints val_bpb (pre-quant, round trip and, with TTT, the claimed TTT score), the bytes against
+16,000,000 and the seconds used against both 600 s budgets.
 """
 
 import argparse
@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     log = parse_run_log(str(run_dir / "logs" / f"smoke_seed{args.seed}.txt"))
     train_s = log.get("stopped.train_time", 0.0) / 1000
     print("\n==== smoke summary ====")
-    print(f"val_bpb prequant:{log.get('prequant.val_bpb'):.4f} roundtrip:{log.get('final_roundtrip.val_bpb'):.4f}")
+    ttt = log.get("final_ttt.val_bpb")
+    print(f"val_bpb prequant:{log.get('prequant.val_bpb'):.4f} roundtrip:{log.get('final_roundtrip.val_bpb'):.4f}"
+          + (f" ttt:{ttt:.4f} (claimed)" if ttt is not None else ""))
     print(f"total_bytes:{size['total_bytes']} of {LIMIT} (artifact {size['artifact_bytes']} + code {size['code_bytes']})"
           f" {'OK' if size['total_bytes'] <= LIMIT else 'OVER'}")
     if size["total_bytes"] != log.get("total_bytes"):

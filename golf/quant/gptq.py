@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from golf.config import GolfError
-from golf.quant.rtn import QuantTensor, as_rows, qmax_for_bits, round_to_grid, row_scales
+from golf.quant.rtn import QuantTensor, as_rows, qmax_for_bits, row_scales
 
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: float | None,

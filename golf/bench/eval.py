@@ -1,0 +1,91 @@
+"""Plain (non-overlapping) vs sliding-window vs sliding + score-first TTT BPB of one model, with eval seconds.
+
+python -m golf.bench eval [--seconds 90] [--artifact final_model.golf] [--val-tokens 32768]
+                          [--ttt-params lora,mlp_proj] [--ttt-lr F] [--ttt-steps N] [--ttt-chunk-tokens N]
+Without --artifact, trains a smoke-preset model for --seconds with the real training loop (CPU, or the GPU
+when there is one); with it, scores the dequantised artifact under the config stored in it. Every eval
+scores the same val tokens; TTT runs once per --ttt-params entry. Needs: python data/prepare_sample.py.
+"""
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+from golf.artifact import read_artifact
+from golf.budget import WallclockBudget
+from golf.config import Config, smoke
+from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
+from golf.dist import setup_dist
+from golf.evaluate import eval_bpb
+from golf.model.gpt import GPT
+from golf.params import assign_rules, param_rules
+from golf.quant.state import dequantize_state
+from golf.step import autocast_dtype
+from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.train import RunLog, run_training
+from golf.ttt import score_first_ttt
+
+
+def trained_model(cfg: Config, env) -> GPT:
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg).to(env.device)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
+    steps = run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
+    print(f"trained {steps} steps in {cfg.max_wallclock_seconds:.0f}s on {env.device.type}", flush=True)
+    return model
+
+
+def artifact_model(path: str, cfg: Config, env) -> tuple[GPT, Config]:
+    """The dequantised artifact model under its stored config (fields this build lacks are dropped)."""
+    entries, meta = read_artifact(path)
+    names = {f.name for f in dataclasses.fields(Config)}
+    stored = {k: v for k, v in meta.get("config", {}).items() if k in names}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in stored.items() if k not in ("device", "compile")})
+    model = GPT(cfg).to(env.device)
+    model.load_state_dict(dequantize_state(entries, model.state_dict()))
+    return model, cfg
+
+
+def main(argv) -> int:
+    parser = argparse.ArgumentParser(prog="python -m golf.bench eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=90.0, help="training wallclock (without --artifact)")
+    parser.add_argument("--artifact", help="score this .golf artifact instead of training")
+    parser.add_argument("--val-tokens", type=int, default=32768, help="val tokens scored (0: all)")
+    parser.add_argument("--ttt-params", default="lora", help="comma list of golf.ttt.TTT_TARGETS names")
+    parser.add_argument("--ttt-lr", type=float)
+    parser.add_argument("--ttt-steps", type=int)
+    parser.add_argument("--ttt-chunk-tokens", type=int)
+    args = parser.parse_args(argv)
+    env = setup_dist("auto")
+    cfg = dataclasses.replace(smoke(Config()), max_wallclock_seconds=args.seconds, quant_reserve_seconds=0.0,
+                              iterations=10**9, train_log_every=10**9, out_dir="runs/bench_eval", run_id="bench_eval",
+                              device=env.device.type)
+    model, cfg = artifact_model(args.artifact, cfg, env) if args.artifact else (trained_model(cfg, env), cfg)
+    overrides = dict(ttt_lr=args.ttt_lr, ttt_steps=args.ttt_steps, ttt_chunk_tokens=args.ttt_chunk_tokens)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    luts = tuple(t.to(env.device) for t in build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size))
+    val_tokens = load_val_tokens(cfg.data_path, args.val_tokens)
+    amp = autocast_dtype(env.device)
+    print(f"{val_tokens.numel()} val tokens; window {cfg.sw_seq_len}, stride {cfg.sw_stride}; TTT chunks of "
+          f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps, lr {cfg.ttt_lr}, LoRA rank {cfg.ttt_lora_rank}")
+    runs = [("plain (stride = window)", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_seq_len,
+                                                         cfg.val_batch_tokens, device=env.device, autocast_dtype=amp)),
+            ("sliding window", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride,
+                                                cfg.val_batch_tokens, device=env.device, autocast_dtype=amp))]
+    for params in args.ttt_params.split(","):
+        ttt_cfg = dataclasses.replace(cfg, ttt_params=params)
+        runs.append((f"sliding + TTT {params}", lambda c=ttt_cfg: score_first_ttt(
+            model, val_tokens, luts, c, device=env.device, autocast_dtype=amp)))
+    print(f"{'eval':<28} {'val_loss':>10} {'val_bpb':>10} {'vs plain':>9} {'seconds':>8}")
+    plain_bpb = None
+    for name, run in runs:
+        t0 = time.perf_counter()
+        r = run()
+        seconds = time.perf_counter() - t0
+        plain_bpb = plain_bpb or r.val_bpb
+        print(f"{name:<28} {r.val_loss:>10.5f} {r.val_bpb:>10.5f} {r.val_bpb - plain_bpb:>+9.5f} {seconds:>8.1f}",
+              flush=True)
+    return 0
