@@ -111,7 +111,7 @@ class Config:
     # ---- evaluation
     sw_seq_len: int = 2048  # sliding-window eval: window length
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
-    val_batch_tokens: int = 524288
+    val_batch_tokens: int = 131072  # per forward: bf16 logits of 131072 x 8192 are 2 GB
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
     eval_max_seconds: float = 600.0  # the evaluation's own budget (challenge rule), planned and reported
     dump_val_losses: str = ""  # .npy path: per-target NLL of the reported eval, for tools/audit.py's perturbation check

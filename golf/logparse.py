@@ -81,6 +81,14 @@ class RunSummary:
             return None
         return self.values[f"{label}.val_loss"], self.values[f"{label}.val_bpb"]
 
+    def claimed_score(self) -> tuple[float, float] | None:
+        """(val_loss, val_bpb) the run claims: its score-first TTT eval of the reloaded artifact when it ran one
+        (ours `final_ttt`, upstream e.g. `legal_ttt_exact`), else the plain round trip."""
+        label = self.last_final(lambda lb: "ttt" in lb)
+        if label is not None and f"{label}.val_loss" in self.values:
+            return self.values[f"{label}.val_loss"], self.values[f"{label}.val_bpb"]
+        return self.final_roundtrip()
+
     def roundtrip_bpb(self) -> float | None:
         final = self.final_roundtrip()
         return final[1] if final else None

@@ -12,7 +12,8 @@ CODE = "print('packed')\n# a logged source line that looks like a result:\n# ste
 
 
 def fake_run(root: Path, seed: int, val_loss: float, val_bpb: float, code: str = CODE, artifact_bytes: int = 5000,
-             train_ms: int = 590000, eval_s: float = 300.0, final: bool = True, logged_total: int | None = None) -> Path:
+             train_ms: int = 590000, eval_s: float = 300.0, final: bool = True, logged_total: int | None = None,
+             ttt: tuple[float, float] | None = None) -> Path:
     run = root / f"run{seed}"
     (run / "logs").mkdir(parents=True)
     (run / "train_gpt.py").write_text(code)
@@ -31,6 +32,8 @@ def fake_run(root: Path, seed: int, val_loss: float, val_bpb: float, code: str =
              f"eval_time:{eval_s}s budget:600s"]
     if final:
         lines.append(f"final_roundtrip val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    if ttt:
+        lines.append(f"final_ttt val_loss:{ttt[0]:.8f} val_bpb:{ttt[1]:.8f}")
     lines.append(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{total}")
     (run / "logs" / f"seed{seed}.txt").write_text("\n".join(lines) + "\n")
     return run
@@ -56,6 +59,15 @@ def test_build_and_validate_two_seeds(tmp_path, capsys):
     assert validate(folder) == []
     assert submit(tmp_path, runs) == 1  # never overwrites a folder
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_ttt_run_claims_its_ttt_score(tmp_path):
+    runs = [fake_run(tmp_path, 1, 2.50, 1.10, ttt=(2.45, 1.08)), fake_run(tmp_path, 2, 2.52, 1.12, ttt=(2.47, 1.09))]
+    assert submit(tmp_path, runs) == 0
+    folder = tmp_path / "subs" / "2026-05-01_Test"
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["seed_results"]["1"]["val_bpb"] == 1.08 and sub["val_bpb"] == pytest.approx(1.085)
+    assert validate(folder) == []
 
 
 @pytest.mark.parametrize("bad, needle", [

@@ -166,7 +166,7 @@ def read_run(run_dir: Path) -> tuple[SeedRun | None, list[str]]:
 
 
 def seed_result(run: SeedRun) -> dict:
-    val_loss, val_bpb = run.log.final_roundtrip()
+    val_loss, val_bpb = run.log.claimed_score()
     last = run.log.steps[-1] if run.log.steps else {}
     return {"val_loss": val_loss, "val_bpb": val_bpb, "artifact_bytes": run.artifact_bytes,
             "steps": last.get("step"), "step_avg_ms": last.get("step_avg_ms"),
@@ -307,7 +307,7 @@ def validate(folder: Path) -> list[str]:
         problems += run_problems(summary, log_path, code_sha, None)
         seed = re.search(r"seed_?(\d+)", os.path.basename(log_path))
         result = (sub.get("seed_results") or {}).get(seed.group(1)) if seed else None
-        final = summary.final_roundtrip()
+        final = summary.claimed_score()
         if result and final and abs(result.get("val_bpb", math.nan) - final[1]) > 1e-6:
             problems.append(f"{log_path}: val_bpb {final[1]} but submission.json says {result.get('val_bpb')}")
     if len(shas) > 1:
