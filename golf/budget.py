@@ -54,11 +54,13 @@ class WallclockBudget:
 
     def tick(self) -> bool:
         """After each training step: the slowest rank's elapsed training time (one all-reduce, so LR, progress
-        and the stop step agree on every rank; .item() waits for the step's kernels); True when the planned
-        training time is used up."""
+        and the stop step agree on every rank; .item() waits for the step's kernels); True when another step as
+        long as the last one would overrun the planned training time, so the plan is never crossed by a step."""
         clock = torch.tensor([time.perf_counter() - self.train_t0], dtype=torch.float64, device=self.device)
-        self.train_elapsed = all_reduce_(clock, op=torch.distributed.ReduceOp.MAX).item()
-        return self.train_elapsed >= self.planned["train"]
+        elapsed = all_reduce_(clock, op=torch.distributed.ReduceOp.MAX).item()
+        last_step = elapsed - self.train_elapsed
+        self.train_elapsed = elapsed
+        return elapsed + last_step >= self.planned["train"]
 
     def progress(self, step: int, iterations: int) -> float:
         """Fraction of training done: by time or by the step cap, whichever is further along."""
