@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
@@ -237,8 +238,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("train_file", nargs="?", default=str(ROOT / "train_gpt.py"))
     ap.add_argument("--quick", action="store_true", help=f"tiny runs: {QUICK}")
-    ap.add_argument("--data", default=str(ROOT / "data" / "datasets" / "sample_sp8192"))
-    ap.add_argument("--tokenizer", default=str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model"))
+    ap.add_argument("--data", default=None, help="shard dir (default: the sample, built if missing)")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer model (default: the sample's)")
     ap.add_argument("--keep", help="work in this (new) directory and keep the runs' logs and dumps")
     args = ap.parse_args(argv)
     train_file = Path(args.train_file).resolve()
@@ -246,6 +247,13 @@ def main(argv=None) -> int:
         print(f"error: {args.train_file}: training file not found", file=sys.stderr)
         return 2
     try:
+        if args.data is None and args.tokenizer is None:
+            # The default is the bundled sample; from a fresh clone it is built first (idempotent, ~10 s).
+            prepare_sample(out_dir=str(ROOT / "data"))
+            args.data = str(ROOT / "data" / "datasets" / "sample_sp8192")
+            args.tokenizer = str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model")
+        elif args.data is None or args.tokenizer is None:
+            raise GolfError("--data and --tokenizer go together (or give neither for the sample)")
         shard_paths(args.data, "train")  # bad input fails here, before any run
         shard_paths(args.data, "val")
         load_tokenizer(args.tokenizer)
