@@ -2564,6 +2564,22 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     return step
 
 
+def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBudget,
+                    attention_fn) -> tuple[GPT, dict[str, ParamRule], DistributedTokenLoader, int]:
+    """A fresh GPT (seeded by SEED) trained by run_training on the train shards.
+
+    Returns (model, its policy rules, the train loader, steps); GPTQ calibration continues the loader's stream."""
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg, attention_fn).to(env.device)
+    sizes = size_report(model)
+    log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
+        f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), env.rank, env.world_size)
+    steps = run_training(cfg, env, log, model, rules, loader, budget)
+    return model, rules, loader, steps
+
+
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
                        loader: DistributedTokenLoader) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
@@ -2611,24 +2627,16 @@ def main(code_path: str) -> None:
     cfg = from_env()
     env = setup_dist(cfg.device)
     log = RunLog(cfg, env)
-    torch.manual_seed(cfg.seed)
     sp = load_tokenizer(cfg.tokenizer_path)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
     luts = tuple(t.to(env.device) for t in build_byte_luts(sp, cfg.vocab_size))
-    train_paths = shard_paths(cfg.data_path, "train")
-    log_provenance(log, cfg, code_path, train_paths + shard_paths(cfg.data_path, "val"))
+    log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
-    model = GPT(cfg, attention_fn).to(env.device)
-    sizes = size_report(model)
-    log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
-        f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
     budget = WallclockBudget(cfg, env.device)
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(train_paths, env.rank, env.world_size)
-    run_training(cfg, env, log, model, rules, loader, budget)
+    model, rules, loader, _ = build_and_train(cfg, env, log, budget, attention_fn)
 
     # Reserve (inside the training 600 s): GPTQ calibration on training batches, quantise, write the artifact.
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")

@@ -11,42 +11,31 @@ import argparse
 import dataclasses
 import time
 
-import torch
-
-from golf.artifact import read_artifact
+from golf.artifact import read_artifact_meta
 from golf.budget import WallclockBudget
-from golf.config import Config, smoke
-from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
+from golf.config import Config, config_from_dict, smoke
+from golf.data import load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb
+from golf.model.attention import sdpa_attention
 from golf.model.gpt import GPT
-from golf.params import assign_rules, param_rules
-from golf.quant.state import dequantize_state
 from golf.step import autocast_dtype
 from golf.tokenizer import build_byte_luts, load_tokenizer
-from golf.train import RunLog, run_training
+from golf.train import RunLog, build_and_train, load_artifact_model
 from golf.ttt import score_first_ttt
 
 
 def trained_model(cfg: Config, env) -> GPT:
-    torch.manual_seed(cfg.seed)
-    model = GPT(cfg).to(env.device)
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
-    steps = run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
+    model, _, _, steps = build_and_train(cfg, env, RunLog(cfg, env), WallclockBudget(cfg, env.device), sdpa_attention)
     print(f"trained {steps} steps in {cfg.max_wallclock_seconds:.0f}s on {env.device.type}", flush=True)
     return model
 
 
 def artifact_model(path: str, cfg: Config, env) -> tuple[GPT, Config]:
-    """The dequantised artifact model under its stored config (fields this build lacks are dropped)."""
-    entries, meta = read_artifact(path)
-    names = {f.name for f in dataclasses.fields(Config)}
-    stored = {k: v for k, v in meta.get("config", {}).items() if k in names}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in stored.items() if k not in ("device", "compile")})
-    model = GPT(cfg).to(env.device)
-    model.load_state_dict(dequantize_state(entries, model.state_dict()))
-    return model, cfg
+    """The dequantised artifact model under its stored config, on this bench's device."""
+    stored = config_from_dict(read_artifact_meta(path).get("config"), path)
+    cfg = dataclasses.replace(stored, device=cfg.device, compile=cfg.compile)
+    return load_artifact_model(path, cfg, sdpa_attention, env.device), cfg
 
 
 def main(argv) -> int:

@@ -12,13 +12,13 @@ import torch
 
 from golf.budget import WallclockBudget
 from golf.config import Config, smoke
-from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
+from golf.data import load_val_tokens
 from golf.evaluate import eval_bpb
-from golf.model.gpt import GPT, size_report
+from golf.model.attention import sdpa_attention
+from golf.model.gpt import size_report
 from golf.dist import setup_dist
-from golf.params import assign_rules, param_rules
 from golf.tokenizer import build_byte_luts, load_tokenizer
-from golf.train import RunLog, run_training
+from golf.train import RunLog, build_and_train
 
 
 def plain_stack(cfg: Config) -> Config:
@@ -30,12 +30,8 @@ def plain_stack(cfg: Config) -> Config:
 def train_and_score(cfg: Config, val_tokens: torch.Tensor, luts) -> tuple[float, int, dict]:
     """Train on one CPU process until cfg.max_wallclock_seconds with the real training loop; returns
     (val_bpb of the EMA/final weights, steps, size report)."""
-    torch.manual_seed(cfg.seed)
     env = setup_dist("cpu")
-    model = GPT(cfg)
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
-    steps = run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
+    model, _, _, steps = build_and_train(cfg, env, RunLog(cfg, env), WallclockBudget(cfg, env.device), sdpa_attention)
     result = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens)
     return result.val_bpb, steps, size_report(model)
 

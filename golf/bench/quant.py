@@ -18,15 +18,14 @@ import torch
 from golf.budget import WallclockBudget
 from golf.compress import CODECS
 from golf.config import from_env
-from golf.data import DistributedTokenLoader, load_val_tokens, shard_paths
+from golf.data import load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb
-from golf.model.gpt import GPT
-from golf.params import assign_rules, param_rules
+from golf.model.attention import sdpa_attention
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows
 from golf.quant.state import dequantize_state, quantize_state
 from golf.tokenizer import build_byte_luts, load_tokenizer
-from golf.train import RunLog, calibrate_hessians, run_training
+from golf.train import RunLog, build_and_train, calibrate_hessians
 
 # (rows, cols) of the synthetic layers: an attention projection and the MLP pair of dim 512.
 BENCH_SHAPES = {"attn.proj": (512, 512), "mlp.fc": (2048, 512), "mlp.proj": (512, 2048)}
@@ -94,11 +93,8 @@ def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
     cfg = dataclasses.replace(from_env({"PRESET": "smoke"}), max_wallclock_seconds=seconds, quant_reserve_seconds=0.0,
                               matrix_bits=bits, quant_method="gptq", out_dir=os.path.join("runs", "bench_quant"))
     env = setup_dist(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = GPT(cfg)
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), 0, 1)
-    run_training(cfg, env, RunLog(cfg, env), model, rules, loader, WallclockBudget(cfg, env.device))
+    model, rules, loader, _ = build_and_train(cfg, env, RunLog(cfg, env), WallclockBudget(cfg, env.device),
+                                              sdpa_attention)
     hessians = calibrate_hessians(cfg, env, model, rules, loader)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     val = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
