@@ -271,6 +271,7 @@ def all_reduce_(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
 
 def teardown_dist() -> None:
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # leave together: a rank tearing down while a peer is still in gloo can abort the peer
         dist.destroy_process_group()
 
 

@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from golf.budget import WallclockBudget
+from golf.dist import teardown_dist
 from golf.model.gpt import GPT
 from golf.optim import WeightEMA, build_optimizers
 from golf.params import assign_rules, param_rules
@@ -64,7 +65,7 @@ def ddp_worker(rank: int, world_size: int, tmp: str) -> None:
     init_gloo(rank, world_size, tmp)
     state = train_tiny(rank, world_size, grad_accum=1)
     torch.save(state, os.path.join(tmp, f"state{rank}.pt"))
-    dist.destroy_process_group()
+    teardown_dist()
 
 
 @pytest.mark.slow
@@ -93,7 +94,7 @@ def stop_worker(rank: int, world_size: int, tmp: str) -> None:
         if budget.tick():
             break
     torch.save(dict(step=step, elapsed=budget.train_elapsed, local=local), os.path.join(tmp, f"stop{rank}.pt"))
-    dist.destroy_process_group()
+    teardown_dist()
 
 
 @pytest.mark.slow

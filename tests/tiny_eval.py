@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 
 from golf.config import Config, smoke
+from golf.dist import teardown_dist
 from golf.evaluate import eval_bpb
 from golf.model.gpt import GPT
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, load_tokenizer
@@ -50,4 +51,4 @@ def ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: 
     if rank == 0:
         torch.save(dict(ttt=dataclasses.asdict(ttt), plain=dataclasses.asdict(plain), ttt_losses=ttt_losses,
                         plain_losses=plain_losses), out)
-    dist.destroy_process_group()
+    teardown_dist()
