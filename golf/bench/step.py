@@ -36,7 +36,10 @@ class RandomTokens:
 
 
 def time_steps(cfg, steps: int, warmup: int, world_size: int) -> dict:
-    """Median ms per optimiser step after `warmup` untimed steps, with the loop schedule at full depth."""
+    """Median ms per optimiser step after `warmup` untimed steps, with the loop schedule at full depth.
+
+    Also: compile_s, the first step's seconds (torch.compile traces and compiles there), and on CUDA the
+    peak bytes allocated over all steps (peak_memory_bytes; None on CPU)."""
     env = setup_dist(cfg.device)
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     model = GPT(cfg, attention_fn).to(env.device)
@@ -46,17 +49,22 @@ def time_steps(cfg, steps: int, warmup: int, world_size: int) -> dict:
     loader = RandomTokens(cfg.vocab_size, world_size)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // world_size)
     sync = torch.cuda.synchronize if env.device.type == "cuda" else (lambda: None)
-    times = []
+    if env.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(env.device)
+    times, compile_s = [], None
     for i in range(warmup + steps):
         sync()
         t0 = time.perf_counter()
         train_step(net, loader, opts, cfg, grad_accum, env.device)
         sync()
+        if i == 0:
+            compile_s = time.perf_counter() - t0
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    return {"ms": 1000 * times[len(times) // 2], "attention": attention_name, "device": env.device.type,
-            "grad_accum": grad_accum, **size_report(model)}
+    peak = torch.cuda.max_memory_allocated(env.device) if env.device.type == "cuda" else None
+    return {"ms": 1000 * times[len(times) // 2], "compile_s": compile_s, "peak_memory_bytes": peak,
+            "attention": attention_name, "device": env.device.type, "grad_accum": grad_accum, **size_report(model)}
 
 
 def main(argv) -> int:
