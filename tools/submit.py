@@ -416,7 +416,10 @@ def score_checks(summary: RunSummary, where: str, seed, result: dict | None, oth
     said = f"claimed {claim['label']} val_bpb {claim['val_bpb']}"
     if result is None or "val_bpb" not in result:
         return [Check(WARN, where, f"{said}; submission.json has no per-seed val_bpb for seed {seed} to compare")]
-    reported = float(result["val_bpb"])
+    try:
+        reported = float(result["val_bpb"])
+    except (TypeError, ValueError):
+        return [Check(FAIL, where, f"submission.json val_bpb {result['val_bpb']!r} for seed {seed} is not a number")]
     if same_score(reported, claim["val_bpb"]):
         return [Check(PASS, where, f"{said} = submission.json seed {seed} val_bpb {reported}")]
     other = [s["label"] for s in summary.scores if same_score(reported, s["val_bpb"])]
