@@ -19,8 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import matplotlib  # noqa: E402
-
+try:
+    import matplotlib  # noqa: E402
+except ImportError:  # a main dependency since issue 17; an older install may lack it
+    print("plot: matplotlib is not installed; run `pip install -e .` again (or `pip install matplotlib`)", file=sys.stderr)
+    sys.exit(2)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
