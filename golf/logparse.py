@@ -201,17 +201,19 @@ class RunSummary:
 
     def eval_seconds(self) -> float | None:
         """Ours: `eval_time` (all of evaluation). Upstream: `total_eval_time` where logged, else the sum of
-        the eval_time of its scored lines other than pre-quant and `diagnostic` ones (an `_exact` twin
-        counted once)."""
+        the eval_time of its scored lines other than pre-quant and `diagnostic` ones (an `_exact` line right
+        after its rounded twin is the same eval, counted once)."""
         for key in ("eval_time", "total_eval_time"):
             if self.get(key) is not None:
                 return self.seconds(key)
-        parts = {}
+        parts, previous = [], None
         for s in self.scores:
-            if s["eval_ms"] is not None and eval_kind(s["label"]) != PREQUANT and "diagnostic" not in s["label"].lower():
-                base = s["label"].removesuffix("_exact")
-                parts[base] = max(parts.get(base, 0.0), s["eval_ms"])
-        return sum(parts.values()) / 1000 if parts else None
+            twin = previous is not None and s["label"] == previous["label"] + "_exact" and previous["eval_ms"] is not None
+            if s["eval_ms"] is not None and not twin and eval_kind(s["label"]) != PREQUANT \
+                    and "diagnostic" not in s["label"].lower():
+                parts.append(s["eval_ms"])
+            previous = s
+        return sum(parts) / 1000 if parts else None
 
 
 def line_values(line: str) -> dict[str, float]:
