@@ -7,8 +7,18 @@ python tools/submit.py --validate DIR [--against FILE_OR_DIR]
 A RUN_DIR holds the exact train_gpt.py that ran, final_model.golf and logs/<run_id>.txt. Refused, one
 line per problem and exit 1: different train_gpt.py across runs, total bytes (artifact + code, measured
 from the files and equal to the log's total_bytes) over 16,000,000, training or evaluation over 600 s,
-a log without its final round trip. --validate checks a folder (ours, or upstream's records layout)
-the same way. --against compares with a baseline (a submission.json, a records folder, or a text file
+a log without its final round trip.
+
+--validate checks a records folder, ours or upstream's layout (logs as *.log / *.txt, also in subfolders),
+one line per check, `PASS|WARN|FAIL <file>: <figure> <op> <limit>` (--json: one object per line); exit 1
+on any FAIL, 2 when DIR is not a folder. Per log: its claimed score (golf/logparse.py's order) against
+submission.json's val_bpb for its seed; train and eval seconds against 600; size two ways, each figure
+counted once: as the log counted it (its total: artifact + compressed or raw code) and strictly (the
+artifact's bytes + the raw bytes of every .py shipped). FAIL: a score in no line of the log, a missing
+file or required field, a time over 600 s, a size over the limit as the log counted it. WARN: counting
+conventions and rounding (a strict size over only because the log counted compressed code, a capped run
+ending under a second past 600 s, a score found in a lower-ranked line or in another log of the seed).
+--against compares with a baseline (a submission.json, a records folder, or a text file
 of per-seed val_bpb): improvement in nats and a one-sided Welch t-test against the 0.005-nat bar.
 """
 
