@@ -28,6 +28,8 @@ THE CLAIMED SCORE (the one place this order is written down; RunSummary.claimed 
   3. Within a kind, a quantised eval over one labelled `diagnostic`.
   4. Then `*_exact` (more digits) over its rounded twin.
   5. Then the later line.
+A line that repeats an earlier score's exact val_loss and val_bpb under another label is a re-log of it and
+keeps that score's kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`).
 A log with none of these has no claimed score (the run did not finish).
 """
 
@@ -134,7 +136,7 @@ class RunSummary:
 
     def best(self, kinds) -> dict | None:
         """The scored line that the claim order ranks first among those of `kinds`."""
-        found = [(claim_rank(s["label"], i), s) for i, s in enumerate(self.scores) if eval_kind(s["label"]) in kinds]
+        found = [((s["kind"],) + claim_rank(s["label"], i)[1:], s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
         return max(found, key=lambda f: f[0])[1] if found else None
 
     def claimed(self) -> dict | None:
@@ -209,7 +211,7 @@ class RunSummary:
         parts, previous = [], None
         for s in self.scores:
             twin = previous is not None and s["label"] == previous["label"] + "_exact" and previous["eval_ms"] is not None
-            if s["eval_ms"] is not None and not twin and eval_kind(s["label"]) != PREQUANT \
+            if s["eval_ms"] is not None and not twin and s["kind"] != PREQUANT \
                     and "diagnostic" not in s["label"].lower():
                 parts.append(s["eval_ms"])
             previous = s
@@ -302,8 +304,13 @@ def read_line(summary: RunSummary, line: str) -> None:
     if "val_bpb" in vals and prefix:
         summary.finals.append((prefix, vals["val_bpb"]))
         eval_ms = summary.seconds(f"{prefix}.eval_time") if "eval_time" in vals else None
+        kind = eval_kind(prefix)
+        for earlier in summary.scores:  # a re-log of an earlier score under another name keeps that score's kind
+            if (earlier["val_loss"], earlier["val_bpb"]) == (vals.get("val_loss"), vals["val_bpb"]) and \
+                    earlier["kind"] != kind and "val_loss" in vals:
+                kind = earlier["kind"]
         summary.scores.append(dict(label=prefix, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"],
-                                   eval_ms=None if eval_ms is None else eval_ms * 1000))
+                                   eval_ms=None if eval_ms is None else eval_ms * 1000, kind=kind))
 
 
 def parse_run_log(path: str) -> RunSummary:

@@ -32,7 +32,7 @@ def test_sliding_window_generation(tmp_path):
         "final_sliding_window_eval stride:64 val_loss:1.9630 val_bpb:1.1630 eval_time:72000ms",
         "final_sliding_window_eval_exact stride:64 val_loss:1.96301234 val_bpb:1.16301234"])
     assert s.claimed() == dict(label="final_sliding_window_eval_exact", val_loss=1.96301234, val_bpb=1.16301234,
-                               eval_ms=None)
+                               eval_ms=None, kind=SLIDING)
     assert s.roundtrip_bpb() == 1.24301234  # the _exact round trip beats the later rounded one
     assert s.get("final_sliding_window_eval.stride") == 64 and s.unread == []
     assert (s.get("artifact_bytes"), s.get("code_bytes"), s.get("total_bytes")) == (15300000, 56000, 15356000)
@@ -56,7 +56,7 @@ def test_legal_ttt_generation(tmp_path):
         "legal_ttt_exact val_loss:1.88901234 val_bpb:1.11901234"])
     assert s.claimed_label() == "legal_ttt_exact" and s.claimed_score() == (1.88901234, 1.11901234)
     assert s.prequant_bpb() == 1.1380 and s.sliding_bpb() == 1.12201234 and s.ttt_bpb() == 1.11901234
-    assert s.roundtrip_bpb() == 1.12201234  # the later exact re-log of the sliding score, as the log says
+    assert s.roundtrip_bpb() == 1.14601234  # not the re-log of the sliding score under a round-trip name
     assert s.get("artifact_bytes") == 15550000 and s.unread == []
     assert s.eval_seconds() == pytest.approx(6 + 74 + 410)  # not the diagnostic post-EMA eval
 
@@ -102,7 +102,7 @@ PHASED = [
 def test_phased_ttt_generation(tmp_path):
     s = write(tmp_path, "train_seed42.log", PHASED)
     assert s.claimed() == dict(label="quantized_ttt_phased", val_loss=2.31944212, val_bpb=1.05989454,
-                               eval_ms=pytest.approx(508785))
+                               eval_ms=pytest.approx(508785), kind=TTT)
     assert s.prequant_bpb() == 1.06395844 and s.roundtrip_bpb() == 1.07254371  # 'diagnostic quantized'
     assert [(r["step"], r["train_loss"], r["train_time_ms"]) for r in s.steps] == [(1, 9.0087, 0.0),
                                                                                   (4000, 2.4321, 8.1 * 60000)]
