@@ -317,3 +317,16 @@ def test_against_a_baseline_file_reports_nats(tmp_path, capsys):
     out = capsys.readouterr().out
     ratio = 2.51 / 1.11  # our nats per bpb
     assert f"improvement {1.2 * ratio - 2.51:+.5f} nats" in out and "meets the record bar" in out
+
+
+def test_folder_figure_without_per_seed_results(tmp_path):
+    folder = upstream_folder(tmp_path)
+    sub = json.loads((folder / "submission.json").read_text())
+    del sub["seed_results"]
+    (folder / "submission.json").write_text(json.dumps(sub))  # val_bpb 1.06107587: the mean of the three claims
+    assert Check(PASS, "submission.json", "val_bpb 1.06107587 (no per-seed results) = the mean 1.06107587 of the 3 "
+                                          "logs' claims") in check_folder(folder)
+    sub["val_bpb"] = 1.07
+    (folder / "submission.json").write_text(json.dumps(sub))
+    assert Check(WARN, "submission.json", "val_bpb 1.07 (no per-seed results) is neither a log's claim nor their mean "
+                                          "1.06107587") in check_folder(folder)

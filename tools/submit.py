@@ -494,6 +494,17 @@ def check_folder(folder: Path) -> list[Check]:
         logged_sha = summary.meta.get("sha256")
         if code_sha and logged_sha and not code_sha.startswith(logged_sha):
             checks.append(Check(FAIL, name, f"the log ran code sha256:{logged_sha}, not this train_gpt.py ({code_sha[:16]})"))
+    claims = [s.claimed()["val_bpb"] for _, s in runs if s.claimed()]
+    if not seed_results and len(runs) > 1 and claims and isinstance(sub.get("val_bpb"), (int, float)):
+        mean = sum(claims) / len(claims)
+        if same_score(sub["val_bpb"], mean):
+            checks.append(Check(PASS, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) = the mean "
+                                                     f"{mean:.8f} of the {len(claims)} logs' claims"))
+        elif any(same_score(sub["val_bpb"], c) for c in claims):
+            checks.append(Check(PASS, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) = one log's claim"))
+        else:
+            checks.append(Check(WARN, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) is neither a "
+                                                     f"log's claim nor their mean {mean:.8f}"))
     shas = {s.meta["sha256"] for _, s in runs if s.meta.get("sha256")}
     if len(shas) > 1:
         checks.append(Check(FAIL, where, f"logs ran different code: sha256 {', '.join(sorted(shas))}"))
