@@ -201,9 +201,9 @@ def main() -> int:
     args = parser.parse_args()
     try:
         result = download_fineweb(args.variant, args.train_shards, args.local_dir, args.repo_id, args.mirror)
-    except GolfError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (GolfError, OSError) as err:  # bad input or a failed copy: one line, exit 2 like the other tools
+        print(f"download_fineweb: error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.local_dir}: fetched {len(result['fetched'])} files, {len(result['skipped'])} already there and verified")
     return 0
 

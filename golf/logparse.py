@@ -1,4 +1,4 @@
-"""Read run logs: ours and upstream's `key:value` lines, into numbers tools can compare.
+"""Read run logs, ours and every generation of upstream's, into numbers tools can compare.
 
 Not part of the packed training file; used by tools/smoke.py, submit.py, plot.py and compare.py.
 
@@ -8,7 +8,29 @@ source holds f-strings and comments that look like result lines):
   then exactly those n bytes of source (newer logs then add an `==== end source ====` line), then
   more result lines;
 - upstream's logs/<run_id>.txt: the source first, then a line of '=' alone, versions and
-  nvidia-smi, another '=' line, then the run. Their console logs (train.log) have no source.
+  nvidia-smi, another '=' line, then the run. Their console logs (train*.log) have no source.
+
+Line shapes read (upstream's, March baseline to the late-April phased-TTT records):
+- `key:value` and `key: value` (any spaces after the colon), values with a unit `ms`, `s` or `m`
+  (minutes: `train_time: 0.0m`); a leading epoch stamp (`1776143355.743 ...`) is dropped;
+- step lines `step:N/M ...`, or bare `N/M train_loss: ...` / `N/M val_loss: ...`; the ternary
+  records' `step:N/M loss:.. t:..ms avg:..ms`;
+- scored lines: a label of one or more words, then `val_loss:` and `val_bpb:` (`final_int8_zlib_roundtrip_exact`,
+  `diagnostic quantized`, `quantized_ttt_phased`, `legal_ttt_exact`, `final_sliding_window_eval stride:64 ...`);
+- size lines in prose: `Serialized model <how>: N bytes`, `Code size: N bytes`, `Code size (compressed): N bytes`,
+  `Total submission size <how>: N bytes`, the ternary records' `budget:N/16000000`.
+
+THE CLAIMED SCORE (the one place this order is written down; RunSummary.claimed follows it):
+  1. Only a score of the artifact as shipped counts: a pre-quantisation line (`prequant`,
+     `pre-quantization post-ema`, `DIAGNOSTIC post_ema`) is never the claim.
+  2. By eval kind: TTT (label holds `ttt`) > sliding window (`sliding`) > plain round trip
+     (`roundtrip`, `quantized`, `ternary`).
+  3. Within a kind, a quantised eval over one labelled `diagnostic`.
+  4. Then `*_exact` (more digits) over its rounded twin.
+  5. Then the later line.
+A line that repeats an earlier score's exact val_loss and val_bpb under another label is a re-log of it and
+keeps that score's kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`).
+A log with none of these has no claimed score (the run did not finish).
 """
 
 import json
@@ -21,19 +43,56 @@ from golf.config import GolfError
 NUMBER = r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|-?nan|-?inf"
 # A key, its number and an optional unit; the number must end the token ('3.11.7' and
 # '23e65fd' are not numbers, so they yield nothing rather than a wrong value).
-KV = re.compile(rf"([A-Za-z_][A-Za-z_0-9]*):({NUMBER})(ms|s|x)?(?![\w.])")
-STEP = re.compile(r"step:(\d+)/(\d+)\b")
+KV = re.compile(rf"([A-Za-z_][A-Za-z_0-9]*):({NUMBER})(ms|s|m|x)?(?![\w.])")
+STEP = re.compile(r"(?:step:)?(\d+)/(\d+)(?=\s)")
+SPACED_KV = re.compile(r"(\b[A-Za-z_]\w*):\s+(?=-?(?:\d|\.\d|nan\b|inf\b))")  # 'val_bpb: 1.07' -> 'val_bpb:1.07'
+EPOCH_STAMP = re.compile(r"^\d{9,}\.\d+\s+")  # '1776143355.743 diagnostic quantized ...'
+TORCH_WARNING = re.compile(r"^[WIE]\d{4} \d\d:\d\d:\d\d")  # torchrun's 'W0426 19:59:28.614000 ... run.py:803]'
 SOURCE_BANNER = "=" * 40 + " source "  # ours: '=' * 40 + " source " + '=' * 40
 END_SOURCE_BANNER = "=" * 40 + " end source "
 PROVENANCE_PREFIXES = ("code:", "recipe:", "versions:")  # lines of words kept as strings in RunSummary.meta
-# Upstream's size lines carry no key:value: 'Serialized model int8+zlib: 15815847 bytes (...)'.
-UPSTREAM_SIZES = [(re.compile(r"Serialized model \S+: (\d+) bytes"), "artifact_bytes"),
+# Upstream's size lines carry no key:value. 'Serialized model: N' and 'Total submission size: N' without a
+# qualifier are the raw (unquantised) model; a qualifier ('int8+zlib', 'quantized+pergroup') marks the artifact.
+UPSTREAM_SIZES = [(re.compile(r"Serialized model: (\d+) bytes"), "raw_model_bytes"),
+                  (re.compile(r"Serialized model [^:]+: (\d+) bytes"), "artifact_bytes"),
                   (re.compile(r"Code size: (\d+) bytes"), "code_bytes"),
-                  (re.compile(r"Total submission size \S+: (\d+) bytes"), "total_bytes")]
+                  (re.compile(r"Code size \(compressed\): (\d+) bytes"), "code_bytes"),
+                  (re.compile(r"Code size \(uncompressed\): (\d+) bytes"), "code_raw_bytes"),
+                  (re.compile(r"Total submission size: (\d+) bytes"), "raw_total_bytes"),
+                  (re.compile(r"Total submission size [^:]+: (\d+) bytes"), "total_bytes"),
+                  (re.compile(r"budget:(\d+)/\d+ "), "total_bytes")]  # ternary: 'budget:15993853/16000000 (..) FITS'
+# Step-line keys of the ternary records, as the rest spell them.
+STEP_ALIASES = {"loss": "train_loss", "t": "train_time", "avg": "step_avg"}
+SEED_LINE = re.compile(r"^seed:(\d+)$|\bseed=(\d+)\b")  # 'seed: 42' alone (hyperparameter dumps) or 'seed=42'
 # Keys whose value is a result: a malformed value of one of these is reported, never skipped silently.
 RESULT_KEY = re.compile(r"(?:train_loss|val_loss|val_bpb|train_time|step_avg|eval_time|\w*_bytes)$")
 TOKEN_KV = re.compile(r"(\w+):(\S*)")
-FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|x)?\)?|[A-Za-z]+")  # a number, or a word like 'enabled'
+FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z]+")  # a number, or a word like 'enabled'
+TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+# Eval kinds in claim order (see the module doc); PREQUANT and OTHER are never claimed.
+OTHER, PREQUANT, ROUNDTRIP, SLIDING, TTT = range(5)
+KIND_NAMES = {OTHER: "other", PREQUANT: "pre-quant", ROUNDTRIP: "round trip", SLIDING: "sliding", TTT: "TTT"}
+PREQUANT_LABEL = re.compile(r"pre[-_ ]?quant|post[-_]ema")
+
+
+def eval_kind(label: str) -> int:
+    """Which kind of eval a scored line's label names (module doc, rule 2)."""
+    low = label.lower()
+    if PREQUANT_LABEL.search(low) and "ttt" not in low and "sliding" not in low:
+        return PREQUANT
+    if "ttt" in low:
+        return TTT
+    if "sliding" in low:
+        return SLIDING
+    if "roundtrip" in low or "quant" in low or "ternary" in low:
+        return ROUNDTRIP
+    return OTHER
+
+
+def claim_rank(label: str, index: int) -> tuple:
+    """Sort key of a scored line for the claim: rules 2-5 of the module doc."""
+    return eval_kind(label), "diagnostic" not in label.lower(), label.endswith("_exact"), index
 
 
 @dataclass
@@ -44,10 +103,12 @@ class RunSummary:
     values: dict = field(default_factory=dict)  # last value seen for each final-line key, e.g. 'final_roundtrip.val_bpb'
     config: str | None = None  # the `config:` line's JSON text, as logged
     unread: list[str] = field(default_factory=list)  # lines that looked like results but did not parse
-    units: dict = field(default_factory=dict)  # key of `values` -> 'ms' | 's' where the log gave a unit
-    meta: dict = field(default_factory=dict)  # strings: code, sha256, bytes, recipe, git, python, torch, cuda
+    units: dict = field(default_factory=dict)  # key of `values` -> 'ms' | 's' | 'm' where the log gave a unit
+    meta: dict = field(default_factory=dict)  # strings: code, sha256, bytes, recipe, git, python, torch, cuda, seed
     config_fields: dict = field(default_factory=dict)  # the `config:` JSON, parsed
     finals: list[tuple[str, float]] = field(default_factory=list)  # (line label, val_bpb) of non-step val lines, in order
+    scores: list[dict] = field(default_factory=list)  # each {label, val_loss, val_bpb, eval_ms} of those lines
+    size_lines: dict = field(default_factory=dict)  # values key -> the size line it came from (its counting rule)
 
     def get(self, key: str, default=None):
         return self.values.get(key, default)
@@ -61,42 +122,53 @@ class RunSummary:
     def recipe(self) -> str | None:
         return self.meta.get("recipe")
 
+    def seed(self) -> int | None:
+        """Ours: the config's seed; upstream: a `seed: N` / `seed:N` line alone, or `seed=N` in a dump."""
+        if "seed" in self.config_fields:
+            return int(self.config_fields["seed"])
+        return int(self.meta["seed"]) if "seed" in self.meta else None
+
     def seconds(self, key: str, default=None):
         """A time value in seconds whatever unit the log used (ours: eval_time:12.3s; upstream: eval_time:1406ms)."""
         if key not in self.values:
             return default
-        return self.values[key] / 1000 if self.units.get(key) == "ms" else self.values[key]
+        return self.values[key] * TO_MS.get(self.units.get(key), 1000.0) / 1000
 
-    def last_final(self, wanted) -> str | None:
-        """Label of the last final line that `wanted` accepts; a `*_exact` line (upstream logs the
-        same score twice, once with more digits) wins over one without."""
-        found = [(label.endswith("_exact"), i, label) for i, (label, _) in enumerate(self.finals) if wanted(label)]
-        return max(found)[2] if found else None
+    def best(self, kinds) -> dict | None:
+        """The scored line that the claim order ranks first among those of `kinds`."""
+        found = [((s["kind"],) + claim_rank(s["label"], i)[1:], s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
+        return max(found, key=lambda f: f[0])[1] if found else None
 
-    def final_roundtrip(self) -> tuple[float, float] | None:
-        """(val_loss, val_bpb) of the reloaded artifact: ours `final_roundtrip`, upstream
-        `final_<quant>_roundtrip[_exact]`."""
-        label = self.last_final(lambda lb: lb.startswith("final_") and "roundtrip" in lb and "ttt" not in lb)
-        if label is None or f"{label}.val_loss" not in self.values:
-            return None
-        return self.values[f"{label}.val_loss"], self.values[f"{label}.val_bpb"]
+    def claimed(self) -> dict | None:
+        """{label, val_loss, val_bpb, eval_ms} of the score the run claims (the module doc's order), or None."""
+        return self.best((ROUNDTRIP, SLIDING, TTT))
 
     def claimed_score(self) -> tuple[float, float] | None:
-        """(val_loss, val_bpb) the run claims: its score-first TTT eval of the reloaded artifact when it ran one
-        (ours `final_ttt`, upstream e.g. `legal_ttt_exact`), else the plain round trip."""
-        label = self.last_final(lambda lb: "ttt" in lb)
-        if label is not None and f"{label}.val_loss" in self.values:
-            return self.values[f"{label}.val_loss"], self.values[f"{label}.val_bpb"]
-        return self.final_roundtrip()
+        claim = self.claimed()
+        return None if claim is None else (claim["val_loss"], claim["val_bpb"])
+
+    def claimed_label(self) -> str | None:
+        claim = self.claimed()
+        return None if claim is None else claim["label"]
+
+    def final_roundtrip(self) -> tuple[float, float] | None:
+        """(val_loss, val_bpb) of the reloaded artifact, plain eval: ours `final_roundtrip`, upstream
+        `final_<quant>_roundtrip[_exact]`, `quantized`, `diagnostic quantized`."""
+        line = self.best((ROUNDTRIP,))
+        return None if line is None else (line["val_loss"], line["val_bpb"])
 
     def roundtrip_bpb(self) -> float | None:
         final = self.final_roundtrip()
         return final[1] if final else None
 
     def ttt_bpb(self) -> float | None:
-        """Ours: `final_ttt`. Upstream records: a `*ttt*` line such as `legal_ttt_exact`."""
-        label = self.last_final(lambda lb: "ttt" in lb)
-        return None if label is None else self.values[f"{label}.val_bpb"]
+        """Ours: `final_ttt`. Upstream records: a `*ttt*` line such as `legal_ttt_exact`, `quantized_ttt_phased`."""
+        line = self.best((TTT,))
+        return None if line is None else line["val_bpb"]
+
+    def sliding_bpb(self) -> float | None:
+        line = self.best((SLIDING,))
+        return None if line is None else line["val_bpb"]
 
     def final_step(self) -> int | None:
         """Steps trained: ours `stopped step:N`, upstream `stopping_early: .. step:N/M`, else the last step logged."""
@@ -106,25 +178,44 @@ class RunSummary:
         return max([r["step"] for r in self.steps + self.vals], default=None)
 
     def prequant_bpb(self) -> float | None:
-        """Ours: the `prequant` line. Upstream: the last periodic val line (scored before quantising)."""
-        ours = self.get("prequant.val_bpb")
-        if ours is not None:
-            return ours
+        """Ours: the `prequant` line; upstream: its pre-quantisation line (`pre-quantization post-ema`), else
+        the last periodic val line (scored before quantising)."""
+        line = self.best((PREQUANT,))
+        if line is not None:
+            return line["val_bpb"]
         return self.vals[-1]["val_bpb"] if self.vals else None
 
     def train_seconds(self) -> float | None:
-        """Training wallclock: ours `stopped train_time`, else the last train_time on a step line."""
-        if self.get("stopped.train_time") is not None:
-            return self.seconds("stopped.train_time")
+        """Training wallclock: ours `stopped train_time`, upstream `stopping_early ... train_time`, else the
+        last train_time on a step line."""
+        for key in ("stopped.train_time", "stopping_early.train_time"):
+            if self.get(key) is not None:
+                return self.seconds(key)
         times = [r["train_time_ms"] for r in self.steps + self.vals if r.get("train_time_ms") is not None]
         return max(times) / 1000 if times else None
 
+    def step_avg_ms(self) -> float | None:
+        """The last step line's step_avg; logs without one (newer upstream): train time / steps."""
+        if self.steps and self.steps[-1].get("step_avg_ms") is not None:
+            return self.steps[-1]["step_avg_ms"]
+        train_s, steps = self.train_seconds(), self.final_step()
+        return train_s * 1000 / steps if train_s is not None and steps else None
+
     def eval_seconds(self) -> float | None:
-        """Ours: `eval_time` (all of evaluation). Upstream: the sum of its final lines' eval_time."""
-        if self.get("eval_time") is not None:
-            return self.seconds("eval_time")
-        parts = [self.seconds(k) for k in self.values if k.endswith(".eval_time")]
-        return sum(parts) if parts else None
+        """Ours: `eval_time` (all of evaluation). Upstream: `total_eval_time` where logged, else the sum of
+        the eval_time of its scored lines other than pre-quant and `diagnostic` ones (an `_exact` line right
+        after its rounded twin is the same eval, counted once)."""
+        for key in ("eval_time", "total_eval_time"):
+            if self.get(key) is not None:
+                return self.seconds(key)
+        parts, previous = [], None
+        for s in self.scores:
+            twin = previous is not None and s["label"] == previous["label"] + "_exact" and previous["eval_ms"] is not None
+            if s["eval_ms"] is not None and not twin and s["kind"] != PREQUANT \
+                    and "diagnostic" not in s["label"].lower():
+                parts.append(s["eval_ms"])
+            previous = s
+        return sum(parts) / 1000 if parts else None
 
 
 def line_values(line: str) -> dict[str, float]:
@@ -137,12 +228,23 @@ def malformed_result(line: str) -> bool:
 
 
 def line_prefix(line: str) -> str:
-    """The label of a final line: 'final_roundtrip val_bpb:..' -> 'final_roundtrip';
+    """The label of a scored or final line: the words before its first key:value.
+    'final_roundtrip val_bpb:..' -> 'final_roundtrip'; 'diagnostic quantized val_loss:..' -> 'diagnostic quantized';
     'stopping_early: wallclock_cap ..' -> 'stopping_early'; '' when the line starts with key:value."""
-    first = line.split()[0] if " " in line else ""
-    if first.endswith(":") and first.count(":") == 1:
-        return first[:-1]
-    return first if ":" not in first else ""
+    words = line.split()
+    if len(words) > 1 and words[0].endswith(":") and words[0].count(":") == 1:
+        return words[0][:-1]
+    label = []
+    for word in words:
+        if ":" in word:
+            return " ".join(label)
+        label.append(word)
+    return ""
+
+
+def normalise(line: str) -> str:
+    """One spelling for every generation: no epoch stamp, `key: value` -> `key:value`."""
+    return SPACED_KV.sub(r"\1:", EPOCH_STAMP.sub("", line))
 
 
 def read_line(summary: RunSummary, line: str) -> None:
@@ -160,33 +262,55 @@ def read_line(summary: RunSummary, line: str) -> None:
             if value:
                 summary.meta[key] = value
         return
+    if TORCH_WARNING.match(line):
+        return
+    raw = EPOCH_STAMP.sub("", line)
+    for pattern, key in UPSTREAM_SIZES:
+        m = pattern.match(raw)
+        if m:
+            summary.values[key] = float(m.group(1))
+            summary.size_lines[key] = raw
+            return
+    line = normalise(line)
     if malformed_result(line):
         summary.unread.append(line)
         return
-    for pattern, key in UPSTREAM_SIZES:
-        m = pattern.match(line)
-        if m:
-            summary.values[key] = float(m.group(1))
-            return
-    vals = line_values(line)
-    step = STEP.match(line)
+    seed = SEED_LINE.search(line)
+    if seed and "seed" not in summary.meta:
+        summary.meta["seed"] = seed.group(1) or seed.group(2)
+    kvs = KV.findall(line)
+    step = STEP.match(line + " ")
     if step:
-        row = dict(step=int(step.group(1)), train_time_ms=vals.get("train_time"))
+        vals = {STEP_ALIASES.get(k, k): (float(v), unit) for k, v, unit in kvs}
+        time = vals.get("train_time")
+        row = dict(step=int(step.group(1)), train_time_ms=None if time is None else time[0] * TO_MS.get(time[1], 1.0))
         if "train_loss" in vals:
-            summary.steps.append(dict(row, train_loss=vals["train_loss"], step_avg_ms=vals.get("step_avg")))
+            avg = vals.get("step_avg")
+            summary.steps.append(dict(row, train_loss=vals["train_loss"][0], step_avg_ms=avg and avg[0]))
         elif "val_bpb" in vals:
-            summary.vals.append(dict(row, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"]))
-        else:
+            summary.vals.append(dict(row, val_loss=vals.get("val_loss", (None,))[0], val_bpb=vals["val_bpb"][0]))
+        elif kvs or line.startswith("step:"):
             summary.unread.append(line)  # a step line that is neither: cut short or garbled
         return
     prefix = line_prefix(line)
-    for k, v, unit in KV.findall(line):
+    for k, v, unit in kvs:
         key = f"{prefix}.{k}" if prefix else k
         summary.values[key] = float(v)
-        if unit in ("ms", "s"):
+        if unit in TO_MS:
             summary.units[key] = unit
+        if key == "code_bytes":
+            summary.size_lines[key] = line
+    vals = line_values(line)
     if "val_bpb" in vals and prefix:
         summary.finals.append((prefix, vals["val_bpb"]))
+        eval_ms = summary.seconds(f"{prefix}.eval_time") if "eval_time" in vals else None
+        kind = eval_kind(prefix)
+        for earlier in summary.scores:  # a re-log of an earlier score under another name keeps that score's kind
+            if (earlier["val_loss"], earlier["val_bpb"]) == (vals.get("val_loss"), vals["val_bpb"]) and \
+                    earlier["kind"] != kind and "val_loss" in vals:
+                kind = earlier["kind"]
+        summary.scores.append(dict(label=prefix, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"],
+                                   eval_ms=None if eval_ms is None else eval_ms * 1000, kind=kind))
 
 
 def parse_run_log(path: str) -> RunSummary:

@@ -154,5 +154,5 @@ def test_command_line_reports_errors_in_one_line(tmp_path, mirror):
     ok = subprocess.run(args + ["--train-shards", "1"], capture_output=True, text=True)
     assert ok.returncode == 0 and "fetched 6 files" in ok.stdout
     bad = subprocess.run(args + ["--train-shards", "9"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error: " in bad.stderr and "asked for 9" in bad.stderr

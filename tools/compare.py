@@ -1,11 +1,12 @@
 """Runs side by side as a Markdown table, ready to paste into a submission README.
 
-    python tools/compare.py RUN_LOG [RUN_LOG ...] [--artifact-dir DIR [DIR ...]]
+    python tools/compare.py RUN_LOG [RUN_LOG ...] [--artifact-dir DIR [DIR ...]] [--json]
 
 One column per run; rows: the config fields that differ between the runs (from each log's
-`config:` line), steps, step_avg_ms, pre-quant and round-trip BPB, quant gap (round trip - pre-quant),
-TTT gain (round trip - TTT), artifact / code / total bytes, train and eval seconds. A value a log
-lacks prints as "—". With --artifact-dir (one folder per log, in order) the artifact bytes are the
+`config:` line), the claimed score and its label (the order in golf/logparse.py's doc), steps,
+step_avg_ms, pre-quant and round-trip BPB, quant gap (round trip - pre-quant), TTT gain (round trip - TTT),
+artifact / code / total bytes, train and eval seconds. A value a log lacks prints as "—".
+--json prints one JSON object per run per line instead, with the same fields (null where a log has none). With --artifact-dir (one folder per log, in order) the artifact bytes are the
 size of DIR/final_model.golf (checksum verified), and a footnote flags a log that says otherwise.
 Exit 2 with one line on stderr for a missing or unreadable log or artifact.
 """
@@ -48,23 +49,35 @@ def artifact_size(folder: str) -> int:
     return os.path.getsize(path)
 
 
-def run_rows(s: RunSummary, artifact_bytes) -> dict[str, str]:
-    """Metric name -> formatted value for one run, in table order."""
-    last = s.steps[-1] if s.steps else {}
-    pre, rt, ttt = s.prequant_bpb(), s.roundtrip_bpb(), s.ttt_bpb()
+def run_fields(s: RunSummary, artifact_bytes) -> dict:
+    """The numbers compared for one run (None where the log has none); --json prints these."""
     code = s.get("code_bytes")
     total = s.get("total_bytes")
     if artifact_bytes is not None:
         total = artifact_bytes + code if code is not None else None
     else:
         artifact_bytes = s.get("artifact_bytes")
-    return {"steps": fmt(s.final_step(), ",d"), "step_avg_ms": fmt(last.get("step_avg_ms"), ".2f"),
+    claim = s.claimed()
+    as_int = (lambda v: None if v is None else int(v))
+    return {"claimed_bpb": claim and claim["val_bpb"], "claimed_label": claim and claim["label"],
+            "prequant_bpb": s.prequant_bpb(), "roundtrip_bpb": s.roundtrip_bpb(), "ttt_bpb": s.ttt_bpb(),
+            "steps": s.final_step(), "step_avg_ms": s.step_avg_ms(), "train_s": s.train_seconds(),
+            "eval_s": s.eval_seconds(), "artifact_bytes": as_int(artifact_bytes), "code_bytes": as_int(code),
+            "total_bytes": as_int(total)}
+
+
+def run_rows(s: RunSummary, artifact_bytes) -> dict[str, str]:
+    """Metric name -> formatted value for one run, in table order."""
+    f = run_fields(s, artifact_bytes)
+    pre, rt, ttt = f["prequant_bpb"], f["roundtrip_bpb"], f["ttt_bpb"]
+    return {"claimed BPB": fmt(f["claimed_bpb"], ".5f"), "claimed by": cell(f["claimed_label"] or MISSING),
+            "steps": fmt(f["steps"], ",d"), "step_avg_ms": fmt(f["step_avg_ms"], ".2f"),
             "pre-quant BPB": fmt(pre, ".5f"), "round-trip BPB": fmt(rt, ".5f"),
             "quant gap (RT - pre)": fmt(difference(rt, pre), "+.5f"),
             "TTT gain (RT - TTT)": fmt(difference(rt, ttt), "+.5f"),
-            "artifact bytes": fmt(artifact_bytes, ",.0f"), "code bytes": fmt(code, ",.0f"),
-            "total bytes": fmt(total, ",.0f"), "train s": fmt(s.train_seconds(), ".1f"),
-            "eval s": fmt(s.eval_seconds(), ".1f")}
+            "artifact bytes": fmt(f["artifact_bytes"], ",d"), "code bytes": fmt(f["code_bytes"], ",d"),
+            "total bytes": fmt(f["total_bytes"], ",d"), "train s": fmt(f["train_s"], ".1f"),
+            "eval s": fmt(f["eval_s"], ".1f")}
 
 
 def compare_table(summaries: list[RunSummary], artifact_sizes: list) -> tuple[str, list[str]]:
@@ -93,6 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("logs", nargs="+", metavar="RUN_LOG")
     parser.add_argument("--artifact-dir", nargs="+", default=None, metavar="DIR",
                         help=f"each run's OUT_DIR holding {ARTIFACT_NAME}, one per log, in order")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run per line instead of the table")
     args = parser.parse_args(argv)
     try:
         if args.artifact_dir and len(args.artifact_dir) != len(args.logs):
@@ -107,6 +121,10 @@ def main(argv=None) -> int:
         note = unread_note(s)
         if note:
             print(f"compare: {note}", file=sys.stderr)
+    if args.json:
+        for name, s, size in zip(run_names(summaries), summaries, sizes):
+            print(json.dumps({"run": name, "path": s.path, **run_fields(s, size)}))
+        return 0
     table, notes = compare_table(summaries, sizes)
     print(table)
     if notes:

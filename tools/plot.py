@@ -19,19 +19,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import matplotlib  # noqa: E402
-
+try:
+    import matplotlib  # noqa: E402
+except ImportError:  # a main dependency since issue 17; an older install may lack it
+    print("plot: matplotlib is not installed; run `pip install -e .` again (or `pip install matplotlib`)", file=sys.stderr)
+    sys.exit(2)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from golf.artifact import artifact_report  # noqa: E402
 from golf.config import GolfError  # noqa: E402
-from golf.logparse import RunSummary, config_differences, read_run_logs, run_names, unread_note  # noqa: E402
+from golf.logparse import (KIND_NAMES, PREQUANT, ROUNDTRIP, SLIDING, TTT, RunSummary, config_differences,  # noqa: E402
+                           eval_kind, read_run_logs, run_names, unread_note)
 from tools.size_check import CHALLENGE_LIMIT  # noqa: E402
 
 MAX_LABEL_FIELDS = 4  # differing config fields shown in a legend label; the rest are counted
-# Marker of each kind of final score (by its log label), so a run's colour stays its own.
-FINAL_MARKERS = [("ttt", "^", "TTT"), ("roundtrip", "s", "round trip"), ("prequant", "o", "pre-quant")]
+# Marker of each kind of final score (golf/logparse.py's eval kind of its label), so a run's colour stays its own.
+FINAL_MARKERS = {TTT: "^", SLIDING: "v", ROUNDTRIP: "s", PREQUANT: "o"}
 
 
 def field_text(value) -> str:
@@ -76,10 +80,8 @@ def plot_steps(ax, summaries, colors, x_key: str, y_key: str, xlabel: str, ylabe
 
 
 def final_marker(label: str) -> tuple[str, str]:
-    for needle, marker, name in FINAL_MARKERS:
-        if needle in label:
-            return marker, name
-    return "D", label
+    kind = eval_kind(label)
+    return (FINAL_MARKERS[kind], KIND_NAMES[kind]) if kind in FINAL_MARKERS else ("D", label)
 
 
 def plot_val_bpb(ax, summaries, colors) -> None:
@@ -153,13 +155,13 @@ def fmt(value, spec: str) -> str:
 
 def plot_results_table(ax, summaries, colors) -> None:
     ax.axis("off")
-    header = ["run", "steps", "step ms", "pre-quant", "round trip", "TTT", "total bytes"]
+    header = ["run", "steps", "step ms", "pre-quant", "round trip", "TTT", "claimed", "total bytes"]
     cells = []
     for s, name in zip(summaries, run_names(summaries)):
-        last = s.steps[-1] if s.steps else {}
-        cells.append([name, fmt(s.final_step(), ",d"), fmt(last.get("step_avg_ms"), ".1f"),
+        claim = s.claimed()
+        cells.append([name, fmt(s.final_step(), ",d"), fmt(s.step_avg_ms(), ".1f"),
                       fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
-                      fmt(s.get("total_bytes"), ",.0f")])
+                      fmt(claim and claim["val_bpb"], ".4f"), fmt(s.get("total_bytes"), ",.0f")])
     table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)

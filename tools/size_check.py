@@ -5,6 +5,9 @@
 Prints a table by tensor group (params, bits, raw bytes, compressed bytes, bits/param) and the
 total against the limit. Exit 0 within the limit, 1 over it, 2 on unreadable or corrupt input.
 Without --code the code bytes count as 0 (the table says so).
+A file that is not a golf artifact (upstream's final_model.int8.ptz / .int6.ptz: a zlib, lzma, zstd or
+brotli-wrapped torch.save state dict) is read by golf/upstream_artifact.py: its exact file bytes count,
+and the table lists each tensor (dtype, shape, params, raw bytes) by torch.load(weights_only=True).
 """
 import argparse
 import json
@@ -16,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.artifact import artifact_report  # noqa: E402
 from golf.config import GolfError  # noqa: E402
+from golf.upstream_artifact import upstream_report  # noqa: E402
 
 CHALLENGE_LIMIT = 16_000_000  # decimal bytes: code + compressed model
 
@@ -54,6 +58,42 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- upstream artifacts (issue 17): any file without golf's magic
+def is_golf_artifact(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GOLF"
+    except OSError as e:
+        raise GolfError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def upstream_summary(artifact: str, code: str | None, limit: int) -> dict:
+    report = upstream_report(artifact)
+    artifact_bytes, code_bytes = file_bytes(artifact), file_bytes(code) if code else 0
+    total = artifact_bytes + code_bytes
+    return {"artifact": artifact, "code": code, "format": "upstream torch.save", **report,
+            "artifact_bytes": artifact_bytes, "code_bytes": code_bytes, "total_bytes": total, "limit": limit,
+            "headroom_bytes": limit - total, "fits": total <= limit}
+
+
+def format_upstream(summary: dict) -> str:
+    lines = [f"{'tensor':<48} {'dtype':>9} {'shape':>16} {'params':>12} {'raw bytes':>12}"]
+    for t in summary["tensors"]:
+        shape = "x".join(str(d) for d in t["shape"]) or "scalar"
+        lines.append(f"{t['name'][:48]:<48} {t['dtype']:>9} {shape:>16} {t['params']:>12,} {t['bytes']:>12,}")
+    for dtype, d in sorted(summary["by_dtype"].items()):
+        lines.append(f"{'(all ' + dtype + ')':<48} {dtype:>9} {d['tensors']:>14} t {d['params']:>12,} {d['bytes']:>12,}")
+    shuffle = f", byte-shuffled stride {summary['shuffle_stride']}" if summary["shuffle_stride"] else ""
+    lines.append(f"container: {summary['codec']}{shuffle}; torch.save bytes {summary['torch_bytes']:,}")
+    code = summary["code"] or "(no --code given: not counted)"
+    verdict = "OK" if summary["fits"] else "OVER LIMIT"
+    lines += [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",
+              f"code     {code}: {summary['code_bytes']:,} bytes",
+              f"total    {summary['total_bytes']:,} / limit {summary['limit']:,} bytes: "
+              f"headroom {summary['headroom_bytes']:,} ({verdict})"]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact")
@@ -62,11 +102,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     try:
-        summary = size_summary(args.artifact, args.code, args.limit)
+        ours = is_golf_artifact(args.artifact)
+        summary = (size_summary if ours else upstream_summary)(args.artifact, args.code, args.limit)
     except GolfError as e:
         print(f"size_check: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary) if args.json else format_table(summary))
+    print(json.dumps(summary) if args.json else (format_table if ours else format_upstream)(summary))
     return 0 if summary["fits"] else 1
 
 

@@ -7,8 +7,18 @@ python tools/submit.py --validate DIR [--against FILE_OR_DIR]
 A RUN_DIR holds the exact train_gpt.py that ran, final_model.golf and logs/<run_id>.txt. Refused, one
 line per problem and exit 1: different train_gpt.py across runs, total bytes (artifact + code, measured
 from the files and equal to the log's total_bytes) over 16,000,000, training or evaluation over 600 s,
-a log without its final round trip. --validate checks a folder (ours, or upstream's records layout)
-the same way. --against compares with a baseline (a submission.json, a records folder, or a text file
+a log without its final round trip.
+
+--validate checks a records folder, ours or upstream's layout (logs as *.log / *.txt, also in subfolders),
+one line per check, `PASS|WARN|FAIL <file>: <figure> <op> <limit>` (--json: one object per line); exit 1
+on any FAIL, 2 when DIR is not a folder. Per log: its claimed score (golf/logparse.py's order) against
+submission.json's val_bpb for its seed; train and eval seconds against 600; size two ways, each figure
+counted once: as the log counted it (its total: artifact + compressed or raw code) and strictly (the
+artifact's bytes + the raw bytes of every .py shipped). FAIL: a score in no line of the log, a missing
+file or required field, a time over 600 s, a size over the limit as the log counted it. WARN: counting
+conventions and rounding (a strict size over only because the log counted compressed code, a capped run
+ending under a second past 600 s, a score found in a lower-ranked line or in another log of the seed).
+--against compares with a baseline (a submission.json, a records folder, or a text file
 of per-seed val_bpb): improvement in nats and a one-sided Welch t-test against the 0.005-nat bar.
 """
 
@@ -276,43 +286,242 @@ def build(run_dirs: list[Path], args) -> tuple[Path | None, list[str]]:
 
 # ---------------------------------------------------------------- validating
 
-def validate(folder: Path) -> list[str]:
-    """Everything a records folder must hold and satisfy, one line per problem."""
+FAIL, WARN, PASS = "FAIL", "WARN", "PASS"
+UPSTREAM_REQUIRED = ("author", "github_id", "name", "val_bpb")  # upstream README: name, GitHub ID, val_bpb
+NOT_LOGS = {"requirements.txt"}
+SEED_IN_NAME = re.compile(r"(?:seed_?|log_|^train)(\d+)")  # train_seed42.log, seed_42.log, ternary_log_7.txt, train0.txt
+# A run stopped by its wallclock cap ends after the step that crossed it: merged upstream records end
+# 0.008-0.137 s over 600 s (their stopping_early lines). Over by more, or with no cap line, is a FAIL.
+CAP_OVERSHOOT_S = 1.0
+ARTIFACT_GLOBS = ("final_model*.ptz", "final_model*.golf", "final_model*.pt")
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str  # FAIL: the folder breaks a rule; WARN: a counting convention or rounding worth knowing; PASS
+    where: str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.level} {self.where}: {self.text}"
+
+
+def decimals(value: float) -> int:
+    text = repr(float(value))
+    return len(text.split(".")[1]) if "." in text and "e" not in text else 8
+
+
+def same_score(reported: float, logged: float) -> bool:
+    """The submission's figure is the log's, rounded to the digits the submission wrote."""
+    return abs(reported - logged) <= 0.5 * 10 ** -decimals(reported) + 1e-12
+
+
+def folder_logs(folder: Path) -> list[Path]:
+    """The train logs of a records folder: *.log and *.txt, in it or below it (upstream puts some in logs/)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".log", ".txt") and p.name not in NOT_LOGS)
+
+
+def seed_of(path: Path, summary: RunSummary) -> tuple[int | None, str | None]:
+    """(seed, a note when the file name and the log's own seed disagree); the name decides, as
+    submission.json's seed_results are keyed by what the submitter named the logs."""
+    m = SEED_IN_NAME.search(path.stem)
+    named, logged = (int(m.group(1)) if m else None), summary.seed()
+    if named is not None and logged is not None and named != logged:
+        return named, f"the file name says seed {named}, the log's own hyperparameters say seed {logged}"
+    return (named if named is not None else logged), None
+
+
+def code_rule(summary: RunSummary) -> str:
+    line = summary.size_lines.get("code_bytes", "")
+    if line.startswith("Code size (compressed)"):
+        return "compressed code"
+    return "raw code" if line else "no code size logged"
+
+
+def shipped_artifact(folder: Path) -> Path | None:
+    found = [p for pattern in ARTIFACT_GLOBS for p in sorted(folder.glob(pattern))]
+    return found[0] if found else None
+
+
+def time_checks(summary: RunSummary, where: str) -> list[Check]:
+    checks = []
+    train_s = summary.train_seconds()
+    if train_s is None:
+        checks.append(Check(WARN, where, "train time: not logged"))
+    elif train_s <= LIMIT_SECONDS:
+        checks.append(Check(PASS, where, f"train {train_s:.1f}s <= {LIMIT_SECONDS:.0f}s"))
+    else:
+        capped = summary.get("stopping_early.train_time") is not None or summary.get("stopped.train_time") is not None
+        if capped and train_s - LIMIT_SECONDS <= CAP_OVERSHOOT_S:
+            checks.append(Check(WARN, where, f"train {train_s:.3f}s > {LIMIT_SECONDS:.0f}s by under {CAP_OVERSHOOT_S:.0f}s: "
+                                             "the wallclock cap stopped it after the step that crossed (rounding)"))
+        else:
+            checks.append(Check(FAIL, where, f"training took {train_s:.1f}s > {LIMIT_SECONDS:.0f}s"))
+    eval_s = summary.eval_seconds()
+    if eval_s is not None:
+        level = PASS if eval_s <= LIMIT_SECONDS else FAIL
+        verb = "<=" if level == PASS else ">"
+        what = "evaluation took" if level == FAIL else "eval"
+        checks.append(Check(level, where, f"{what} {eval_s:.1f}s {verb} {LIMIT_SECONDS:.0f}s"))
+    return checks
+
+
+def size_checks(summary: RunSummary, where: str, code_files: list[Path], artifact: Path | None) -> list[Check]:
+    """Size two ways, each figure counted once: as the log counted it (its total: artifact + its code bytes,
+    compressed or raw), and strictly (the artifact's bytes + the raw bytes of every code file shipped)."""
+    checks = []
+    logged_art, logged_code, logged_total = (summary.get(k) for k in ("artifact_bytes", "code_bytes", "total_bytes"))
+    if logged_total is None and logged_art is not None and logged_code is not None:
+        logged_total = logged_art + logged_code
+    rule = code_rule(summary)
+    fits_as_logged = None
+    if logged_total is not None:
+        fits_as_logged = logged_total <= LIMIT_BYTES
+        checks.append(Check(PASS if fits_as_logged else FAIL, where,
+                            f"size as the log counted it (artifact + {rule}): {int(logged_total):,} "
+                            f"{'<=' if fits_as_logged else '>'} {LIMIT_BYTES:,}"))
+    art = artifact.stat().st_size if artifact else logged_art
+    source = f"{artifact.name} as shipped" if artifact else "artifact bytes from the log (no artifact in the folder)"
+    if art is None or not code_files:
+        checks.append(Check(WARN, where, "strict size: unknown (no artifact size logged or shipped, or no code file)"))
+        return checks
+    code_bytes = sum(p.stat().st_size for p in code_files)
+    strict = int(art) + code_bytes
+    fits = strict <= LIMIT_BYTES
+    text = (f"strict size ({source} + {code_bytes:,} raw bytes of {', '.join(p.name for p in code_files)}): "
+            f"{strict:,} {'<=' if fits else '>'} {LIMIT_BYTES:,}")
+    if fits:
+        checks.append(Check(PASS, where, text))
+    elif fits_as_logged:
+        checks.append(Check(WARN, where, text + f"; it fits only as the log counted it ({rule}): a counting convention"))
+    else:
+        checks.append(Check(FAIL, where, text))
+    train_gpt = [p for p in code_files if p.name == "train_gpt.py"]
+    if rule == "raw code" and logged_code is not None and train_gpt and int(logged_code) != train_gpt[0].stat().st_size:
+        checks.append(Check(WARN, where, f"the log counted {int(logged_code):,} code bytes; the folder's train_gpt.py "
+                                         f"has {train_gpt[0].stat().st_size:,} (not the code that ran, or a wrapper)"))
+    return checks
+
+
+def reported_size_check(where: str, seed: str, art: int, logs: list[RunSummary], ours: bool, code_bytes: int) -> Check:
+    """submission.json's per-seed artifact_bytes against the limit, counted once: upstream records often
+    report the log's total (artifact + code) there, ours reports the artifact alone."""
+    if any(s.get("total_bytes") == art for s in logs):
+        total, how = art, "= a log's total (artifact + its code bytes): no code added"
+    elif ours or any(s.get("artifact_bytes") == art for s in logs):
+        total, how = art + code_bytes, f"+ {code_bytes:,} train_gpt.py bytes"
+    else:
+        fits = art <= LIMIT_BYTES
+        return Check(WARN if fits else FAIL, where, f"seed {seed}: artifact_bytes {art:,} matches no size line of the "
+                                                    f"logs (counted as a total: {'<=' if fits else '>'} {LIMIT_BYTES:,})")
+    fits = total <= LIMIT_BYTES
+    return Check(PASS if fits else FAIL, where,
+                 f"seed {seed}: artifact_bytes {art:,} {how} = {total:,} {'<=' if fits else '>'} {LIMIT_BYTES:,}")
+
+
+def score_checks(summary: RunSummary, where: str, seed, result: dict | None, other_logs: list[RunSummary]) -> list[Check]:
+    claim = summary.claimed()
+    if claim is None:
+        return [Check(FAIL, where, "no score of the artifact (round trip, sliding or TTT line): the run did not finish")]
+    said = f"claimed {claim['label']} val_bpb {claim['val_bpb']}"
+    if result is None or "val_bpb" not in result:
+        return [Check(WARN, where, f"{said}; submission.json has no per-seed val_bpb for seed {seed} to compare")]
+    try:
+        reported = float(result["val_bpb"])
+    except (TypeError, ValueError):
+        return [Check(FAIL, where, f"submission.json val_bpb {result['val_bpb']!r} for seed {seed} is not a number")]
+    if same_score(reported, claim["val_bpb"]):
+        return [Check(PASS, where, f"{said} = submission.json seed {seed} val_bpb {reported}")]
+    other = [s["label"] for s in summary.scores if same_score(reported, s["val_bpb"])]
+    if other:
+        return [Check(WARN, where, f"{said}, but submission.json seed {seed} says {reported}: the log's {other[-1]} line "
+                                   "(the claim order ranks it lower)")]
+    if any(same_score(reported, s["val_bpb"]) for o in other_logs for s in o.scores):
+        return [Check(WARN, where, f"{said}, not submission.json seed {seed}'s {reported}, which another log of that "
+                                   "seed has (a rerun or a superseded run)")]
+    return [Check(FAIL, where, f"submission.json seed {seed} says val_bpb {reported}, which no score line of this log "
+                               f"has ({said})")]
+
+
+def check_folder(folder: Path) -> list[Check]:
+    """Every check of a records folder (ours or upstream's layout), one Check per line."""
+    where = "."
     sub_path, code = folder / "submission.json", folder / "train_gpt.py"
-    problems = [f"{p}: missing" for p in (sub_path, code, folder / "README.md") if not p.is_file()]
+    checks = [Check(FAIL, p.name, "missing") for p in (sub_path, code, folder / "README.md") if not p.is_file()]
     if not sub_path.is_file():
-        return problems
+        return checks
     try:
         sub = json.loads(sub_path.read_text())
-    except json.JSONDecodeError as e:
-        return problems + [f"{sub_path}: not JSON ({e})"]
-    problems += [f"{sub_path}: missing field {f!r}" for f in FIELDS if f not in sub]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return checks + [Check(FAIL, sub_path.name, f"not JSON ({e})")]
+    runs = []
+    for log_path in folder_logs(folder):
+        summary = parse_run_log(str(log_path))
+        if not (summary.steps or summary.vals or summary.scores or summary.config_fields):
+            checks.append(Check(WARN, str(log_path.relative_to(folder)), "not a run log (no step, score or config lines): not read"))
+        else:
+            runs.append((log_path, summary))
+    ours = any(s.config_fields for _, s in runs)
+    required = FIELDS if ours else UPSTREAM_REQUIRED
+    checks += [Check(FAIL, sub_path.name, f"missing field {f!r}") for f in required if f not in sub]
+    if not ours and [f for f in FIELDS if f not in sub]:
+        checks.append(Check(WARN, sub_path.name, "fields golf's builder writes, absent here: "
+                                                 + ", ".join(f for f in FIELDS if f not in sub)))
     if sub.get("track", TRACK) != TRACK:
-        problems.append(f"{sub_path}: track {sub.get('track')!r}, expected {TRACK!r}")
+        checks.append(Check(FAIL, sub_path.name, f"track {sub.get('track')!r}, expected {TRACK!r}"))
+    if not runs:
+        checks.append(Check(FAIL, where, "no train logs (*.log, *.txt)"))
+    seed_results = sub.get("seed_results") if isinstance(sub.get("seed_results"), dict) else {}
+    seeds = {}
+    for log_path, summary in runs:
+        seeds[str(log_path)] = seed_of(log_path, summary)
+    artifact = shipped_artifact(folder)
     code_bytes = code.stat().st_size if code.is_file() else 0
+    code_files = sorted(folder.glob("*.py"))  # every code file shipped: the strict size counts them all
     code_sha = sha256(code) if code.is_file() else None
-    for seed, r in sorted((sub.get("seed_results") or {}).items()):
-        problems += [f"{sub_path}: seed {seed} lacks {f!r}" for f in SEED_FIELDS if f not in r]
-        if isinstance(r.get("artifact_bytes"), int) and r["artifact_bytes"] + code_bytes > LIMIT_BYTES:
-            problems.append(f"{sub_path}: seed {seed}: {r['artifact_bytes']} + {code_bytes} code bytes "
-                            f"= {r['artifact_bytes'] + code_bytes} > {LIMIT_BYTES}")
-    logs = sorted(glob.glob(str(folder / "*.log")) + glob.glob(str(folder / "train*.txt")))
-    if not logs:
-        problems.append(f"{folder}: no train logs (*.log)")
-    shas = set()
-    for log_path in logs:
-        summary = parse_run_log(log_path)
-        if summary.meta.get("sha256"):
-            shas.add(summary.meta["sha256"])
-        problems += run_problems(summary, log_path, code_sha, None)
-        seed = re.search(r"seed_?(\d+)", os.path.basename(log_path))
-        result = (sub.get("seed_results") or {}).get(seed.group(1)) if seed else None
-        final = summary.claimed_score()
-        if result and final and abs(result.get("val_bpb", math.nan) - final[1]) > 1e-6:
-            problems.append(f"{log_path}: val_bpb {final[1]} but submission.json says {result.get('val_bpb')}")
+    for log_path, summary in runs:
+        name = str(log_path.relative_to(folder))
+        seed, note = seeds[str(log_path)]
+        if note:
+            checks.append(Check(WARN, name, note))
+        result = seed_results.get(str(seed)) if seed is not None else None
+        if result is None and len(runs) == 1 and "val_bpb" in sub:
+            result = {"val_bpb": sub["val_bpb"]}  # one log, no per-seed results: the folder's figure is its
+        same_seed = [s for p, s in runs if p != log_path and seeds[str(p)][0] == seed]
+        checks += score_checks(summary, name, seed, result, same_seed)
+        checks += time_checks(summary, name)
+        checks += size_checks(summary, name, code_files, artifact)
+        logged_sha = summary.meta.get("sha256")
+        if code_sha and logged_sha and not code_sha.startswith(logged_sha):
+            checks.append(Check(FAIL, name, f"the log ran code sha256:{logged_sha}, not this train_gpt.py ({code_sha[:16]})"))
+    claims = [s.claimed()["val_bpb"] for _, s in runs if s.claimed()]
+    if not seed_results and len(runs) > 1 and claims and isinstance(sub.get("val_bpb"), (int, float)):
+        mean = sum(claims) / len(claims)
+        if same_score(sub["val_bpb"], mean):
+            checks.append(Check(PASS, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) = the mean "
+                                                     f"{mean:.8f} of the {len(claims)} logs' claims"))
+        elif any(same_score(sub["val_bpb"], c) for c in claims):
+            checks.append(Check(PASS, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) = one log's claim"))
+        else:
+            checks.append(Check(WARN, sub_path.name, f"val_bpb {sub['val_bpb']} (no per-seed results) is neither a "
+                                                     f"log's claim nor their mean {mean:.8f}"))
+    shas = {s.meta["sha256"] for _, s in runs if s.meta.get("sha256")}
     if len(shas) > 1:
-        problems.append(f"{folder}: logs ran different code: sha256 {', '.join(sorted(shas))}")
-    return problems
+        checks.append(Check(FAIL, where, f"logs ran different code: sha256 {', '.join(sorted(shas))}"))
+    for seed, r in sorted(seed_results.items()):
+        if not isinstance(r, dict):
+            continue
+        if ours:
+            checks += [Check(FAIL, sub_path.name, f"seed {seed} lacks {f!r}") for f in SEED_FIELDS if f not in r]
+        art = r.get("artifact_bytes")
+        if isinstance(art, int):
+            checks.append(reported_size_check(sub_path.name, seed, art, [s for _, s in runs], ours, code_bytes))
+    return checks
+
+
+def validate(folder: Path) -> list[str]:
+    """The rules a records folder breaks, one line each (the FAIL checks)."""
+    return [c.line() for c in check_folder(folder) if c.level == FAIL]
 
 
 def main(argv=None) -> int:
@@ -327,16 +536,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "submissions"))
     ap.add_argument("--date", default=datetime.date.today().isoformat())
     ap.add_argument("--hardware", default="8xH100 80GB SXM")
+    ap.add_argument("--json", action="store_true", help="with --validate: one JSON object per check line")
     args = ap.parse_args(argv)
     if args.validate:
-        problems = validate(args.validate)
-        folder = args.validate
-    else:
-        if not args.run_dirs or not (args.name and args.author and args.github_id):
-            ap.error("give RUN_DIR... with --name, --author and --github-id (or --validate DIR)")
-        folder, problems = build(args.run_dirs, args)
-        if folder:
-            problems = validate(folder)
+        return validate_main(args.validate, args.against, args.json)
+    if not args.run_dirs or not (args.name and args.author and args.github_id):
+        ap.error("give RUN_DIR... with --name, --author and --github-id (or --validate DIR)")
+    folder, problems = build(args.run_dirs, args)
+    if folder:
+        problems = validate(folder)
     for p in problems:
         print(f"submit: {p}", file=sys.stderr)
     if problems:
@@ -346,6 +554,28 @@ def main(argv=None) -> int:
           f"val_loss {sub['val_loss']:.5f} ± {sub['val_loss_std']:.5f}")
     if args.against:
         print(comparison(sub, Path(args.against))[0])
+    return 0
+
+
+def validate_main(folder: Path, against: str | None, as_json: bool) -> int:
+    """--validate: every check on its own line (PASS / WARN / FAIL); exit 1 on any FAIL, 2 on no folder."""
+    if not folder.is_dir():
+        print(f"submit: {folder}: not a folder", file=sys.stderr)
+        return 2
+    checks = check_folder(folder)
+    for c in checks:
+        print(json.dumps({"level": c.level, "where": c.where, "check": c.text}) if as_json else c.line())
+    fails, warns = sum(c.level == FAIL for c in checks), sum(c.level == WARN for c in checks)
+    if not as_json:
+        print(f"{folder}: {fails} FAIL, {warns} WARN, {len(checks) - fails - warns} PASS")
+    if fails:
+        return 1
+    if against:
+        try:
+            print(comparison(json.loads((folder / "submission.json").read_text()), Path(against))[0])
+        except (KeyError, ValueError, OSError) as e:
+            print(f"submit: --against {against}: cannot compare: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
