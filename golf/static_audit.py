@@ -56,7 +56,9 @@ NETWORK_CALLS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download
                  "load_dataset"}
 DECODERS = (("base85", base64.b85decode), ("base64", base64.b64decode), ("ascii85", base64.a85decode),
             ("raw", lambda b: b))
-DECOMPRESSORS = (("lzma", lzma.decompress), ("brotli", brotli.decompress), ("zlib", zlib.decompress),
+DECOMPRESSORS = (("lzma", lzma.decompress),
+                 ("lzma2-raw", lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])),
+                 ("brotli", brotli.decompress), ("zlib", zlib.decompress),
                  ("gzip", gzip.decompress), ("bz2", bz2.decompress), ("deflate", lambda b: zlib.decompress(b, -15)))
 
 CHECKS = (
@@ -108,11 +110,59 @@ def load_units(path: Path) -> list[Unit]:
     return units
 
 
+def parse_source(text: str) -> tuple[ast.Module, int]:
+    """The module, and how many Python 3.12 f-strings (same quote nested inside a field) were rewritten so that
+    an older parser reads them; line numbers are unchanged. Raises SyntaxError."""
+    repaired = 0
+    while True:
+        try:
+            return ast.parse(text), repaired
+        except SyntaxError as e:
+            if "f-string" not in str(e.msg) or not e.lineno or repaired > 500:
+                raise
+            lines = text.split("\n")
+            fixed = requote_fstrings(lines[e.lineno - 1])
+            if fixed == lines[e.lineno - 1]:
+                raise
+            lines[e.lineno - 1] = fixed
+            text = "\n".join(lines)
+            repaired += 1
+
+
+def requote_fstrings(line: str) -> str:
+    """Inside the {fields} of each f-string on line, swap the string's own quote for the other kind."""
+    out, i = [], 0
+    while i < len(line):
+        m = re.compile(r"(?<![\w])[rRbBuU]?[fF][rR]?(['\"])").match(line, i) if line[i] in "fFrRbBuU" else None
+        if not m or (i > 0 and (line[i - 1].isalnum() or line[i - 1] == "_")):
+            out.append(line[i])
+            i += 1
+            continue
+        quote, other = m.group(1), "'" if m.group(1) == '"' else '"'
+        out.append(m.group(0))
+        i, depth = m.end(), 0
+        while i < len(line):
+            c = line[i]
+            if c == "{":
+                depth = depth + 1 if not (depth == 0 and line[i + 1: i + 2] == "{") else depth
+            elif c == "}" and depth > 0:
+                depth -= 1
+            elif c == quote and depth == 0:
+                out.append(c)
+                i += 1
+                break
+            out.append(other if c == quote and depth > 0 else c)
+            i += 1
+    return "".join(out)
+
+
 def _add_unit(units: list[Unit], text: str, origin: str, path: Path, depth: int) -> None:
     try:
-        tree = ast.parse(text)
+        tree, repaired = parse_source(text)
     except SyntaxError as e:
         raise AuditInputError(f"{origin}: not valid Python (line {e.lineno}: {e.msg})") from None
+    if repaired:
+        origin += f" ({repaired} Python 3.12 f-string(s) re-quoted to parse)"
     units.append(Unit(text, origin, tree))
     if depth > 3:
         return
@@ -148,7 +198,7 @@ def decode_payload(value: str | bytes) -> tuple[str, str] | None:
         for cname, decompress in DECOMPRESSORS:
             try:
                 source = decompress(raw).decode("utf-8")
-                ast.parse(source)
+                parse_source(source)
             except Exception:
                 continue
             return f"{cname}+{dname}", source
@@ -941,12 +991,10 @@ def eval_io(an: Analysis) -> list[Finding]:
         summ = an.summaries[id(s)]
         st = Structure(an, s)
         direct = any(is_no_grad(d) for d in s.node.decorator_list) or any(
-            isinstance(n, (ast.With, ast.AsyncWith)) and st.scoring_labels(n) and not isinstance(
-                st.scoring_labels(n)[0], ast.Call) and any(is_no_grad(i.context_expr) for i in n.items)
-            for n in own_nodes(s.node))
-        trains = any("VAL" not in up.labels and not up.labels for _, up in st.updates()) or any(
-            isinstance(n, ast.Call) and called_name(n) == "backward" and not an.data(n.func.value, s)
-            for n in own_nodes(s.node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute))
+            isinstance(n, (ast.With, ast.AsyncWith)) and any(is_no_grad(i.context_expr) for i in n.items)
+            and any(an.relevant(labs, s) for _, labs in st.scoring_labels(n)) for n in own_nodes(s.node))
+        trains = any(isinstance(n, ast.Call) and called_name(n) == "backward" and isinstance(n.func, ast.Attribute)
+                     and not an.relevant(an.labels(n.func.value, s), s) for n in ast.walk(s.node))
         if direct and summ.scores and not trains:
             roots.append(s)
     on_path, stack = set(), list(roots)
