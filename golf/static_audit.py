@@ -50,6 +50,8 @@ SIZE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"}
 MUTATORS = {"append", "extend", "insert", "add_", "copy_", "index_add_", "index_copy_", "index_put_", "scatter_",
             "scatter_add_", "put_", "update", "mul_", "sub_", "addcmul_", "lerp_", "fill_", "masked_scatter_"}
 NO_GRAD = {"no_grad", "inference_mode"}
+SCORER_CALL = re.compile(r"^(score|eval)", re.IGNORECASE)  # an undefined function by these names scores
+TRAINER_CALL = re.compile(r"^(adapt|train|fit|finetune)(_|$)|^train_step$", re.IGNORECASE)  # ... or updates
 NETWORK_MODULES = ("urllib", "requests", "huggingface_hub", "socket", "http.client", "httpx", "aiohttp", "ftplib",
                    "urllib3", "datasets")
 NETWORK_CALLS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download", "create_connection",
@@ -287,6 +289,19 @@ class Update:
     labels: frozenset
     chain: list[str]  # evidence inside the callee(s), innermost last
     epoch_line: int = 0  # line of an enclosing epoch loop (in the function where it was found), 0 if none
+    sink_line: int = 0  # line of the sink itself (inside the callee, for a call that reaches one)
+    sink_expr: str = ""
+    restored_line: int = 0  # a load_state_dict() after it, in the function it was found in
+    scored_after: tuple = ()  # (score line, loop line) when the loop scores the same data only after it
+
+    def __post_init__(self):
+        self.sink_line = self.sink_line or self.line
+        self.sink_expr = self.sink_expr or self.expr
+
+    def where(self) -> str:
+        """'loss.backward() at line 30', with the call that reaches it when that is another line."""
+        via = f", reached by {self.expr} at line {self.line}" if self.sink_line != self.line else ""
+        return f"{self.sink_expr} at line {self.sink_line}{via}"
 
 
 @dataclass
@@ -328,8 +343,7 @@ class Analysis:
         self.module = module
         self.scope_of_node = {s.node: s for s in self.scopes}
         self.summaries: dict[int, Summary] = {id(s): Summary() for s in self.scopes}
-        self.findings: list[Finding] = []
-        self.recognised: list[Finding] = []
+        self.net_aliases = network_aliases(self.tree)
 
     def _collect(self, node: ast.AST, scope: Scope, in_class: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -608,6 +622,8 @@ class Structure:
                     out.append((node.lineno, labs))
             elif isinstance(node, ast.Call):
                 labs = self.call_scores(node)
+                if not labs and SCORER_CALL.match(called_name(node)) and not self.an.resolve(node):
+                    labs = frozenset().union(*(self.an.data(a, self.scope) for a in node.args), frozenset())
                 if labs:
                     out.append((node.lineno, labs))
         return out
@@ -639,15 +655,11 @@ class Structure:
                     labs = an.data(node.args[0], scope)
                     if labs:
                         out.append((node, Update("backward", node.lineno, short(node), labs, [])))
-                elif re.search(r"hessian|calib|gptq", name, re.I) and not an.resolve(node):
+                elif re.search(r"hessian|calib|gptq", name, re.I):
                     labs = frozenset().union(*(an.data(a, scope) for a in node.args), frozenset())
                     if labs:
                         out.append((node, Update("hessian", node.lineno, short(node), labs, [])))
-                elif re.search(r"hessian|calib|gptq", name, re.I):
-                    labs = frozenset().union(*(an.data(a, scope) for a in node.args), frozenset())
-                    if "VAL" in labs:
-                        out.append((node, Update("hessian", node.lineno, short(node), labs, [])))
-                elif name in ("step", "train_step") and not an.resolve(node) and (node.args or node.keywords):
+                elif (name == "step" or TRAINER_CALL.match(name)) and not an.resolve(node) and node.args:
                     labs = frozenset().union(*(an.data(a, scope) for a in node.args), frozenset())
                     if labs:
                         out.append((node, Update("step", node.lineno, short(node), labs, [])))
@@ -663,9 +675,10 @@ class Structure:
                             if lab.startswith("P"):
                                 labs |= an.data(an.arg_for_param(node, callee, offset, int(lab[1:])), scope)
                         if labs:
-                            chain = [f"{callee.name}() line {esc.line}: {esc.expr}"] + esc.chain
+                            chain = esc.chain + [f"{callee.name}() line {esc.line}: {esc.expr}"]
                             out.append((node, Update(esc.kind, node.lineno, short(node), labs, chain,
-                                                     esc.epoch_line)))
+                                                     esc.epoch_line, esc.sink_line, esc.sink_expr,
+                                                     esc.restored_line, esc.scored_after)))
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and is_transpose_of(node):
                 labs = an.data(node.right, scope)
                 if labs:
@@ -745,6 +758,13 @@ class Structure:
         return 0
 
 
+def sink_operand(node: ast.AST, up: Update) -> ast.AST:
+    """What the taint path is traced from: the loss of a .backward(), else the whole call."""
+    if up.kind == "backward" and isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not up.chain:
+        return node.func.value
+    return node
+
+
 def is_transpose_of(mm: ast.BinOp) -> bool:
     """X.T @ X or X.t() @ X (a Hessian/Gram accumulation) with the same X."""
     left = mm.left
@@ -798,13 +818,16 @@ def summarise(an: Analysis, s: Scope) -> Summary:
         params = frozenset(l for l in up.labels if l.startswith("P"))
         if not params:
             continue
-        how, _, loop = st.coverage(node, up.labels)
+        how, line, loop = st.coverage(node, up.labels)
         if how == "covered":
             covered |= params
-        elif how == "none":
+        else:
             ep = st.epoch_loop(node)
-            escapes.append(Update(up.kind, up.line, up.expr, params, up.chain,
-                                  up.epoch_line or (ep.lineno if ep is not None else 0)))
+            inner = an.taint_path(sink_operand(node, up), s)[1:] if not up.chain else []
+            escapes.append(Update(up.kind, up.line, up.expr, params, inner + up.chain,
+                                  up.epoch_line or (ep.lineno if ep is not None else 0), up.sink_line, up.sink_expr,
+                                  up.restored_line or st.restored_after(node),
+                                  up.scored_after or ((line, loop.lineno) if how == "before" else ())))
     return Summary(data_labels(returns) | (returns & {"TGT"}), scores, tuple(escapes), covered)
 
 
@@ -821,42 +844,41 @@ def findings_of(an: Analysis) -> tuple[list[Finding], list[Finding]]:
             if how != "covered" and "VAL" not in up.labels:
                 continue  # on a parameter: reported at the call sites that pass val data
             where = f"{s.name}()" if s.node is not an.tree else "module level"
-            path = an.taint_path(node.func.value if isinstance(node, ast.Call) and up.kind == "backward"
-                                 and isinstance(node.func, ast.Attribute) else node, s) + up.chain
+            path = an.taint_path(sink_operand(node, up), s) + up.chain
             if how == "covered":
                 ep = st.epoch_loop(loop) if loop is not None else None
                 if ep is not None:
                     out.append(Finding("epochs", "FAIL", u, ep.lineno,
                                        f"epoch loop at line {ep.lineno} repeats the score-first loop at line "
                                        f"{loop.lineno}: chunks are re-scored after the model adapted on them "
-                                       f"(update line {up.line}: {up.expr})", path))
+                                       f"({up.kind}: {up.where()})", path))
                 else:
-                    legal.append(Finding("val_update", "PASS", u, up.line,
-                                         f"score-first in {where}: scored under no_grad at line {line} before "
-                                         f"{up.kind} at line {up.line} ({up.expr})"
-                                         + (f" in the loop at line {loop.lineno}" if loop is not None else ""),
+                    legal.append(Finding("val_update", "PASS", u, up.sink_line,
+                                         f"{where}: scored under no_grad at line {line} before {up.kind} "
+                                         f"{up.where()}" + (f", in the loop at line {loop.lineno}" if loop else ""),
                                          path))
                 continue
             ep_line = up.epoch_line
             if not ep_line:
                 ep = st.epoch_loop(node)
                 ep_line = ep.lineno if ep is not None else 0
-            restored = st.restored_after(node) if isinstance(s.node, DEFS) else 0
+            restored = up.restored_line or (st.restored_after(node) if isinstance(s.node, DEFS) else 0)
             verdict = "WARN" if restored else "FAIL"
             tail = (f"; state reloaded at line {restored} (effect may not persist: check it is a throwaway)"
                     if restored else "")
-            if how == "before":
-                msg = (f"{up.kind} on val data at line {up.line} ({up.expr}) comes before the same data is scored "
-                       f"(line {line}) in the loop at line {loop.lineno}: it adapts before scoring")
-                out.append(Finding("val_update", verdict, u, up.line, msg + tail, path))
+            if how == "before" or up.scored_after:
+                line, loop_line = (line, loop.lineno) if how == "before" else up.scored_after
+                msg = (f"{up.kind} on val data, {up.where()}, comes before the same data is scored (line {line}) "
+                       f"in the loop at line {loop_line}: it adapts before scoring")
+                out.append(Finding("val_update", verdict, u, up.sink_line, msg + tail, path))
             elif ep_line:
                 msg = (f"epoch loop (line {ep_line}) trains on val data with no score-first structure: "
-                       f"{up.kind} at line {up.line} ({up.expr}) in {where}")
+                       f"{up.kind}, {up.where()}, in {where}")
                 out.append(Finding("epochs", verdict, u, ep_line, msg + tail, path))
             else:
-                msg = (f"{up.kind} on val data at line {up.line} ({up.expr}) in {where}, with no score of that "
-                       f"data under no_grad before it in an enclosing loop")
-                out.append(Finding("val_update", verdict, u, up.line, msg + tail, path))
+                msg = (f"{up.kind} on val data, {up.where()}, in {where}, with no score of that data under "
+                       f"no_grad before it in an enclosing loop")
+                out.append(Finding("val_update", verdict, u, up.sink_line, msg + tail, path))
     return out, legal
 
 
@@ -875,7 +897,7 @@ def best_of(an: Analysis) -> list[Finding]:
                  if isinstance(node.func, ast.Attribute) else False) or name in ("argmin", "nanargmin")
             if not (builtin or elementwise):
                 continue
-            scored = [a for a in node.args if "VAL" in an.labels(a, s) and SCORE_WORD.search(ast.unparse(a))]
+            scored = [a for a in node.args if an.relevant(an.labels(a, s), s) and SCORE_WORD.search(ast.unparse(a))]
             many = len(scored) >= 2 or (len(node.args) == 1 and scored and isinstance(
                 node.args[0], (ast.GeneratorExp, ast.ListComp, ast.Name, ast.List)))
             if many:
@@ -1010,8 +1032,8 @@ def eval_io(an: Analysis) -> list[Finding]:
     for s in an.scopes:
         eval_path = id(s) in on_path
         for node in own_nodes(s.node):
-            net = network_use(node)
-            if net:
+            net = network_use(node, an.net_aliases)
+            if net and (eval_path or not isinstance(node, (ast.Import, ast.ImportFrom))):
                 out.append(Finding("eval_io", "FAIL" if eval_path else "WARN", an.unit.origin, node.lineno,
                                    f"network: {net} in {s.name}()" + (" on the eval path" if eval_path else
                                                                       " (not on the eval path)")))
@@ -1023,14 +1045,30 @@ def eval_io(an: Analysis) -> list[Finding]:
     return out
 
 
-def network_use(node: ast.AST) -> str | None:
+def is_network_module(name: str) -> bool:
+    return any(name == n or name.startswith(n + ".") for n in NETWORK_MODULES)
+
+
+def network_aliases(tree: ast.Module) -> set[str]:
+    """Names bound to network modules or their members by the file's imports."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names if is_network_module(a.name)}
+        elif isinstance(node, ast.ImportFrom) and is_network_module(node.module or ""):
+            out |= {a.asname or a.name for a in node.names}
+    return out
+
+
+def network_use(node: ast.AST, aliases: set[str]) -> str | None:
+    """An import of a network module, or a call into one (urlopen, requests.get, socket.socket, ...)."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-        for m in mods:
-            if any(m == n or m.startswith(n + ".") for n in NETWORK_MODULES):
-                return f"import {m}"
-    if isinstance(node, ast.Call) and called_name(node) in NETWORK_CALLS:
-        return short(node, 50)
+        return next((f"import {m}" for m in mods if is_network_module(m)), None)
+    if isinstance(node, ast.Call):
+        path = dotted(node.func) or ""
+        if called_name(node) in NETWORK_CALLS or path.split(".")[0] in aliases:
+            return short(node, 50)
     return None
 
 
@@ -1064,6 +1102,20 @@ def audit_file(path: Path) -> dict:
                            findings=[f.as_dict() for f in mine], recognised=[f.as_dict() for f in mine_legal]))
     return dict(file=str(path), units=[u.origin for u in units], checks=checks,
                 score_first=[f.as_dict() for f in legal])
+
+
+def report_lines(report: dict) -> list[str]:
+    """The checklist as the user-run checks print it: one line per check, then the recognised legal structures."""
+    units = report["units"]
+    lines = [f"audit --static {report['file']}: read with ast, never run"
+             + (f"; audited the decoded source: {'; '.join(units[1:])}" if len(units) > 1 else "")]
+    width = max(len(c["name"]) for c in report["checks"])
+    lines += [f"{c['verdict']}  {c['name']:<{width}}  {c['detail']}" for c in report["checks"]]
+    lines += [f"      score-first recognised, line {f['line']}: {f['message']}" for f in report["score_first"]]
+    counts = {v: sum(c["verdict"] == v for c in report["checks"]) for v in RANK}
+    lines.append(f"audit --static: {counts['PASS']}/{len(report['checks'])} PASS"
+                 + "".join(f", {counts[v]} {v}" for v in ("WARN", "FAIL") if counts[v]))
+    return lines
 
 
 def unpacked_sources(path: Path) -> list[tuple[str, str]]:
