@@ -293,6 +293,7 @@ class Update:
     sink_expr: str = ""
     restored_line: int = 0  # a load_state_dict() after it, in the function it was found in
     scored_after: tuple = ()  # (score line, loop line) when the loop scores the same data only after it
+    guard: str = ""  # an enclosing `if FLAG:` whose flag is off by default (env var default read from the source)
 
     def __post_init__(self):
         self.sink_line = self.sink_line or self.line
@@ -678,7 +679,7 @@ class Structure:
                             chain = esc.chain + [f"{callee.name}() line {esc.line}: {esc.expr}"]
                             out.append((node, Update(esc.kind, node.lineno, short(node), labs, chain,
                                                      esc.epoch_line, esc.sink_line, esc.sink_expr,
-                                                     esc.restored_line, esc.scored_after)))
+                                                     esc.restored_line, esc.scored_after, esc.guard)))
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and is_transpose_of(node):
                 labs = an.data(node.right, scope)
                 if labs:
@@ -743,6 +744,60 @@ class Structure:
                 else ast.unparse(loop.test)
             if EPOCH_WORD.search(head):
                 return loop
+        return None
+
+    def off_by_default(self, node: ast.AST) -> str:
+        """'off by default: if use_slot (line 486), SLOT_ENABLED='0'' when an enclosing if's flag defaults off."""
+        chain = self.ancestors(node)
+        for i, anc in enumerate(chain):
+            if isinstance(anc, ast.If) and i > 0 and chain[i - 1] in anc.body:
+                tests = anc.test.values if isinstance(anc.test, ast.BoolOp) and isinstance(anc.test.op, ast.And) \
+                    else [anc.test]
+                for t in tests:
+                    flag = self.flag_default(t, 0)
+                    if flag is not None and not flag[1]:
+                        return f"off by default: if {short(anc.test, 40)} (line {anc.lineno}), {flag[0]}"
+        return ""
+
+    def flag_default(self, expr: ast.AST, depth: int) -> tuple[str, bool] | None:
+        """(how it was read, truth) of a config flag's default: env var defaults, getattr defaults, constants."""
+        if depth > 6:
+            return None
+        if isinstance(expr, ast.Constant):
+            return repr(expr.value), bool(expr.value) and expr.value not in ("0", "false", "False")
+        if isinstance(expr, ast.Call):
+            name = called_name(expr)
+            if name in ("bool", "int", "float", "str") and len(expr.args) == 1:
+                inner = self.flag_default(expr.args[0], depth + 1)
+                if inner and name in ("bool", "int"):
+                    return inner[0], inner[1] and inner[0].strip("'\"") not in ("0", "")
+                return inner
+            if name in ("get", "getenv") and len(expr.args) == 2 and isinstance(expr.args[0], ast.Constant) and \
+                    isinstance(expr.args[1], ast.Constant) and "environ" in ast.unparse(expr.func) + name:
+                return f"{expr.args[0].value}={expr.args[1].value!r}", expr.args[1].value not in ("0", "", "false")
+            if name == "getattr" and len(expr.args) == 3 and isinstance(expr.args[1], ast.Constant):
+                return self.flag_default(ast.Attribute(value=expr.args[0], attr=expr.args[1].value), depth + 1) \
+                    or self.flag_default(expr.args[2], depth + 1)
+            return None
+        if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq) and \
+                isinstance(expr.comparators[0], ast.Constant):
+            left = expr.left
+            if isinstance(left, ast.Call) and called_name(left) in ("get", "getenv") and len(left.args) == 2 and \
+                    isinstance(left.args[1], ast.Constant) and isinstance(left.args[0], ast.Constant):
+                return (f"{left.args[0].value}={left.args[1].value!r}",
+                        left.args[1].value == expr.comparators[0].value)
+            return None
+        name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else None
+        if name is None:
+            return None
+        scopes = [self.scope.node] if isinstance(expr, ast.Name) else []
+        for where in scopes + [self.an.tree]:
+            for n in (own_nodes(where) if where is not self.an.tree else ast.walk(where)):
+                if isinstance(n, ast.Assign) and len(n.targets) == 1:
+                    t = n.targets[0]
+                    if (isinstance(t, ast.Name) and t.id == name) or (isinstance(t, ast.Attribute) and t.attr == name
+                                                                       and not isinstance(expr, ast.Name)):
+                        return self.flag_default(n.value, depth + 1)
         return None
 
     def restored_after(self, node: ast.AST) -> int:
@@ -819,15 +874,16 @@ def summarise(an: Analysis, s: Scope) -> Summary:
         if not params:
             continue
         how, line, loop = st.coverage(node, up.labels)
-        if how == "covered":
+        if how == "covered" and not up.scored_after:  # an adapt-before-score inside the callee stays one
             covered |= params
         else:
             ep = st.epoch_loop(node)
             inner = an.taint_path(sink_operand(node, up), s)[1:] if not up.chain else []
             escapes.append(Update(up.kind, up.line, up.expr, params, inner + up.chain,
                                   up.epoch_line or (ep.lineno if ep is not None else 0), up.sink_line, up.sink_expr,
-                                  up.restored_line or st.restored_after(node),
-                                  up.scored_after or ((line, loop.lineno) if how == "before" else ())))
+                                  up.restored_line or (0 if up.chain else st.restored_after(node)),
+                                  up.scored_after or ((line, loop.lineno) if how == "before" else ()),
+                                  up.guard or st.off_by_default(node)))
     return Summary(data_labels(returns) | (returns & {"TGT"}), scores, tuple(escapes), covered)
 
 
@@ -841,6 +897,8 @@ def findings_of(an: Analysis) -> tuple[list[Finding], list[Finding]]:
             if not an.relevant(up.labels, s):
                 continue
             how, line, loop = st.coverage(node, up.labels)
+            if up.scored_after:
+                how = "inner"  # the callee adapts before it scores: no caller's structure makes that legal
             if how != "covered" and "VAL" not in up.labels:
                 continue  # on a parameter: reported at the call sites that pass val data
             where = f"{s.name}()" if s.node is not an.tree else "module level"
@@ -862,10 +920,12 @@ def findings_of(an: Analysis) -> tuple[list[Finding], list[Finding]]:
             if not ep_line:
                 ep = st.epoch_loop(node)
                 ep_line = ep.lineno if ep is not None else 0
-            restored = up.restored_line or (st.restored_after(node) if isinstance(s.node, DEFS) else 0)
-            verdict = "WARN" if restored else "FAIL"
+            restored = up.restored_line or (st.restored_after(node) if isinstance(s.node, DEFS) and not up.chain
+                                            else 0)
+            guard = up.guard or st.off_by_default(node)
+            verdict = "WARN" if restored or guard else "FAIL"
             tail = (f"; state reloaded at line {restored} (effect may not persist: check it is a throwaway)"
-                    if restored else "")
+                    if restored else "") + (f"; {guard}: a FAIL if the run turns it on" if guard else "")
             if how == "before" or up.scored_after:
                 line, loop_line = (line, loop.lineno) if how == "before" else up.scored_after
                 msg = (f"{up.kind} on val data, {up.where()}, comes before the same data is scored (line {line}) "

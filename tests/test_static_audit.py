@@ -399,3 +399,15 @@ def test_every_merged_record_is_audited_without_crashing():
         fails[f.parent.name] = [c["check"] for c in report["checks"] if c["verdict"] == "FAIL"]
     # The records a reviewer accepted: a FAIL here would be a false alarm (none was raised in their PR threads).
     assert not {k: v for k, v in fails.items() if v}, fails
+
+
+@pytest.mark.parametrize("default, verdict", [("0", "WARN"), ("1", "FAIL")])
+def test_an_illegal_branch_behind_a_flag_off_by_default_warns(tmp_path, default, verdict):
+    body = ILLEGAL["adapt_before_score"][1].replace(
+        "        model(chunk[:-1], chunk[1:]).mean().backward()  # <- here\n",
+        "        if use_slot:\n            model(chunk[:-1], chunk[1:]).mean().backward()  # <- here\n").replace(
+        "    total = 0.0\n", f"    total = 0.0\n    use_slot = bool(int(os.environ.get('SLOT_ENABLED', '{default}')))\n")
+    path, line = write(tmp_path, "slot", body)
+    result = verdicts(audit_file(path))["val_update"]
+    assert result["verdict"] == verdict and result["findings"][0]["line"] == line, result
+    assert ("SLOT_ENABLED='0'" in result["findings"][0]["message"]) == (default == "0")
