@@ -27,7 +27,7 @@ import gzip
 import lzma
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import brotli
@@ -260,6 +260,7 @@ def is_no_grad(expr: ast.AST) -> bool:
 
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
 LOOPS = (ast.For, ast.AsyncFor, ast.While)
+COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
 def param_names(fn: ast.AST) -> list[str]:
@@ -267,16 +268,25 @@ def param_names(fn: ast.AST) -> list[str]:
     return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
 
 
-def own_nodes(fn: ast.AST):
-    """Nodes of a function (or module) body, not descending into nested defs, classes and lambdas."""
+_OWN_NODES: dict = {}  # id(s) of the nodes -> (the nodes, kept alive so ids stay unique, the walk)
+
+
+def own_nodes(fn) -> list[ast.AST]:
+    """Nodes of a function (or module) body, or of a list of statements, not descending into nested defs, classes
+    and lambdas. Cached: the analysis walks the same bodies once per fixpoint round."""
+    items = fn if isinstance(fn, list) else fn.body
+    key = tuple(map(id, items))
+    hit = _OWN_NODES.get(key)
+    if hit is not None:
+        return hit[1]
     skip = DEFS + (ast.ClassDef, ast.Lambda)
-    stack = [n for n in (fn if isinstance(fn, list) else fn.body) if not isinstance(n, skip)]
+    out, stack = [], [n for n in items if not isinstance(n, skip)]
     while stack:
         node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(child, skip):
-                stack.append(child)
+        out.append(node)
+        stack.extend(c for c in ast.iter_child_nodes(node) if not isinstance(c, skip))
+    _OWN_NODES[key] = (list(items), out)
+    return out
 
 
 # ---------------------------------------------------------------- the taint analysis
@@ -294,6 +304,7 @@ class Update:
     restored_line: int = 0  # a load_state_dict() after it, in the function it was found in
     scored_after: tuple = ()  # (score line, loop line) when the loop scores the same data only after it
     guard: str = ""  # an enclosing `if FLAG:` whose flag is off by default (env var default read from the source)
+    scored_in_callee: int = 0  # line where the callee scores this data before the update (no loop there)
 
     def __post_init__(self):
         self.sink_line = self.sink_line or self.line
@@ -677,9 +688,8 @@ class Structure:
                                 labs |= an.data(an.arg_for_param(node, callee, offset, int(lab[1:])), scope)
                         if labs:
                             chain = esc.chain + [f"{callee.name}() line {esc.line}: {esc.expr}"]
-                            out.append((node, Update(esc.kind, node.lineno, short(node), labs, chain,
-                                                     esc.epoch_line, esc.sink_line, esc.sink_expr,
-                                                     esc.restored_line, esc.scored_after, esc.guard)))
+                            out.append((node, replace(esc, line=node.lineno, expr=short(node), labels=labs,
+                                                      chain=chain)))
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and is_transpose_of(node):
                 labs = an.data(node.right, scope)
                 if labs:
@@ -699,47 +709,49 @@ class Structure:
             n = self.an.parents.get(n)
         return out
 
-    def coverage(self, node: ast.AST, labs: frozenset):
-        """('covered', score line, loop) | ('before', score line, loop) | ('none', 0, None)."""
-        chain = self.ancestors(node)
-        after = None
+    def coverage(self, node: ast.AST, up: Update):
+        """How the update at node stands against score-first, as (how, score line, loop):
+        'covered': a statement before it in the body of an enclosing loop scores the same data;
+        'before':  the loop scores that data only after the update (adapts, then scores);
+        'self':    no loop, but the function scores the data before updating on it: legal per call, so it is
+                   decided at the call sites (covered when the call is inside a loop);
+        'none':    nothing scores that data around it."""
+        labs, chain, after = up.labels, self.ancestors(node), None
+        loops = [a for a in chain if isinstance(a, LOOPS + COMPREHENSIONS)]
+        if up.scored_in_callee and loops:  # a call per chunk of a function that scores, then updates
+            return "covered", up.scored_in_callee, loops[0]
         for i, anc in enumerate(chain):
             if not isinstance(anc, LOOPS) or i == 0:
                 continue
-            child = chain[i - 1]
-            body = anc.body if child in anc.body else anc.orelse
-            if child not in body:
+            body = anc.body if chain[i - 1] in anc.body else anc.orelse
+            if chain[i - 1] not in body:
                 continue
-            k = body.index(child)
-            for stmt in body[:k]:
-                for line, s_labs in self.scoring_labels(stmt):
-                    if self.an.relevant(s_labs & labs, self.scope):
-                        return "covered", line, anc
+            k = body.index(chain[i - 1])
+            for line in self.scores_of(body[:k], labs):
+                return "covered", line, anc
             if after is None:
-                for stmt in body[k + 1:]:
-                    for line, s_labs in self.scoring_labels(stmt):
-                        if self.an.relevant(s_labs & labs, self.scope):
-                            after = (line, anc)
-        # A function that scores its data before updating on it, with no loop: score-first per call.
-        if isinstance(self.scope.node, DEFS):
-            top = chain[-1] if chain else None
-            if top in self.scope.node.body:
-                for stmt in self.scope.node.body[: self.scope.node.body.index(top)]:
-                    for line, s_labs in self.scoring_labels(stmt):
-                        if self.an.relevant(s_labs & labs, self.scope):
-                            return "covered", line, None
+                after = next(((line, anc) for line in self.scores_of(body[k + 1:], labs)), None)
         if after is not None:
             return "before", after[0], after[1]
+        body = getattr(self.scope.node, "body", [])
+        if isinstance(self.scope.node, DEFS) and chain and chain[-1] in body:
+            for line in self.scores_of(body[: body.index(chain[-1])], labs):
+                return "self", line, None
         return "none", 0, None
+
+    def scores_of(self, stmts: list[ast.AST], labs: frozenset):
+        """Lines of the scoring regions in stmts that read data among labs."""
+        for stmt in stmts:
+            for line, s_labs in self.scoring_labels(stmt):
+                if self.an.relevant(s_labs & labs, self.scope):
+                    yield line
 
     def loops_of(self, node: ast.AST) -> list[ast.AST]:
         return [a for a in self.ancestors(node) if isinstance(a, LOOPS)]
 
-    def epoch_loop(self, node: ast.AST, within: ast.AST | None = None) -> ast.AST | None:
-        """The innermost loop enclosing node (inside `within`, if given) that reads as an epoch loop."""
+    def epoch_loop(self, node: ast.AST) -> ast.AST | None:
+        """The innermost loop enclosing node that reads as an epoch loop."""
         for loop in self.loops_of(node):
-            if loop is within:
-                return None
             head = ast.unparse(loop.target) + " " + ast.unparse(loop.iter) if isinstance(loop, ast.For) \
                 else ast.unparse(loop.test)
             if EPOCH_WORD.search(head):
@@ -873,17 +885,18 @@ def summarise(an: Analysis, s: Scope) -> Summary:
         params = frozenset(l for l in up.labels if l.startswith("P"))
         if not params:
             continue
-        how, line, loop = st.coverage(node, up.labels)
+        how, line, loop = st.coverage(node, up)
         if how == "covered" and not up.scored_after:  # an adapt-before-score inside the callee stays one
             covered |= params
         else:
             ep = st.epoch_loop(node)
             inner = an.taint_path(sink_operand(node, up), s)[1:] if not up.chain else []
-            escapes.append(Update(up.kind, up.line, up.expr, params, inner + up.chain,
-                                  up.epoch_line or (ep.lineno if ep is not None else 0), up.sink_line, up.sink_expr,
-                                  up.restored_line or (0 if up.chain else st.restored_after(node)),
-                                  up.scored_after or ((line, loop.lineno) if how == "before" else ()),
-                                  up.guard or st.off_by_default(node)))
+            escapes.append(replace(up, labels=params, chain=inner + up.chain,
+                                   epoch_line=up.epoch_line or (ep.lineno if ep is not None else 0),
+                                   restored_line=up.restored_line or (0 if up.chain else st.restored_after(node)),
+                                   scored_after=up.scored_after or ((line, loop.lineno) if how == "before" else ()),
+                                   guard=up.guard or st.off_by_default(node),
+                                   scored_in_callee=line if how == "self" else up.scored_in_callee))
     return Summary(data_labels(returns) | (returns & {"TGT"}), scores, tuple(escapes), covered)
 
 
@@ -896,7 +909,7 @@ def findings_of(an: Analysis) -> tuple[list[Finding], list[Finding]]:
         for node, up in st.updates():
             if not an.relevant(up.labels, s):
                 continue
-            how, line, loop = st.coverage(node, up.labels)
+            how, line, loop = st.coverage(node, up)
             if up.scored_after:
                 how = "inner"  # the callee adapts before it scores: no caller's structure makes that legal
             if how != "covered" and "VAL" not in up.labels:
@@ -1146,11 +1159,14 @@ def audit_file(path: Path) -> dict:
     """The static audit of one file: {'file', 'units', 'checks': [...], 'score_first': [...]}. Never runs it."""
     units = load_units(Path(path))
     findings, legal = [], []
-    for unit in units:
-        an = analyse(unit)
-        f, l = findings_of(an)
-        findings += f + best_of(an) + target_keys(an) + mixtures(an) + eval_io(an)
-        legal += l
+    try:
+        for unit in units:
+            an = analyse(unit)
+            f, l = findings_of(an)
+            findings += f + best_of(an) + target_keys(an) + mixtures(an) + eval_io(an)
+            legal += l
+    finally:
+        _OWN_NODES.clear()
     checks = []
     for key, title in CHECKS:
         mine = sorted((f for f in findings if f.check == key), key=lambda f: (-RANK[f.verdict], f.line))

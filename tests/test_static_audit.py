@@ -59,6 +59,24 @@ def evaluate(model, opt, val_tokens):
     with torch.no_grad():
         return model(val_tokens[:-1], val_tokens[1:]).mean()
 '''),
+    "diagnostic_eval_then_ttt_then_final_eval": ("val_update", '''
+def ttt_adapt(model, opt, tokens):
+    for i in range(0, tokens.numel() - 1, 2048):
+        loss = model(tokens[i:i + 2048], tokens[i + 1:i + 2049])
+        loss.backward()  # <- here
+        opt.step()
+
+
+@torch.no_grad()
+def eval_val(model, tokens):
+    return model(tokens[:-1], tokens[1:]).mean()
+
+
+def evaluate(model, opt, val_tokens):
+    print("pre-quant", eval_val(model, val_tokens))
+    ttt_adapt(model, opt, val_tokens)
+    return eval_val(quantize(model), val_tokens)
+'''),
     "adapt_before_score": ("val_update", '''
 def evaluate(model, opt, val_tokens):
     total = 0.0
@@ -219,6 +237,18 @@ def evaluate(model, opt, val_tokens):
         total += score_chunk(model, part)
         adapt(model, opt, part, epochs=3)
     return total
+''',
+    "single_stream_step_per_call": '''
+def ttt_step(model, opt, chunk):
+    with torch.no_grad():
+        nll = model(chunk[:-1], chunk[1:]).sum()
+    model(chunk[:-1], chunk[1:]).mean().backward()
+    opt.step()
+    return nll
+
+
+def evaluate(model, opt, val_tokens):
+    return sum(ttt_step(model, opt, c) for c in val_tokens.split(32768))
 ''',
     "per_document_lora": '''
 def evaluate(model, opt, val_tokens):
