@@ -813,16 +813,27 @@ class Structure:
         return None
 
     def restored_after(self, node: ast.AST) -> int:
-        """Line of a load_state_dict() after the statement holding node (its effect thrown away), or 0."""
+        """Line where the update's effect is thrown away, or 0: a load_state_dict() after the statement holding node,
+        or a `del` of the object whose .parameters() the optimiser stepped (a throwaway adapter, as in a compile
+        warm-up)."""
         top = self.ancestors(node)[-1]
         body = self.scope.node.body
         if top not in body:
             return 0
-        for stmt in body[body.index(top) + 1:]:
-            for n in ast.walk(stmt):
-                if isinstance(n, ast.Call) and called_name(n) == "load_state_dict":
-                    return n.lineno
-        return 0
+        later = [n for stmt in body[body.index(top):] for n in ast.walk(stmt) if getattr(n, "lineno", 0) > node.lineno]
+        reload = [n.lineno for n in later if isinstance(n, ast.Call) and called_name(n) == "load_state_dict"]
+        if reload:
+            return reload[0]
+        nodes = own_nodes(self.scope.node)
+        stepped = {n.func.value.id for n in nodes if isinstance(n, ast.Call) and called_name(n) == "step"
+                   and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)}
+        owners = {p.func.value.id for n in nodes if isinstance(n, ast.Assign) and len(n.targets) == 1
+                  and isinstance(n.targets[0], ast.Name) and n.targets[0].id in stepped
+                  for p in ast.walk(n.value) if isinstance(p, ast.Call) and called_name(p) == "parameters"
+                  and isinstance(p.func, ast.Attribute) and isinstance(p.func.value, ast.Name)}
+        dels = [n.lineno for n in later if isinstance(n, ast.Delete)
+                and any(isinstance(t, ast.Name) and t.id in owners for t in n.targets)]
+        return dels[0] if dels else 0
 
 
 def sink_operand(node: ast.AST, up: Update) -> ast.AST:
@@ -937,8 +948,8 @@ def findings_of(an: Analysis) -> tuple[list[Finding], list[Finding]]:
                                             else 0)
             guard = up.guard or st.off_by_default(node)
             verdict = "WARN" if restored or guard else "FAIL"
-            tail = (f"; state reloaded at line {restored} (effect may not persist: check it is a throwaway)"
-                    if restored else "") + (f"; {guard}: a FAIL if the run turns it on" if guard else "")
+            tail = (f"; its state is reloaded or deleted at line {restored} (effect may not persist: check it is a "
+                    f"throwaway)" if restored else "") + (f"; {guard}: a FAIL if the run turns it on" if guard else "")
             if how == "before" or up.scored_after:
                 line, loop_line = (line, loop.lineno) if how == "before" else up.scored_after
                 msg = (f"{up.kind} on val data, {up.where()}, comes before the same data is scored (line {line}) "

@@ -327,14 +327,32 @@ def test_a_failing_update_names_its_taint_path(tmp_path):
     assert any(step.startswith("loss <- line") for step in finding["taint_path"]), finding["taint_path"]
 
 
-def test_a_warm_up_whose_state_is_reloaded_warns(tmp_path):
-    body = ILLEGAL["compile_warmup_on_val"][1].replace(
+THROWAWAY_WARMUP = '''
+def evaluate(model, opt, val_tokens):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for ctx_len in (48, 2048):  # compile warm-up of the TTT step on val tokens, with a throwaway adapter
+        wl = LoRA(model, rank=8)
+        wo = torch.optim.AdamW(wl.parameters(), lr=1e-4)
+        xw = val_tokens[:ctx_len]
+        model(xw[:-1], xw[1:], lora=wl).mean().backward()  # <- here
+        wo.step()
+        del wl, wo
+    with torch.no_grad():
+        return model(val_tokens[:-1], val_tokens[1:]).mean()
+'''
+
+
+@pytest.mark.parametrize("how", ["reloaded", "deleted"])
+def test_a_warm_up_whose_state_is_thrown_away_warns(tmp_path, how):
+    body = THROWAWAY_WARMUP if how == "deleted" else ILLEGAL["compile_warmup_on_val"][1].replace(
         "    compiled = torch.compile(model)\n",
         "    compiled = torch.compile(model)\n    initial = copy.deepcopy(model.state_dict())\n").replace(
         "    with torch.no_grad():\n", "    model.load_state_dict(initial)\n    with torch.no_grad():\n")
-    path, line = write(tmp_path, "warmup_restored", body)
+    path, line = write(tmp_path, "warmup_" + how, body)
     result = verdicts(audit_file(path))["val_update"]
     assert result["verdict"] == "WARN" and result["findings"][0]["line"] == line, result
+    assert "reloaded or deleted at line" in result["findings"][0]["message"]
 
 
 @pytest.mark.parametrize("name", LEGAL)
