@@ -331,7 +331,6 @@ class Scope:
     node: ast.AST
     params: list[str]
     parent: "Scope | None"
-    is_method: bool = False
     direct_callers: int = 0
     val_params: set = field(default_factory=set)  # indices of parameters some call site passes val data to
     env: dict = field(default_factory=dict)  # name or dotted path -> labels
@@ -353,14 +352,13 @@ class Analysis:
         self.scopes.append(module)
         self._collect(self.tree, module, in_class=False)
         self.module = module
-        self.scope_of_node = {s.node: s for s in self.scopes}
         self.summaries: dict[int, Summary] = {id(s): Summary() for s in self.scopes}
         self.net_aliases = network_aliases(self.tree)
 
     def _collect(self, node: ast.AST, scope: Scope, in_class: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, DEFS):
-                s = Scope(child.name, child, param_names(child), scope, is_method=in_class)
+                s = Scope(child.name, child, param_names(child), scope)
                 self.scopes.append(s)
                 (self.methods if in_class else self.by_name).setdefault(child.name, []).append(s)
                 self._collect(child, s, in_class=False)
@@ -374,16 +372,11 @@ class Analysis:
         """Local functions a call may reach, each with the offset of argument 0 among its parameters."""
         f = call.func
         if isinstance(f, ast.Name):
-            if f.id in self.methods and f.id[:1].isupper():
-                return []
             return [(s, 0) for s in self.by_name.get(f.id, [])]
-        if isinstance(f, ast.Attribute):
+        if isinstance(f, ast.Attribute):  # obj.meth(...): the one class method by that name, self as argument 0
             cands = self.methods.get(f.attr, [])
             if len(cands) == 1 and not f.attr.startswith("__"):
                 return [(cands[0], 1)]
-            if not cands and isinstance(f.value, ast.Name):
-                return [(s, 0) for s in self.by_name.get(f.attr, []) if s.parent is self.module][:1] \
-                    if f.value.id in ("self",) else []
         return []
 
     def arg_for_param(self, call: ast.Call, callee: Scope, offset: int, i: int) -> ast.AST | None:
@@ -621,15 +614,20 @@ class Structure:
         self.an, self.scope = an, scope
 
     def scoring_labels(self, stmt: ast.AST) -> list[tuple[int, frozenset]]:
-        """(line, data labels) of every scoring region inside stmt (no_grad blocks, scoring calls)."""
+        """(line, data labels) of every scoring region inside stmt: a no_grad/inference_mode block that calls
+        something on the data (a forward, a loss) or accumulates it, or a call to a function that scores its
+        argument."""
         out = []
-        nodes = [stmt] + list(own_nodes([stmt]))
-        for node in nodes:
+        for node in own_nodes([stmt]):
             if isinstance(node, (ast.With, ast.AsyncWith)) and any(is_no_grad(i.context_expr) for i in node.items):
                 labs = frozenset()
                 for n in own_nodes(node.body):
-                    if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(getattr(n, "ctx", None), ast.Load):
-                        labs |= self.an.data(n, self.scope)
+                    if isinstance(n, ast.Call):  # its arguments and, for a method, its receiver
+                        for a in list(n.args) + [k.value for k in n.keywords] + (
+                                [n.func.value] if isinstance(n.func, ast.Attribute) else []):
+                            labs |= self.an.data(a, self.scope)
+                    elif isinstance(n, ast.AugAssign):  # loss_sum += nll
+                        labs |= self.an.data(n.value, self.scope)
                 if labs:
                     out.append((node.lineno, labs))
             elif isinstance(node, ast.Call):
@@ -1178,13 +1176,15 @@ def audit_file(path: Path) -> dict:
             legal += l
     finally:
         _OWN_NODES.clear()
+    names = {u.origin: "" if i == 0 else f"decoded_{i}.py " for i, u in enumerate(units)}
     checks = []
     for key, title in CHECKS:
         mine = sorted((f for f in findings if f.check == key), key=lambda f: (-RANK[f.verdict], f.line))
         verdict = max((f.verdict for f in mine), key=RANK.get, default="PASS")
         mine_legal = [f for f in legal if f.check == key]
-        detail = "; ".join(f"line {f.line}: {f.message}" for f in mine[:3]) or (
-            f"{len(mine_legal)} update(s) on val data, all inside score-first loops" if mine_legal else "none found")
+        detail = "; ".join(f"{names[f.unit]}line {f.line}: {f.message}" for f in mine[:3]) or (
+            f"{len(mine_legal)} update(s) on val data, each after a score of the same data" if mine_legal
+            else "none found")
         checks.append(dict(check=key, name=title, verdict=verdict, evidence="static", detail=detail,
                            findings=[f.as_dict() for f in mine], recognised=[f.as_dict() for f in mine_legal]))
     return dict(file=str(path), units=[u.origin for u in units], checks=checks,
@@ -1194,8 +1194,8 @@ def audit_file(path: Path) -> dict:
 def report_lines(report: dict) -> list[str]:
     """The checklist as the user-run checks print it: one line per check, then the recognised legal structures."""
     units = report["units"]
-    lines = [f"audit --static {report['file']}: read with ast, never run"
-             + (f"; audited the decoded source: {'; '.join(units[1:])}" if len(units) > 1 else "")]
+    lines = [f"audit --static {report['file']}: read with ast, never run"]
+    lines += [f"      decoded_{i}.py (audited; write it out with --unpack): {u}" for i, u in enumerate(units[1:], 1)]
     width = max(len(c["name"]) for c in report["checks"])
     lines += [f"{c['verdict']}  {c['name']:<{width}}  {c['detail']}" for c in report["checks"]]
     lines += [f"      score-first recognised, line {f['line']}: {f['message']}" for f in report["score_first"]]

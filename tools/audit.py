@@ -1,7 +1,7 @@
 """Legality and coverage checks of a training file on the smoke data: a PASS/FAIL checklist.
 
     python tools/audit.py [train_gpt.py] [--quick] [--data DIR] [--tokenizer PATH] [--keep DIR]
-    python tools/audit.py FILE --static [--json]   # any train_gpt.py, a self-extracting shim too: never run
+    python tools/audit.py FILE --static [--json] [--unpack DIR]   # any train_gpt.py, a shim too: never run
 
 --static reads the file (and the source a shim decodes) with ast only: golf.static_audit's checklist (val data
 reaching updates outside score-first, epochs over val, best-of scores, target-keyed tables, unnormalised
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
-from golf.static_audit import AuditInputError, audit_file, report_lines  # noqa: E402
+from golf.static_audit import AuditInputError, audit_file, report_lines, unpacked_sources  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
 
 COVERAGE = re.compile(r"val_tokens:(\d+) val_bytes:(\d+)")
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", help="work in this (new) directory and keep the runs' logs and dumps")
     ap.add_argument("--static", action="store_true", help="static checks only; any file, never run")
     ap.add_argument("--json", action="store_true", help="with --static: the report as JSON")
+    ap.add_argument("--unpack", metavar="DIR", help="with --static: write the source a shim decodes here "
+                                                    "(decoded_1.py, ...: the lines the report cites)")
     args = ap.parse_args(argv)
     train_file = Path(args.train_file).resolve()
     if not train_file.is_file():
@@ -169,6 +171,11 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(json.dumps(report, indent=1) if args.json else "\n".join(report_lines(report)))
+        if args.unpack:
+            Path(args.unpack).mkdir(parents=True, exist_ok=True)
+            for i, (origin, text) in enumerate(unpacked_sources(train_file)[1:], start=1):
+                (Path(args.unpack) / f"decoded_{i}.py").write_text(text, encoding="utf-8")
+                print(f"wrote {Path(args.unpack) / f'decoded_{i}.py'}: {origin}", file=sys.stderr)
         return 1 if any(c["verdict"] == "FAIL" for c in report["checks"]) else 0
     try:
         if args.data is None and args.tokenizer is None:
