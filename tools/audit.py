@@ -1,11 +1,14 @@
 """Legality and coverage checks of a training file on the smoke data: a PASS/FAIL checklist.
 
     python tools/audit.py [train_gpt.py] [--quick] [--data DIR] [--tokenizer PATH] [--keep DIR]
+    python tools/audit.py FILE --static [--json] [--unpack DIR]   # any train_gpt.py, a shim too: never run
+
+--static reads the file (and the source a shim decodes) with ast only: golf.static_audit's checklist (val data
+reaching updates outside score-first, epochs over val, best-of scores, target-keyed tables, unnormalised
+mixtures, train data or network on the eval path). Without --static, those checks come first, then:
 
 The file (packed, or one that imports golf) is only run as a subprocess and read with `ast`:
-  1. static: no val data reaches a training step or .backward() outside TTT functions (names with
-     "ttt"; their legality is check 3's job); no loop over val/chunks nested in an epoch loop; no
-     min/argmin over val scores. These are heuristics over names: they catch the known patterns.
+  1. static (evidence: the source): golf.static_audit, as with --static.
   2. two runs (PRESET=smoke, fixed ITERATIONS, no wallclock stop so both train identically), one on
      the val split as is, one with val token t swapped for another id (temp data dirs that share
      the train shards); each run dumps the per-target NLL of the eval it reports (DUMP_VAL_LOSSES).
@@ -19,7 +22,7 @@ Exit 0 all PASS, 1 any FAIL, 2 bad input (missing file, data or tokenizer).
 """
 
 import argparse
-import ast
+import json
 import os
 import re
 import subprocess
@@ -35,96 +38,12 @@ sys.path.insert(0, str(ROOT))
 from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
+from golf.static_audit import AuditInputError, audit_file, report_lines, unpacked_sources  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
 
-VAL_NAME = re.compile(r"(^|_)val($|_)", re.IGNORECASE)
 COVERAGE = re.compile(r"val_tokens:(\d+) val_bytes:(\d+)")
 QUICK = dict(ITERATIONS="3", TRAIN_BATCH_TOKENS="2048", VAL_MAX_TOKENS="8192")
 FULL = dict(ITERATIONS="50", VAL_MAX_TOKENS="0")
-
-
-# ---------------------------------------------------------------- static checks
-def called_name(call: ast.Call) -> str:
-    f = call.func
-    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-
-
-def val_tainted(func: ast.AST) -> set[str]:
-    """Names in func that hold val data: named like val, or assigned/looped from something that is."""
-    tainted = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and VAL_NAME.search(n.id)}
-    tainted |= {a.arg for a in ast.walk(func) if isinstance(a, ast.arg) and VAL_NAME.search(a.arg)}
-    while True:
-        before = len(tainted)
-        for node in ast.walk(func):
-            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For)):
-                source = node.iter if isinstance(node, ast.For) else node.value
-                targets = [node.target] if not isinstance(node, ast.Assign) else node.targets
-                if source is not None and mentions_val(source, tainted):
-                    tainted |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-        if len(tainted) == before:
-            return tainted
-
-
-def mentions_val(node: ast.AST, tainted: set[str]) -> bool:
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and n.id in tainted:
-            return True
-        if isinstance(n, ast.Call) and VAL_NAME.search(called_name(n)):
-            return True
-        if isinstance(n, ast.Constant) and n.value == "val":
-            return True
-    return False
-
-
-def functions(tree: ast.Module) -> list[ast.AST]:
-    """Each function (with its nested ones), and the module's own top-level statements: one scope each."""
-    defs = (ast.FunctionDef, ast.AsyncFunctionDef)
-    top = ast.Module(body=[s for s in tree.body if not isinstance(s, defs + (ast.ClassDef,))], type_ignores=[])
-    return [n for n in ast.walk(tree) if isinstance(n, defs)] + [top]
-
-
-def val_in_training(tree: ast.AST) -> list[str]:
-    """Calls that train on val data: x.backward() / opt.step() / train*(...) mentioning val-tainted names."""
-    found = []
-    for func in functions(tree):
-        if "ttt" in getattr(func, "name", "").lower():
-            continue
-        tainted = val_tainted(func)
-        for call in (n for n in ast.walk(func) if isinstance(n, ast.Call)):
-            name = called_name(call)
-            receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
-            if name == "backward" and receiver is not None and mentions_val(receiver, tainted):
-                found.append(f"line {call.lineno}: backward() on val data")
-            elif ("train" in name.lower() or name == "step") and any(mentions_val(a, tainted) for a in call.args):
-                found.append(f"line {call.lineno}: {name}() given val data")
-    return found
-
-
-def epochs_over_val(tree: ast.AST) -> list[str]:
-    """An epoch loop with a loop over val data or chunks inside it: several passes over val."""
-    found = []
-    for outer in (n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While))):
-        head = ast.unparse(outer.target if isinstance(outer, ast.For) else outer.test)
-        if isinstance(outer, ast.For):
-            head += " " + ast.unparse(outer.iter)
-        if "epoch" not in head.lower():
-            continue
-        for inner in (n for n in ast.walk(outer) if isinstance(n, ast.For) and n is not outer):
-            text = ast.unparse(inner.iter)
-            if "chunk" in text.lower() or any(VAL_NAME.search(w) for w in re.findall(r"\w+", text)):
-                found.append(f"line {inner.lineno}: loop over {text!r} inside epoch loop at line {outer.lineno}")
-    return found
-
-
-def best_of_scores(tree: ast.AST) -> list[str]:
-    """min()/argmin over val scores: choosing the best of several scored passes."""
-    found = []
-    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
-        if called_name(call) in ("min", "argmin", "nanmin", "nanargmin"):
-            text = ast.unparse(call)
-            if re.search(r"bpb|val_loss|score", text, re.IGNORECASE):
-                found.append(f"line {call.lineno}: {text[:80]}")
-    return found
 
 
 # ---------------------------------------------------------------- the two runs
@@ -175,13 +94,8 @@ def claimed_loss(log: str) -> float | None:
 
 # ---------------------------------------------------------------- checklist
 def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) -> list[tuple[str, bool, str]]:
-    results = []
-    tree = ast.parse(train_file.read_text(encoding="utf-8"), filename=str(train_file))
-    for name, check in (("static: no val data in training steps", val_in_training),
-                        ("static: no epoch loop over val", epochs_over_val),
-                        ("static: no min over scored passes", best_of_scores)):
-        found = check(tree)
-        results.append((name, not found, "; ".join(found[:3]) or "none found"))
+    results = [(c["name"], c["verdict"] != "FAIL", c["verdict"] + ": " + c["detail"] if c["verdict"] == "WARN"
+                else c["detail"]) for c in audit_file(train_file)["checks"]]  # WARN is no FAIL: it says so
 
     settings = QUICK if quick else FULL
     sp = load_tokenizer(tokenizer)
@@ -241,11 +155,28 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="shard dir (default: the sample, built if missing)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer model (default: the sample's)")
     ap.add_argument("--keep", help="work in this (new) directory and keep the runs' logs and dumps")
+    ap.add_argument("--static", action="store_true", help="static checks only; any file, never run")
+    ap.add_argument("--json", action="store_true", help="with --static: the report as JSON")
+    ap.add_argument("--unpack", metavar="DIR", help="with --static: write the source a shim decodes here "
+                                                    "(decoded_1.py, ...: the lines the report cites)")
     args = ap.parse_args(argv)
     train_file = Path(args.train_file).resolve()
     if not train_file.is_file():
         print(f"error: {args.train_file}: training file not found", file=sys.stderr)
         return 2
+    if args.static:
+        try:
+            report = audit_file(train_file)
+        except AuditInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(report, indent=1) if args.json else "\n".join(report_lines(report)))
+        if args.unpack:
+            Path(args.unpack).mkdir(parents=True, exist_ok=True)
+            for i, (origin, text) in enumerate(unpacked_sources(train_file)[1:], start=1):
+                (Path(args.unpack) / f"decoded_{i}.py").write_text(text, encoding="utf-8")
+                print(f"wrote {Path(args.unpack) / f'decoded_{i}.py'}: {origin}", file=sys.stderr)
+        return 1 if any(c["verdict"] == "FAIL" for c in report["checks"]) else 0
     try:
         if args.data is None and args.tokenizer is None:
             # The default is the bundled sample; from a fresh clone it is built first (idempotent, ~10 s).
@@ -260,7 +191,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
             work = Path(args.keep).resolve() if args.keep else Path(tmp)
             results = audit(train_file, args.data, args.tokenizer, args.quick, work)
-    except (GolfError, SyntaxError) as e:
+    except (GolfError, AuditInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     width = max(len(name) for name, _, _ in results)
