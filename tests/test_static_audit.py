@@ -447,10 +447,17 @@ def test_cli_static_json_and_exit_codes(tmp_path, capsys):
     assert "garbage.py: not valid Python (line 1" in capsys.readouterr().err
 
 
-def test_the_packed_default_recipe_passes_and_its_ttt_is_recognised():
-    report = audit_file(ROOT / "train_gpt.py")
+@pytest.mark.parametrize("form", ["readable", "self-extracting"])
+def test_the_packed_default_recipe_passes_and_its_ttt_is_recognised(tmp_path, form):
+    path = ROOT / "train_gpt.py"
+    if form == "self-extracting":  # the form `tools/pack.py --compress` ships
+        from pack import self_extracting
+        path = tmp_path / "train_gpt.py"
+        path.write_text(self_extracting((ROOT / "train_gpt.py").read_text()))
+    report = audit_file(path)
     assert all(c["verdict"] == "PASS" for c in report["checks"]), [c for c in report["checks"] if c["verdict"] != "PASS"]
     assert any("score_first_ttt()" in f["message"] for f in report["score_first"])
+    assert len(report["units"]) == (2 if form == "self-extracting" else 1)
 
 
 @pytest.mark.upstream
