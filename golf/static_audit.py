@@ -15,9 +15,13 @@ How val data is followed (a taint analysis over the AST, one summary per functio
             `load_state_dict`, `register_buffer`); a local function whose sink is reached by a parameter is a
             sink at each call site that passes val data to that parameter.
 Score-first: an update is legal when, in the body of a loop that encloses it, a statement before it scores the
-same data under `no_grad`/`inference_mode` (a `with` block, a decorated function, or a call to a function that
-does so). The update then only sees chunks already scored in that iteration or before. What is not checked:
-which chunk an index expression selects (an update on chunk i+1 inside the loop that scores chunk i passes).
+same data under `no_grad`/`inference_mode` (a `with` block that calls or accumulates on it, a decorated function,
+or a call to a function that does so); or when a function scores, then updates, and is called inside a loop (per
+chunk). The update then only sees chunks already scored in that iteration or before. Not checked: which chunk an
+index expression selects (an update on chunk i+1 inside the loop that scores chunk i passes).
+Verdicts: FAIL where the pattern reaches the score; WARN where its effect may not: the updated state is reloaded
+(`load_state_dict`) or the adapter it trained is deleted afterwards (a throwaway compile warm-up), or it sits under
+`if FLAG:` whose default, read from the source (`os.environ.get("X", "0")`), is off.
 """
 
 import ast
