@@ -62,8 +62,9 @@ NETWORK_CALLS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download
                  "load_dataset"}
 DECODERS = (("base85", base64.b85decode), ("base64", base64.b64decode), ("ascii85", base64.a85decode),
             ("raw", lambda b: b))
+RAW_LZMA2 = [{"id": lzma.FILTER_LZMA2}]  # what `lzma.compress(..., format=FORMAT_RAW)` shims use
 DECOMPRESSORS = (("lzma", lzma.decompress),
-                 ("lzma2-raw", lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])),
+                 ("lzma2-raw", lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=RAW_LZMA2)),
                  ("brotli", brotli.decompress), ("zlib", zlib.decompress),
                  ("gzip", gzip.decompress), ("bz2", bz2.decompress), ("deflate", lambda b: zlib.decompress(b, -15)))
 
@@ -1001,9 +1002,7 @@ def target_keys(an: Analysis) -> list[Finding]:
             table = key = None
             if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
                 table, key = node.target.value, node.target.slice
-            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript) \
-                    and any(isinstance(n, ast.Subscript) and ast.dump(n) == ast.dump(node.targets[0])
-                            for n in ast.walk(node.value)):
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and is_counter_update(node):
                 table, key = node.targets[0].value, node.targets[0].slice
             elif isinstance(node, ast.Call) and called_name(node) in ("index_add_", "scatter_add_", "index_put_",
                                                                      "put_") and len(node.args) >= 2:
@@ -1031,6 +1030,13 @@ def target_keys(an: Analysis) -> list[Finding]:
             out.append(Finding("target_key", "FAIL" if reads else "WARN", an.unit.origin, node.lineno, msg,
                                an.taint_path(key, s)))
     return out
+
+
+def is_counter_update(node: ast.Assign) -> bool:
+    """t[k] = t[k] + 1 (the same subscript read on the right)."""
+    target = node.targets[0]
+    return isinstance(target, ast.Subscript) and any(
+        isinstance(n, ast.Subscript) and ast.dump(n) == ast.dump(target) for n in ast.walk(node.value))
 
 
 def mixtures(an: Analysis) -> list[Finding]:
