@@ -1186,6 +1186,7 @@ def audit_file(path: Path) -> dict:
             legal += l
     finally:
         _OWN_NODES.clear()
+    findings, legal = dedupe(findings), dedupe(legal)
     names = {u.origin: "" if i == 0 else f"decoded_{i}.py " for i, u in enumerate(units)}
     checks = []
     for key, title in CHECKS:
@@ -1199,6 +1200,20 @@ def audit_file(path: Path) -> dict:
                            findings=[f.as_dict() for f in mine], recognised=[f.as_dict() for f in mine_legal]))
     return dict(file=str(path), units=[u.origin for u in units], checks=checks,
                 score_first=[f.as_dict() for f in legal])
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per (check, source, line, verdict): a sink reached from several call sites is reported once."""
+    seen: dict[tuple, Finding] = {}
+    counts: dict[tuple, int] = {}
+    for f in findings:
+        key = (f.check, f.unit, f.line, f.verdict)
+        seen.setdefault(key, f)
+        counts[key] = counts.get(key, 0) + 1
+    for key, f in seen.items():
+        if counts[key] > 1:
+            f.message += f" (and {counts[key] - 1} more call site(s))"
+    return list(seen.values())
 
 
 def report_lines(report: dict) -> list[str]:
