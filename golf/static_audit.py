@@ -15,9 +15,13 @@ How val data is followed (a taint analysis over the AST, one summary per functio
             `load_state_dict`, `register_buffer`); a local function whose sink is reached by a parameter is a
             sink at each call site that passes val data to that parameter.
 Score-first: an update is legal when, in the body of a loop that encloses it, a statement before it scores the
-same data under `no_grad`/`inference_mode` (a `with` block, a decorated function, or a call to a function that
-does so). The update then only sees chunks already scored in that iteration or before. What is not checked:
-which chunk an index expression selects (an update on chunk i+1 inside the loop that scores chunk i passes).
+same data under `no_grad`/`inference_mode` (a `with` block that calls or accumulates on it, a decorated function,
+or a call to a function that does so); or when a function scores, then updates, and is called inside a loop (per
+chunk). The update then only sees chunks already scored in that iteration or before. Not checked: which chunk an
+index expression selects (an update on chunk i+1 inside the loop that scores chunk i passes).
+Verdicts: FAIL where the pattern reaches the score; WARN where its effect may not: the updated state is reloaded
+(`load_state_dict`) or the adapter it trained is deleted afterwards (a throwaway compile warm-up), or it sits under
+`if FLAG:` whose default, read from the source (`os.environ.get("X", "0")`), is off.
 """
 
 import ast
@@ -58,8 +62,9 @@ NETWORK_CALLS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download
                  "load_dataset"}
 DECODERS = (("base85", base64.b85decode), ("base64", base64.b64decode), ("ascii85", base64.a85decode),
             ("raw", lambda b: b))
+RAW_LZMA2 = [{"id": lzma.FILTER_LZMA2}]  # what `lzma.compress(..., format=FORMAT_RAW)` shims use
 DECOMPRESSORS = (("lzma", lzma.decompress),
-                 ("lzma2-raw", lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])),
+                 ("lzma2-raw", lambda b: lzma.decompress(b, format=lzma.FORMAT_RAW, filters=RAW_LZMA2)),
                  ("brotli", brotli.decompress), ("zlib", zlib.decompress),
                  ("gzip", gzip.decompress), ("bz2", bz2.decompress), ("deflate", lambda b: zlib.decompress(b, -15)))
 
@@ -997,9 +1002,7 @@ def target_keys(an: Analysis) -> list[Finding]:
             table = key = None
             if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Subscript):
                 table, key = node.target.value, node.target.slice
-            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript) \
-                    and any(isinstance(n, ast.Subscript) and ast.dump(n) == ast.dump(node.targets[0])
-                            for n in ast.walk(node.value)):
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and is_counter_update(node):
                 table, key = node.targets[0].value, node.targets[0].slice
             elif isinstance(node, ast.Call) and called_name(node) in ("index_add_", "scatter_add_", "index_put_",
                                                                      "put_") and len(node.args) >= 2:
@@ -1027,6 +1030,13 @@ def target_keys(an: Analysis) -> list[Finding]:
             out.append(Finding("target_key", "FAIL" if reads else "WARN", an.unit.origin, node.lineno, msg,
                                an.taint_path(key, s)))
     return out
+
+
+def is_counter_update(node: ast.Assign) -> bool:
+    """t[k] = t[k] + 1 (the same subscript read on the right)."""
+    target = node.targets[0]
+    return isinstance(target, ast.Subscript) and any(
+        isinstance(n, ast.Subscript) and ast.dump(n) == ast.dump(target) for n in ast.walk(node.value))
 
 
 def mixtures(an: Analysis) -> list[Finding]:
@@ -1176,6 +1186,7 @@ def audit_file(path: Path) -> dict:
             legal += l
     finally:
         _OWN_NODES.clear()
+    findings, legal = dedupe(findings), dedupe(legal)
     names = {u.origin: "" if i == 0 else f"decoded_{i}.py " for i, u in enumerate(units)}
     checks = []
     for key, title in CHECKS:
@@ -1189,6 +1200,20 @@ def audit_file(path: Path) -> dict:
                            findings=[f.as_dict() for f in mine], recognised=[f.as_dict() for f in mine_legal]))
     return dict(file=str(path), units=[u.origin for u in units], checks=checks,
                 score_first=[f.as_dict() for f in legal])
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per (check, source, line, verdict): a sink reached from several call sites is reported once."""
+    seen: dict[tuple, Finding] = {}
+    counts: dict[tuple, int] = {}
+    for f in findings:
+        key = (f.check, f.unit, f.line, f.verdict)
+        seen.setdefault(key, f)
+        counts[key] = counts.get(key, 0) + 1
+    for key, f in seen.items():
+        if counts[key] > 1:
+            f.message += f" (and {counts[key] - 1} more call site(s))"
+    return list(seen.values())
 
 
 def report_lines(report: dict) -> list[str]:

@@ -326,6 +326,10 @@ def write(tmp_path: Path, name: str, body: str) -> tuple[Path, int]:
     return path, lines[0] if lines else 0
 
 
+def not_passing(report: dict) -> list[dict]:
+    return [c for c in report["checks"] if c["verdict"] != "PASS"]
+
+
 def verdicts(report: dict) -> dict:
     return {c["check"]: c for c in report["checks"]}
 
@@ -381,7 +385,7 @@ def test_a_warm_up_whose_state_is_thrown_away_warns(tmp_path, how):
 def test_each_legal_score_first_style_passes(tmp_path, name):
     path, _ = write(tmp_path, name, LEGAL[name])
     report = audit_file(path)
-    assert all(c["verdict"] == "PASS" for c in report["checks"]), [c for c in report["checks"] if c["verdict"] != "PASS"]
+    assert not not_passing(report), not_passing(report)
     assert report["score_first"], "the score-first structure should be recognised and reported"
 
 
@@ -447,10 +451,17 @@ def test_cli_static_json_and_exit_codes(tmp_path, capsys):
     assert "garbage.py: not valid Python (line 1" in capsys.readouterr().err
 
 
-def test_the_packed_default_recipe_passes_and_its_ttt_is_recognised():
-    report = audit_file(ROOT / "train_gpt.py")
-    assert all(c["verdict"] == "PASS" for c in report["checks"]), [c for c in report["checks"] if c["verdict"] != "PASS"]
+@pytest.mark.parametrize("form", ["readable", "self-extracting"])
+def test_the_packed_default_recipe_passes_and_its_ttt_is_recognised(tmp_path, form):
+    path = ROOT / "train_gpt.py"
+    if form == "self-extracting":  # the form `tools/pack.py --compress` ships
+        from pack import self_extracting
+        path = tmp_path / "train_gpt.py"
+        path.write_text(self_extracting((ROOT / "train_gpt.py").read_text()))
+    report = audit_file(path)
+    assert not not_passing(report), not_passing(report)
     assert any("score_first_ttt()" in f["message"] for f in report["score_first"])
+    assert len(report["units"]) == (2 if form == "self-extracting" else 1)
 
 
 @pytest.mark.upstream
@@ -476,7 +487,8 @@ def test_an_illegal_branch_behind_a_flag_off_by_default_warns(tmp_path, default,
     body = ILLEGAL["adapt_before_score"][1].replace(
         "        model(chunk[:-1], chunk[1:]).mean().backward()  # <- here\n",
         "        if use_slot:\n            model(chunk[:-1], chunk[1:]).mean().backward()  # <- here\n").replace(
-        "    total = 0.0\n", f"    total = 0.0\n    use_slot = bool(int(os.environ.get('SLOT_ENABLED', '{default}')))\n")
+        "    total = 0.0\n",
+        f"    total = 0.0\n    use_slot = bool(int(os.environ.get('SLOT_ENABLED', '{default}')))\n")
     path, line = write(tmp_path, "slot", body)
     result = verdicts(audit_file(path))["val_update"]
     assert result["verdict"] == verdict and result["findings"][0]["line"] == line, result
