@@ -28,8 +28,9 @@ THE CLAIMED SCORE (the one place this order is written down; RunSummary.claimed 
   3. Within a kind, a quantised eval over one labelled `diagnostic`.
   4. Then `*_exact` (more digits) over its rounded twin.
   5. Then the later line.
-A line that repeats an earlier score's exact val_loss and val_bpb under another label is a re-log of it and
-keeps that score's kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`).
+A round-trip-named line that repeats an earlier sliding or TTT score's exact val_loss and val_bpb is a re-log
+of it and keeps that kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`);
+a round trip equal to the pre-quant score stays a round trip.
 A log with none of these has no claimed score (the run did not finish).
 """
 
@@ -305,9 +306,9 @@ def read_line(summary: RunSummary, line: str) -> None:
         summary.finals.append((prefix, vals["val_bpb"]))
         eval_ms = summary.seconds(f"{prefix}.eval_time") if "eval_time" in vals else None
         kind = eval_kind(prefix)
-        for earlier in summary.scores:  # a re-log of an earlier score under another name keeps that score's kind
-            if (earlier["val_loss"], earlier["val_bpb"]) == (vals.get("val_loss"), vals["val_bpb"]) and \
-                    earlier["kind"] != kind and "val_loss" in vals:
+        for earlier in summary.scores:  # a round-trip-named re-log of an earlier sliding / TTT score keeps its kind
+            if kind == ROUNDTRIP and earlier["kind"] in (SLIDING, TTT) and "val_loss" in vals and \
+                    (earlier["val_loss"], earlier["val_bpb"]) == (vals["val_loss"], vals["val_bpb"]):
                 kind = earlier["kind"]
         summary.scores.append(dict(label=prefix, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"],
                                    eval_ms=None if eval_ms is None else eval_ms * 1000, kind=kind))

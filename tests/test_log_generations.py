@@ -191,3 +191,10 @@ def test_compare_json_fields(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| claimed BPB | 1.05989 |" in table and "| claimed by | quantized_ttt_phased |" in table
     assert "| steps | 4,945 |" in table and "| total bytes | 15,897,259 |" in table
+
+
+def test_a_round_trip_equal_to_prequant_stays_a_round_trip(tmp_path):
+    s = write(tmp_path, "ours.txt", ["step:4/4 train_loss:5.8 train_time:10ms step_avg:2.50ms",
+                                     "prequant val_loss:6.37350635 val_bpb:3.04431924",
+                                     "final_roundtrip val_loss:6.37350635 val_bpb:3.04431924"])
+    assert s.final_roundtrip() == (6.37350635, 3.04431924) and s.claimed_label() == "final_roundtrip"
