@@ -68,7 +68,7 @@ SEED_LINE = re.compile(r"^seed:(\d+)$|\bseed=(\d+)\b")  # 'seed: 42' alone (hype
 # Keys whose value is a result: a malformed value of one of these is reported, never skipped silently.
 RESULT_KEY = re.compile(r"(?:train_loss|val_loss|val_bpb|train_time|step_avg|eval_time|\w*_bytes)$")
 TOKEN_KV = re.compile(r"(\w+):(\S*)")
-FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z]+")  # a number, or a word like 'enabled'
+FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z][\w:]*")  # a number, or words like enabled, byte_sidecar:enabled
 TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 # Eval kinds in claim order (see the module doc); PREQUANT and OTHER are never claimed.
