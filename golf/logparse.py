@@ -68,7 +68,8 @@ SEED_LINE = re.compile(r"^seed:(\d+)$|\bseed=(\d+)\b")  # 'seed: 42' alone (hype
 # Keys whose value is a result: a malformed value of one of these is reported, never skipped silently.
 RESULT_KEY = re.compile(r"(?:train_loss|val_loss|val_bpb|train_time|step_avg|eval_time|\w*_bytes)$")
 TOKEN_KV = re.compile(r"(\w+):(\S*)")
-FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z][\w:]*")  # a number, or words like enabled, byte_sidecar:enabled
+# A number, or words like 'enabled', 'byte_sidecar:enabled'.
+FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z][\w:]*")
 TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 # Eval kinds in claim order (see the module doc); PREQUANT and OTHER are never claimed.
@@ -91,9 +92,9 @@ def eval_kind(label: str) -> int:
     return OTHER
 
 
-def claim_rank(label: str, index: int) -> tuple:
-    """Sort key of a scored line for the claim: rules 2-5 of the module doc."""
-    return eval_kind(label), "diagnostic" not in label.lower(), label.endswith("_exact"), index
+def claim_rank(kind: int, label: str, index: int) -> tuple:
+    """Sort key of a scored line (its eval kind, label, position) for the claim: rules 2-5 of the module doc."""
+    return kind, "diagnostic" not in label.lower(), label.endswith("_exact"), index
 
 
 @dataclass
@@ -137,7 +138,7 @@ class RunSummary:
 
     def best(self, kinds) -> dict | None:
         """The scored line that the claim order ranks first among those of `kinds`."""
-        found = [((s["kind"],) + claim_rank(s["label"], i)[1:], s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
+        found = [(claim_rank(s["kind"], s["label"], i), s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
         return max(found, key=lambda f: f[0])[1] if found else None
 
     def claimed(self) -> dict | None:
@@ -211,7 +212,8 @@ class RunSummary:
                 return self.seconds(key)
         parts, previous = [], None
         for s in self.scores:
-            twin = previous is not None and s["label"] == previous["label"] + "_exact" and previous["eval_ms"] is not None
+            twin = (previous is not None and s["label"] == previous["label"] + "_exact"
+                    and previous["eval_ms"] is not None)
             if s["eval_ms"] is not None and not twin and s["kind"] != PREQUANT \
                     and "diagnostic" not in s["label"].lower():
                 parts.append(s["eval_ms"])
