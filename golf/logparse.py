@@ -28,8 +28,9 @@ THE CLAIMED SCORE (the one place this order is written down; RunSummary.claimed 
   3. Within a kind, a quantised eval over one labelled `diagnostic`.
   4. Then `*_exact` (more digits) over its rounded twin.
   5. Then the later line.
-A line that repeats an earlier score's exact val_loss and val_bpb under another label is a re-log of it and
-keeps that score's kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`).
+A round-trip-named line that repeats an earlier sliding or TTT score's exact val_loss and val_bpb is a re-log
+of it and keeps that kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`);
+a round trip equal to the pre-quant score stays a round trip.
 A log with none of these has no claimed score (the run did not finish).
 """
 
@@ -67,7 +68,8 @@ SEED_LINE = re.compile(r"^seed:(\d+)$|\bseed=(\d+)\b")  # 'seed: 42' alone (hype
 # Keys whose value is a result: a malformed value of one of these is reported, never skipped silently.
 RESULT_KEY = re.compile(r"(?:train_loss|val_loss|val_bpb|train_time|step_avg|eval_time|\w*_bytes)$")
 TOKEN_KV = re.compile(r"(\w+):(\S*)")
-FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z]+")  # a number, or a word like 'enabled'
+# A number, or words like 'enabled', 'byte_sidecar:enabled'.
+FULL_VALUE = re.compile(rf"(?:{NUMBER})(?:ms|s|m|x)?\)?|[A-Za-z][\w:]*")
 TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 # Eval kinds in claim order (see the module doc); PREQUANT and OTHER are never claimed.
@@ -90,9 +92,9 @@ def eval_kind(label: str) -> int:
     return OTHER
 
 
-def claim_rank(label: str, index: int) -> tuple:
-    """Sort key of a scored line for the claim: rules 2-5 of the module doc."""
-    return eval_kind(label), "diagnostic" not in label.lower(), label.endswith("_exact"), index
+def claim_rank(kind: int, label: str, index: int) -> tuple:
+    """Sort key of a scored line (its eval kind, label, position) for the claim: rules 2-5 of the module doc."""
+    return kind, "diagnostic" not in label.lower(), label.endswith("_exact"), index
 
 
 @dataclass
@@ -136,7 +138,7 @@ class RunSummary:
 
     def best(self, kinds) -> dict | None:
         """The scored line that the claim order ranks first among those of `kinds`."""
-        found = [((s["kind"],) + claim_rank(s["label"], i)[1:], s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
+        found = [(claim_rank(s["kind"], s["label"], i), s) for i, s in enumerate(self.scores) if s["kind"] in kinds]
         return max(found, key=lambda f: f[0])[1] if found else None
 
     def claimed(self) -> dict | None:
@@ -210,7 +212,8 @@ class RunSummary:
                 return self.seconds(key)
         parts, previous = [], None
         for s in self.scores:
-            twin = previous is not None and s["label"] == previous["label"] + "_exact" and previous["eval_ms"] is not None
+            twin = (previous is not None and s["label"] == previous["label"] + "_exact"
+                    and previous["eval_ms"] is not None)
             if s["eval_ms"] is not None and not twin and s["kind"] != PREQUANT \
                     and "diagnostic" not in s["label"].lower():
                 parts.append(s["eval_ms"])
@@ -305,9 +308,9 @@ def read_line(summary: RunSummary, line: str) -> None:
         summary.finals.append((prefix, vals["val_bpb"]))
         eval_ms = summary.seconds(f"{prefix}.eval_time") if "eval_time" in vals else None
         kind = eval_kind(prefix)
-        for earlier in summary.scores:  # a re-log of an earlier score under another name keeps that score's kind
-            if (earlier["val_loss"], earlier["val_bpb"]) == (vals.get("val_loss"), vals["val_bpb"]) and \
-                    earlier["kind"] != kind and "val_loss" in vals:
+        for earlier in summary.scores:  # a round-trip-named re-log of an earlier sliding / TTT score keeps its kind
+            if kind == ROUNDTRIP and earlier["kind"] in (SLIDING, TTT) and "val_loss" in vals and \
+                    (earlier["val_loss"], earlier["val_bpb"]) == (vals["val_loss"], vals["val_bpb"]):
                 kind = earlier["kind"]
         summary.scores.append(dict(label=prefix, val_loss=vals.get("val_loss"), val_bpb=vals["val_bpb"],
                                    eval_ms=None if eval_ms is None else eval_ms * 1000, kind=kind))

@@ -80,7 +80,7 @@ def test_april_quantized_generation(tmp_path):
 PHASED = [
     "W0426 19:59:28.614000 762659 torch/distributed/run.py:803] *****************************************",
     "Hyperparameters:", "  adam_eps: 1e-08", "  artifact_dir: ", "  seed: 42", "  ttt_enabled: True",
-    "train_shards: 80", "model_params:35945671", "warmup_step: 1/20", "loop_warmup_step: 20/20",
+    "train_shards: 80", "val_bpb:byte_sidecar:enabled", "model_params:35945671", "warmup_step: 1/20", "loop_warmup_step: 20/20",
     "1/20000 train_loss: 9.0087 train_time: 0.0m tok/s: 1234567",
     "4000/20000 train_loss: 2.4321 train_time: 8.1m tok/s: 7654321 looping:True",
     "4000/20000 val_loss: 2.4000 val_bpb: 1.0960",
@@ -115,7 +115,7 @@ def test_phased_ttt_generation(tmp_path):
 
 
 def test_epoch_stamped_lines(tmp_path):
-    lines = [f"17761{i:05d}.{i:03d} {line}" for i, line in enumerate(PHASED[10:])]
+    lines = [f"17761{i:05d}.{i:03d} {line}" for i, line in enumerate(PHASED[11:])]
     s = write(tmp_path, "train0.txt", lines)
     assert s.claimed_label() == "quantized_ttt_phased" and s.claimed_score()[1] == 1.05989454
     assert [r["step"] for r in s.vals] == [4000, 4945] and s.get("total_bytes") == 15897259
@@ -168,7 +168,7 @@ def test_claim_order(tmp_path, lines, label):
 
 
 def test_no_claim_without_a_score_of_the_artifact(tmp_path):
-    s = write(tmp_path, "a.log", PHASED[:18])  # stopped after the pre-quant diagnostic
+    s = write(tmp_path, "a.log", PHASED[:19])  # stopped after the pre-quant diagnostic
     assert s.claimed() is None and s.claimed_score() is None and s.prequant_bpb() == 1.06395844
 
 
@@ -191,3 +191,10 @@ def test_compare_json_fields(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| claimed BPB | 1.05989 |" in table and "| claimed by | quantized_ttt_phased |" in table
     assert "| steps | 4,945 |" in table and "| total bytes | 15,897,259 |" in table
+
+
+def test_a_round_trip_equal_to_prequant_stays_a_round_trip(tmp_path):
+    s = write(tmp_path, "ours.txt", ["step:4/4 train_loss:5.8 train_time:10ms step_avg:2.50ms",
+                                     "prequant val_loss:6.37350635 val_bpb:3.04431924",
+                                     "final_roundtrip val_loss:6.37350635 val_bpb:3.04431924"])
+    assert s.final_roundtrip() == (6.37350635, 3.04431924) and s.claimed_label() == "final_roundtrip"

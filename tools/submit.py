@@ -24,7 +24,6 @@ of per-seed val_bpb): improvement in nats and a one-sided Welch t-test against t
 
 import argparse
 import datetime
-import glob
 import hashlib
 import json
 import math
