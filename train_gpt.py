@@ -136,6 +136,14 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
+    lqer_top_k: int = 3  # 0: off
+    lqer_rank: int = 4
+    lqer_a_bits: int = 2
+    lqer_b_bits: int = 4
+    lqer_group: int = 64
+    lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
     # Of the training 600 s, kept for GPTQ calibration + quantise + compress + write. Not yet measured on 8xH100:
     # brotli-11 took ~1 s per million int6 symbols on one CPU core here, so ~35 s for a 36M-param model.
     quant_reserve_seconds: float = 45.0
@@ -1708,7 +1716,7 @@ def hessian_cholesky(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
 
 
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
-LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
+LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
 
 
 @dataclass(frozen=True)
@@ -1751,11 +1759,16 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
         else:
             quantizer = pick(QUANTIZERS, spec.get("method", "rtn"), f"quant plan {name}: method")
             out[name] = quantizer(w, hessians.get(name), spec)
-    if lqer is not None and lqer.top_k > 0:
-        for name in lqer_targets(state, out, hessians, lqer.top_k):
-            h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
-            factors = lqer_factors(state[name], out[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
-            out[name] = dataclasses.replace(out[name], lqer=factors)
+    return add_lqer(state, out, hessians, lqer) if lqer is not None else out
+
+
+def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
+    """entries with LQER factors on lqer.top_k of their quantised matrices (a new dict; entries unchanged)."""
+    out = dict(entries)
+    for name in lqer_targets(state, entries, hessians, lqer.top_k) if lqer.top_k > 0 else []:
+        h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
+        factors = lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+        out[name] = dataclasses.replace(entries[name], lqer=factors)
     return out
 
 
@@ -2849,7 +2862,8 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))

@@ -104,6 +104,14 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
+    lqer_top_k: int = 3  # 0: off
+    lqer_rank: int = 4
+    lqer_a_bits: int = 2
+    lqer_b_bits: int = 4
+    lqer_group: int = 64
+    lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
     # Of the training 600 s, kept for GPTQ calibration + quantise + compress + write. Not yet measured on 8xH100:
     # brotli-11 took ~1 s per million int6 symbols on one CPU core here, so ~35 s for a 36M-param model.
     quant_reserve_seconds: float = 45.0
