@@ -136,6 +136,9 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
+    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
+    symbol_layout: str = "none"
     # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
     lqer_top_k: int = 3  # 0: off
@@ -2011,6 +2014,42 @@ def shuffle_inverse(packed, shape, itemsize, bits):
     return packed.reshape(itemsize, -1).T.ravel()
 
 
+def similarity_order(rows: numpy.ndarray) -> numpy.ndarray:
+    """(n, cols) int8 symbols -> a row order in which each row is followed by its nearest unvisited row in
+    L1 (greedy, from row 0; the record's "simsort", PR #1855): a context coder then sees similar rows in a
+    row. O(n^2 cols): seconds for a few thousand rows. Differences in int16, sums in int32 (exact)."""
+    n = rows.shape[0]
+    data = rows.astype(numpy.int16)
+    left = numpy.ones(n, dtype=bool)
+    order = numpy.empty(n, dtype=numpy.int64)
+    current = 0
+    for i in range(n):
+        order[i] = current
+        left[current] = False
+        candidates = numpy.flatnonzero(left)
+        if candidates.size == 0:
+            break
+        dist = numpy.abs(data[candidates] - data[current]).sum(axis=1, dtype=numpy.int32)
+        current = candidates[numpy.argmin(dist)]  # ties: the lowest index, so the order is deterministic
+    return order
+
+
+def identity_order(rows: numpy.ndarray) -> numpy.ndarray:
+    return numpy.arange(rows.shape[0], dtype=numpy.int64)
+
+
+# Row orders of a quantised tensor's symbols: name -> (rows (n, cols) -> permutation of n). The artifact
+# stores a non-identity order as the tensor's "perm" part, and un-permutes on load.
+ROW_ORDERS = {"none": identity_order, "simsort": similarity_order}
+
+
+def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
+    """A stored row order must be a permutation of 0..n-1: anything else would silently scramble rows."""
+    if perm.shape != (n,) or not numpy.array_equal(numpy.sort(perm), numpy.arange(n)):
+        raise GolfError(f"{what}: stored row order is not a permutation of {n} rows")
+    return perm
+
+
 TRANSFORMS = {
     "none": (identity_forward, identity_inverse),
     "bitpack": (bitpack_forward, bitpack_inverse),
@@ -2035,6 +2074,10 @@ DEFAULT_QUANT_TRANSFORM = "none"
 FLOAT_TRANSFORM = "shuffle"
 FLOAT_CODEC = "brotli"
 SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
+# transforms="auto" tries these symbol layouts per group (ROW_ORDER+TRANSFORM; golf/compress.py). With the
+# order-0 ANS codec every layout codes to the same bytes (a permutation keeps the histogram), so "none"
+# wins; context coders (brotli, zpaq) gain from transposition and the similarity sort.
+AUTO_LAYOUTS = ("none", "transpose", "simsort+none", "simsort+transpose")
 HEADER_CODEC = "brotli"
 
 DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -2110,7 +2153,11 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
         pick(CODECS, codec, f"codec of group {g}")
-    records, chunks = lay_out_tensors(entries, groups, per_group(transforms, groups_used, "transforms"))
+    layouts = per_group(transforms, groups_used, "transforms")
+    for layout in layouts.values():
+        if layout != "auto":
+            layout_of(layout)
+    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of))
     block_records, payload = compress_blocks(chunks, codec_of)
     try:
         header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
@@ -2122,7 +2169,40 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[str, str]) -> tuple[list, dict]:
+def layout_of(setting: str) -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+    order, _, transform = setting.rpartition("+")
+    pick(ROW_ORDERS, order or "none", "row order")
+    pick(TRANSFORMS, transform, "transform")
+    return order or "none", transform
+
+
+def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
+                   codec_of: dict[str, str]) -> dict[str, str]:
+    """Groups set to "auto" take the AUTO_LAYOUTS candidate whose q block (and row orders) compresses
+    smallest with the group's codec; ties keep the earlier (simpler) candidate."""
+    chosen = dict(layout_of_group)
+    for g in [g for g, layout in layout_of_group.items() if layout == "auto"]:
+        members = {n: e for n, e in entries.items() if groups[n] == g and isinstance(e, QuantTensor)}
+        sizes = {}
+        for layout in AUTO_LAYOUTS:
+            _, chunks = lay_out_tensors(members, groups, {g: layout})
+            sizes[layout] = sum(len(CODECS[codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC][0](b"".join(c)))
+                                for (_, part), c in chunks.items() if part in ("q", "perm"))
+        chosen[g] = min(AUTO_LAYOUTS, key=lambda layout: sizes[layout])
+    return chosen
+
+
+def ordered_symbols(entry: QuantTensor, order: str) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity)."""
+    rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
+    if order == "none":
+        return tensor_bytes(entry.q), None
+    perm = ROW_ORDERS[order](rows)
+    return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str]) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
     their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
     chunks: dict[tuple[str, str], list] = {}
@@ -2131,8 +2211,15 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[st
         group = groups[name]
         record = tensor_record(name, group, entry)
         record["parts"] = []
-        for part, data, itemsize, bits, shape in tensor_parts(entry):
-            transform = transform_of[group] if part in SYMBOL_PARTS else FLOAT_TRANSFORM
+        order, symbol_transform = layout_of(layout_of_group[group])
+        parts = tensor_parts(entry)
+        if isinstance(entry, QuantTensor) and order != "none":
+            data, perm = ordered_symbols(entry, order)
+            parts = [(p, data if p == "q" else d, i, b, s) for p, d, i, b, s in parts]
+            parts.append(("perm", perm, 4, None, (entry.q.shape[0],)))
+            record["row_order"] = order
+        for part, data, itemsize, bits, shape in parts:
+            transform = symbol_transform if part in SYMBOL_PARTS else FLOAT_TRANSFORM
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
             block = chunks.setdefault((group, part), [])
             record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
@@ -2234,6 +2321,11 @@ def decode_entry(record: dict, raws: dict):
         return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
     rows, cols = matrix_dims(shape)
     q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    if record.get("row_order", "none") != "none":
+        perm = part_array(raws, parts["perm"], (rows,), 4, None).view("<u4").astype(numpy.int64)
+        unordered = numpy.empty((rows, cols), dtype=numpy.uint8)
+        unordered[check_permutation(perm, rows, record["name"])] = q.reshape(rows, cols)
+        q = unordered.reshape(-1)
     scale = part_array(raws, parts["scale"], (rows,), 2, None)
     lqer = record.get("lqer")
     factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)
@@ -2866,7 +2958,7 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
-    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
+    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 
 

@@ -104,6 +104,9 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
+    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
+    symbol_layout: str = "none"
     # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
     lqer_top_k: int = 3  # 0: off

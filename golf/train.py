@@ -178,7 +178,7 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
-    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
+    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 
 

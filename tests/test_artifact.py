@@ -7,11 +7,13 @@ import random
 import struct
 
 import brotli
+import numpy
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import golf.artifact
 from golf.artifact import (ARTIFACT_VERSION, CHECKSUM_BYTES, FLOAT_CODEC, PREAMBLE, artifact_report, decode_artifact,
                            dequantize_entries, encode_artifact, read_artifact, read_header, write_artifact)
 from golf.compress import CODECS, TRANSFORMS
@@ -62,7 +64,9 @@ def assert_same(a, b):
 
 
 @settings(max_examples=12, deadline=None)
-@given(codec=st.sampled_from(sorted(CODECS)), transform=st.sampled_from(sorted(TRANSFORMS)), seed=st.integers(0, 99))
+@given(codec=st.sampled_from(sorted(CODECS)),
+       transform=st.sampled_from(sorted(TRANSFORMS) + ["simsort+none", "simsort+transpose", "auto"]),
+       seed=st.integers(0, 99))
 def test_round_trip_is_bit_exact_for_every_codec_and_transform(codec, transform, seed):
     entries, groups = sample_entries(seed)
     meta = {"config": {"model_dim": 512, "codec": codec}, "seed": seed}
@@ -96,7 +100,10 @@ def test_per_group_codecs_and_file_round_trip(tmp_path):
 
 def test_every_flipped_byte_and_every_truncation_is_detected():
     entries, groups = sample_entries()
-    blob = encode_artifact({n: entries[n] for n in ("attn.q", "gain16")}, groups, {"run": "x"})
+    blob = encode_artifact({n: entries[n] for n in ("attn.q", "gain16")}, groups, {"run": "x"},
+                           transforms="simsort+transpose")  # every kind of block: symbols, scales, LQER, perm
+    assert {b["part"] for b in read_header(blob, "x")[0]["blocks"].values()} == {
+        "q", "scale", "perm", "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale", "data"}
     rng = random.Random(0)
     for i in range(len(blob)):
         corrupt = bytearray(blob)
@@ -277,3 +284,25 @@ def test_lqer_factors_round_trip_and_bad_factor_records_name_the_problem():
                          (short_block, "attn/lqer_a decompressed to")):
         with pytest.raises(GolfError, match=f"^f: .*{needle}"):
             decode_artifact(resealed_header(edit), "f")
+
+
+def test_a_stored_row_order_must_be_a_permutation(monkeypatch):
+    entries, groups = sample_entries()
+    one = {"mlp.fc": entries["mlp.fc"]}
+    blob = encode_artifact(one, groups, {}, transforms="simsort+none")
+    assert read_header(blob, "f")[0]["tensors"][0]["row_order"] == "simsort"
+    assert_same(one["mlp.fc"], decode_artifact(blob, "f")[0]["mlp.fc"])
+    monkeypatch.setitem(golf.artifact.ROW_ORDERS, "simsort", lambda rows: numpy.zeros(rows.shape[0], dtype=numpy.int64))
+    with pytest.raises(GolfError, match="^f: mlp.fc: stored row order is not a permutation of 16 rows"):
+        decode_artifact(encode_artifact(one, groups, {}, transforms="simsort+none"), "f")
+
+
+def test_auto_layout_keeps_the_smallest_candidate():
+    g = torch.Generator().manual_seed(1)
+    # Columns of very different scale: transposed, each column's run is uniform, which a context coder exploits.
+    w = torch.randn(256, 32, generator=g) * torch.logspace(-3, 0, 32)
+    entries = {"w": quantize_rtn(w, 6, None)}
+    sizes = {t: len(encode_artifact(entries, {"w": "m"}, {}, "brotli", t)) for t in golf.artifact.AUTO_LAYOUTS}
+    auto = encode_artifact(entries, {"w": "m"}, {}, "brotli", "auto")
+    assert len(auto) == min(sizes.values()) and sizes["transpose"] < sizes["none"]
+    assert_same(entries["w"], decode_artifact(auto, "f")[0]["w"])

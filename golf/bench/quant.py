@@ -205,22 +205,29 @@ def previous_default_bytes(entries: dict, groups: dict) -> int:
     return 44 + len(header) + payload
 
 
-def record_report(seed: int, codecs=("ans", "brotli")) -> list[dict]:
+def record_report(seed: int, codecs=("ans",)) -> list[dict]:
     """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | on)
-    x codec, plus the previous default (RTN int8 embedding, GPTQ int6 matrices, version 1 with brotli)."""
+    x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
+    int6 in every row (GPTQ of 34M matrix params takes too long on a shared CPU; it moves symbols within
+    the same grid), so the rows differ only by the embedding, LQER, codec and container."""
     cfg = Config()
     state, plan, groups = trained_like_state(cfg, seed)
     hessians = synthetic_hessians(state, plan, seed)
     # The embedding's Hessian: the head input (dim 512), like every other 512-wide input here.
     hessians["tok_emb.weight"] = next(h for n, h in hessians.items() if h.shape[0] == cfg.model_dim)
+    start = time.perf_counter()
+    matrices = quantize_state({n: w for n, w in state.items() if n != "tok_emb.weight"},
+                              {n: {**s, "method": "rtn"} for n, s in plan.items()})
+    matrix_s = time.perf_counter() - start
     rows = []
-    embeds = {"rtn-int8": ({"bits": 8, "method": "rtn"}), "gptq-int7": ({"bits": cfg.embed_bits, "method": "gptq"})}
+    embeds = {"rtn-int8": {"bits": 8, "method": "rtn"}, "gptq-int7": {"bits": cfg.embed_bits, "method": "gptq"}}
     for embed, embed_spec in embeds.items():
         start = time.perf_counter()
-        gptq_plan = {n: {**s, "method": "gptq"} for n, s in plan.items()}
-        gptq_plan["tok_emb.weight"] = {**plan["tok_emb.weight"], **embed_spec}
-        base = quantize_state(state, gptq_plan, hessians)
-        quant_s = time.perf_counter() - start
+        emb = {"tok_emb.weight": state["tok_emb.weight"]}
+        base = {**quantize_state(emb, {"tok_emb.weight": {**plan["tok_emb.weight"], **embed_spec}}, hessians),
+                **matrices}
+        base = {n: base[n] for n in state}
+        quant_s = matrix_s + time.perf_counter() - start
         if embed == "rtn-int8":
             start = time.perf_counter()
             rows.append({"combination": "previous default: embed rtn-int8, v1 brotli", "bytes":
@@ -233,8 +240,12 @@ def record_report(seed: int, codecs=("ans", "brotli")) -> list[dict]:
             for codec in codecs:
                 start = time.perf_counter()
                 blob = encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, codec)
+                header = read_header(blob, "record")[0]
                 rows.append({"combination": f"embed {embed}, lqer top-{top_k}, v2 {codec}", "bytes": len(blob),
-                             "quant_s": quant_s + lqer_s, "encode_s": time.perf_counter() - start})
+                             "quant_s": quant_s + lqer_s, "encode_s": time.perf_counter() - start,
+                             "lqer_bytes": sum(b["length"] for b in header["blocks"].values()
+                                               if b["part"].startswith("lqer")),
+                             "lqer_tensors": [t["name"] for t in header["tensors"] if t.get("lqer")]})
     return rows
 
 
@@ -268,13 +279,16 @@ def main(argv) -> int:
     parser.add_argument("--smoke", type=float, default=0.0, metavar="SECONDS",
                         help="train the smoke preset this long on the sample data and measure val_bpb")
     parser.add_argument("--record", action="store_true", help="record-size artifact bytes per combination "
-                        "(minutes of CPU: GPTQ of 36M params, brotli-11 of ~36M symbols twice)")
+                        "(minutes of CPU: GPTQ of the embedding, brotli-11 of ~40M symbols once per brotli row)")
+    parser.add_argument("--record-codecs", default="ans", help="comma-separated symbol codecs of the --record rows")
     args = parser.parse_args(argv)
     if args.record:
         print("record-size model (Config() defaults), trained-like random weights, synthetic Hessians")
-        print(f"{'combination':<46} {'bytes':>12} {'quant s':>8} {'encode s':>9}")
-        for r in record_report(args.seed):
-            print(f"{r['combination']:<46} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}")
+        print(f"{'combination':<46} {'bytes':>12} {'quant s':>8} {'encode s':>9}  LQER")
+        for r in record_report(args.seed, tuple(args.record_codecs.split(","))):
+            lqer = f"{r['lqer_bytes']:,} B on {', '.join(r['lqer_tensors'])}" if r.get("lqer_tensors") else ""
+            print(f"{r['combination']:<46} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}  {lqer}",
+                  flush=True)
         return 0
     if args.smoke > 0:
         bpb, state, hessians, plan = smoke_model(args.smoke)
