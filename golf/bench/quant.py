@@ -205,12 +205,12 @@ def previous_default_bytes(entries: dict, groups: dict) -> int:
     return 44 + len(header) + payload
 
 
-def record_report(seed: int, codecs=("ans",)) -> list[dict]:
+def record_report(seed: int, codecs=("ans",), cfg: Config | None = None) -> list[dict]:
     """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | on)
     x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
     int6 in every row (GPTQ of 34M matrix params takes too long on a shared CPU; it moves symbols within
     the same grid), so the rows differ only by the embedding, LQER, codec and container."""
-    cfg = Config()
+    cfg = cfg or Config()
     state, plan, groups = trained_like_state(cfg, seed)
     hessians = synthetic_hessians(state, plan, seed)
     # The embedding's Hessian: the head input (dim 512), like every other 512-wide input here.
