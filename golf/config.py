@@ -94,14 +94,27 @@ class Config:
     ttt_reset_per_doc: bool = False  # restart adaptation at each document start (BOS)
     # ---- artifact (bits and SDClip k per tensor kind; golf/params.py maps parameters to these)
     matrix_bits: int = 6
-    embed_bits: int = 8
+    # int7 tied embedding, GPTQ'd with the head-input Hessian: record PR #1855 log "embed_bits: 7", "gptq (int7)"
+    embed_bits: int = 7
     attn_clip_k: float = 13.0
     mlp_clip_k: float = 11.5
-    embed_clip_k: float = 14.0
-    quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS); embeddings always RTN
+    embed_clip_k: float = 14.0  # record log "embed_clip_sigmas: 14.0"
+    quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    codec: str = "brotli"
+    # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
+    codec: str = "ans"
+    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
+    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
+    symbol_layout: str = "none"
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
+    lqer_top_k: int = 3  # 0: off
+    lqer_rank: int = 4
+    lqer_a_bits: int = 2
+    lqer_b_bits: int = 4
+    lqer_group: int = 64
+    lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
     # Of the training 600 s, kept for GPTQ calibration + quantise + compress + write. Not yet measured on 8xH100:
     # brotli-11 took ~1 s per million int6 symbols on one CPU core here, so ~35 s for a 36M-param model.
     quant_reserve_seconds: float = 45.0

@@ -27,7 +27,7 @@ from golf.model.gpt import GPT, size_report
 from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
-from golf.quant.state import dequantize_state, quantize_state
+from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.ttt import eval_plan_lines, final_eval
@@ -155,9 +155,12 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
                if isinstance(m, torch.nn.Linear) and f"{name}.weight" in weights}
     tokens = max(1, cfg.gptq_calib_tokens // (env.world_size * cfg.train_seq_len)) * cfg.train_seq_len * env.world_size
     batches = (loader.next_batch(tokens, cfg.train_seq_len, 1)[0].to(env.device) for _ in range(cfg.gptq_calib_batches))
+    # The tied head's input is the final-norm output: hidden() runs every block (their hooks fire) and
+    # gives the embedding's Hessian without the (tokens, vocab) logits.
+    head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
-        hessians = collect_hessians(model, modules, batches, lambda m, x: m.logits(x))
+        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(head, m.hidden(x)))
     model.train()
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
@@ -171,10 +174,11 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
-    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
+    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golf.compress import CODECS, TRANSFORMS
+from golf.compress import CODECS, ROW_ORDERS, TRANSFORMS, check_permutation
 from golf.config import GolfError
 
 
@@ -17,7 +17,25 @@ def test_codecs_round_trip_exactly(data, codec):
 def test_codecs_shrink_repetitive_data():
     data = bytes(range(16)) * 500
     for codec, (compress, _) in CODECS.items():
-        assert len(compress(data)) < len(data) // 10, codec
+        if codec != "ans":  # order-0: blind to repeats by design (test below)
+            assert len(compress(data)) < len(data) // 10, codec
+
+
+def test_ans_lands_at_the_order0_entropy_plus_its_histogram():
+    rng = np.random.default_rng(0)
+    symbols = np.clip(np.round(rng.standard_normal(200_000) * 31 / 11.5), -31, 31).astype(np.int8)
+    counts = np.unique(symbols, return_counts=True)[1]
+    p = counts / counts.sum()
+    entropy = -(p * np.log2(p)).sum() * symbols.size / 8
+    compress, decompress = CODECS["ans"]
+    blob = compress(symbols.tobytes())
+    histogram = 4 + 32 + 4 * counts.size
+    assert decompress(blob) == symbols.tobytes()
+    assert entropy < len(blob) - histogram < entropy * 1.0005 + 8
+    assert len(compress(b"\x07" * 1000)) == 4 + 32 + 4 and decompress(compress(b"\x07" * 1000)) == b"\x07" * 1000
+    for bad in (blob[:10], blob[:-2], blob[:4] + b"\0" * 32 + blob[36:]):
+        with pytest.raises(GolfError, match="ans stream"):
+            decompress(bad)
 
 
 @st.composite
@@ -72,3 +90,26 @@ def test_bad_transform_input_is_a_golf_error():
         TRANSFORMS["bitpack"][0](np.zeros(4, np.uint8), (2,), 2, None)
     with pytest.raises(GolfError, match="expected 6 bytes"):
         TRANSFORMS["shuffle"][1](np.zeros(5, np.uint8), (3,), 2, None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arr=symbol_arrays())
+def test_similarity_order_is_a_greedy_nearest_neighbour_permutation(arr):
+    q, _ = arr
+    perm = ROW_ORDERS["simsort"](q)
+    assert sorted(perm.tolist()) == list(range(q.shape[0])) and perm[0] == 0
+    assert np.array_equal(check_permutation(perm, q.shape[0], "t"), perm)
+    restored = np.empty_like(q)
+    restored[perm] = q[perm]
+    assert np.array_equal(restored, q)
+    rows = q.astype(np.int32)
+    for i in range(1, len(perm)):
+        left = perm[i:]
+        dists = np.abs(rows[left] - rows[perm[i - 1]]).sum(axis=1)
+        assert dists[0] == dists.min()  # each step takes a nearest remaining row
+
+
+def test_check_permutation_rejects_repeats_and_wrong_lengths():
+    for bad in (np.array([0, 0, 1]), np.array([0, 1]), np.array([0, 1, 3])):
+        with pytest.raises(GolfError, match="not a permutation of 3 rows"):
+            check_permutation(bad, 3, "t")
