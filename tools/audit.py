@@ -36,6 +36,7 @@ from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
+from tools.pack import shipped_source  # noqa: E402  (a self-extracting file is audited by its payload)
 
 VAL_NAME = re.compile(r"(^|_)val($|_)", re.IGNORECASE)
 COVERAGE = re.compile(r"val_tokens:(\d+) val_bytes:(\d+)")
@@ -176,7 +177,7 @@ def claimed_loss(log: str) -> float | None:
 # ---------------------------------------------------------------- checklist
 def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) -> list[tuple[str, bool, str]]:
     results = []
-    tree = ast.parse(train_file.read_text(encoding="utf-8"), filename=str(train_file))
+    tree = ast.parse(shipped_source(train_file.read_text(encoding="utf-8")), filename=str(train_file))
     for name, check in (("static: no val data in training steps", val_in_training),
                         ("static: no epoch loop over val", epochs_over_val),
                         ("static: no min over scored passes", best_of_scores)):
