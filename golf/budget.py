@@ -169,3 +169,28 @@ def eval_passes(cfg, num_targets: int, val_tokens: torch.Tensor | None = None) -
         passes.append(EvalPass("ttt", sum(len(w) for w in chunks), cfg.sw_seq_len, train_steps=cfg.ttt_steps * adapted,
                                train_rows=math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len)))
     return passes
+
+
+# ---- calibration facts for tools/preflight.py (published record logs in openai/parameter-golf,
+# records/track_10min_16mb/<folder>; "log" lines quoted). Preflight turns FLOPs into seconds with these rates.
+RECORDS = "records/track_10min_16mb/"
+# The shape these records trained (their log headers): our Config field names, same shape as the default recipe.
+RECORD_SHAPE = dict(model_dim=512, num_layers=11, num_heads=8, num_kv_heads=4, mlp_mult=4.0, vocab_size=8192,
+                    loop_schedule="loop", loop_start=3, loop_end=5, train_loops=3, eval_loops=0, pass_adapter_rank=0,
+                    train_seq_len=2048)
+# 2026-04-27 ..._1.0611, `stopping_early: wallclock_cap train_time: 599592ms step: 4945/20000` (seed 42), 599433 ms /
+# 4932 (seed 0), 599544 ms / 4917 (seed 1234): 121.25, 121.54, 121.93 ms/step, mean 121.57; 786,432 tokens/step.
+TRAIN_RECORD = {"source": "2026-04-27 1.0611 record (3 seeds)", "ms_per_step": 121.57, "tokens_per_step": 786432}
+# Same log: `GPTQ:collected 67 Hessians in 4.7s`, 16 batches of next_batch(786432 tokens, grad_accum 1) over 8 ranks:
+# 48 rows of 2048 per rank per batch.
+CALIBRATION_RECORD = {"source": "2026-04-27 1.0611 record", "rows_per_rank": 16 * 48, "seconds": 4.7}
+# 2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT/train_seed42.log: `val_tokens: 40540160`,
+# `quantized_sliding_window ... eval_time:120961ms` (eval_seq_len 2048, eval_stride 64), `ttt:start chunks=1238
+# ttt_lr=0.005 ttt_epochs=3`, `quantized_ttt ... eval_time:366525ms` (ttt_chunk_tokens 32768; score, then 3 epochs
+# of SGD on all weights per chunk).
+EVAL_RECORD = {"source": "2026-04-09 3LayerRecur record", "val_tokens": 40_540_160, "seq_len": 2048, "stride": 64,
+               "sliding_seconds": 120.961, "ttt_seconds": 366.525, "ttt_chunks": 1238, "ttt_epochs": 3,
+               "ttt_chunk_tokens": 32768}
+FINEWEB_VAL_TOKENS, FINEWEB_VAL_SOURCE = 40_540_160, "2026-04-09 record log, val_tokens"
+# 2026-04-27 ..._1.0611 seed 42: `peak memory allocated: 41717 MiB reserved: 47140 MiB` (micro-batch 48 x 2048, bf16).
+RECORD_PEAK_MEMORY_MIB = 41717

@@ -19,8 +19,8 @@ How (all analysis with `ast`, nothing of the package is imported except golf/rec
   comments included (and the comment lines directly above a unit).
 - Imports: non-golf imports of kept code, unused ones dropped, deduplicated, sorted into
   __future__ / stdlib / third-party, at the top. `from golf...` imports disappear.
-The shipped form is the smallest runnable one: -o gets a self-extracting file (lzma + base85, registered
-with linecache so tracebacks and inspect.getsource work; the file counted against the 16,000,000 bytes is
+The shipped form is the smallest runnable one: -o gets a self-extracting file (the source stripped of
+comments and docstrings, lzma + base85, registered with linecache so tracebacks and inspect.getsource work; the file counted against the 16,000,000 bytes is
 this one) and the readable source goes beside it as <name>.readable.py. --readable writes only the
 readable source to -o. --check exits 1 when either file differs from a fresh pack.
 """
@@ -31,12 +31,14 @@ import base64
 import dataclasses
 import difflib
 import heapq
+import io
 import lzma
 import os
 import re
 import stat
 import sys
 import tempfile
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -743,12 +745,50 @@ def lzma_pack(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
 
 
+def docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:
+    """0-based lines of every docstring that has its lines to itself, in a body with more than the docstring."""
+    drop = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or len(node.body) < 2:
+            continue
+        doc = node.body[0]
+        if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            continue
+        before = lines[doc.lineno - 1][:doc.col_offset]
+        after = lines[doc.end_lineno - 1].encode("utf-8")[doc.end_col_offset:]
+        if not before.strip() and not after.strip() and node.body[1].lineno > doc.end_lineno:
+            drop.update(range(doc.lineno - 1, doc.end_lineno))
+    return drop
+
+
+def strip_for_shipping(src: str) -> str:
+    """`src` without comments and docstrings: the code that runs, nothing else (the readable twin keeps them).
+    Comments are found by tokenize (never inside a string); a line left empty by removing one is dropped."""
+    lines = src.splitlines(True)
+    drop = docstring_lines(ast.parse(src), lines)
+    comment_at = {tok.start[0] - 1: tok.start[1] for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+                  if tok.type == tokenize.COMMENT}
+    out = []
+    for i, text in enumerate(lines):
+        if i in drop:
+            continue
+        if i in comment_at:
+            text = text[:comment_at[i]].rstrip()
+            if not text.strip():
+                continue
+            text += "\n"
+        out.append(text)
+    stripped = "".join(out)
+    ast.parse(stripped)  # a stripping bug must not ship
+    return stripped
+
+
 def self_extracting(src: str) -> str:
-    """A loader that decompresses `src`, registers it with linecache under this file's own path (so
+    """A loader that decompresses `src` (stripped of comments and docstrings), registers it with linecache under this file's own path (so
     inspect.getsource and triton.jit see the real source), and runs it in this module's namespace (so
     __name__, __file__ and pickling by module name behave as in the readable file). Python 3.11's default
     excepthook reads source lines from disk, which would show the loader's lines: traceback's uses linecache."""
-    payload = base64.b85encode(lzma_pack(src.encode("utf-8"))).decode("ascii")
+    payload = base64.b85encode(lzma_pack(strip_for_shipping(src).encode("utf-8"))).decode("ascii")
     return ("import base64, linecache, lzma, sys, traceback\n"
             f'_packed_source = lzma.decompress(base64.b85decode("{payload}")).decode()\n'
             "linecache.cache[__file__] = (len(_packed_source), None, _packed_source.splitlines(True), __file__)\n"
@@ -760,8 +800,9 @@ SELF_EXTRACTING_PAYLOAD = re.compile(r'^_packed_source = lzma\.decompress\(base6
 
 
 def shipped_source(text: str) -> str:
-    """The Python source a shipped file runs: the payload of a self_extracting() file (decoded, never executed),
-    or the text itself for a readable file. Static checks read this, not the loader."""
+    """The Python source a shipped file runs: the payload of a self_extracting() file (decoded, never executed;
+    comments and docstrings stripped), or the text itself for a readable file. Static checks read this, not the
+    loader."""
     match = SELF_EXTRACTING_PAYLOAD.search(text) if text.startswith("import base64, linecache, lzma") else None
     if match is None:
         return text
