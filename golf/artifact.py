@@ -2,14 +2,19 @@
 
 Layout (integers little-endian):
 
-    b"GOLF" | version uint32 | header_len uint32 | header (UTF-8 JSON, header_len bytes)
-    | payload: each group's compressed bytes, back to back | sha256 of everything before (32 bytes)
+    b"GOLF" | version uint32 | header_len uint32 | header (header_len bytes)
+    | payload: each block's compressed bytes, back to back | sha256 of everything before (32 bytes)
 
-The JSON header holds `groups` {name: {codec, offset, length (compressed, from the payload's
-start), raw_length (decompressed)}}, `tensors` [{name, group, kind 'quant'|'raw', shape, dtype,
-bits, scale_layout, parts: [{part 'q'|'scale'|'data', transform, offset, length}]}] where offsets
-index the group's decompressed payload, and `meta` (free-form run info). A group is compressed as
-one stream, so tensors of a kind (attn, mlp, embed, scalars: the caller names them) share a codec.
+Version 2 (written): the header is brotli-compressed UTF-8 JSON (JSON alone was ~31 KB at record
+size, mostly repeated keys). It holds `blocks` {"group/part": {group, part, codec, offset, length
+(compressed, from the payload's start), raw_length}}, `tensors` [{name, group, kind 'quant'|'raw',
+shape, dtype, bits, scale_layout, lqer (null or {rank, a_bits, b_bits, group}), parts: [{part, block,
+transform, offset, length}]}] where offsets index the block's decompressed bytes, and `meta`
+(free-form run info). Each kind of part of a group is one block, compressed on its own: the int8
+symbols of the quantised matrices ("q", and the LQER factors "lqer_a", "lqer_b") with the group's
+symbol codec (default ANS: its order-0 model sees symbols only, no scale bytes), the float parts
+(scales, raw tensors, LQER steps) byte-shuffled with FLOAT_CODEC. Blocks compress in parallel.
+Version 1 (read only): plain JSON header, one block per group holding all its parts (`groups`).
 
 Loading parses JSON and raw bytes only: no pickle, no torch.load, no eval. Any flipped or missing
 byte fails the sha256 (or, earlier, the magic/version/length checks) and raises GolfError.
@@ -19,25 +24,33 @@ import json
 import os
 import struct
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import brotli
 import numpy
 import torch
 
 from golf.compress import CODECS, TRANSFORMS, matrix_dims
 from golf.config import GolfError, pick
+from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
 
 ARTIFACT_MAGIC = b"GOLF"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<4sII")  # magic, version, header_len
 CHECKSUM_BYTES = 32  # full sha256: any changed byte is caught, for 32 bytes of a 16 MB budget
-# From the figures in golf/compress.py's docstring: brotli-11 over int8 symbols as they are lands
-# ~0.8% above their order-0 entropy (zstd-22 ~1.1%); no transform of the symbols did better.
-DEFAULT_CODEC = "brotli"
+# Symbols: static order-0 ANS with the block's own histogram lands within ~0.01% of the order-0
+# entropy (golf/compress.py; python -m golf.bench quant has the table), below brotli-11 (~0.8-1.1% above)
+# and ZPAQ; it also decodes in ~20 ms per million symbols.
+DEFAULT_CODEC = "ans"
 DEFAULT_QUANT_TRANSFORM = "none"
 # Float bytes (raw tensors, fp16 scales) go through byte planes: 4-7% smaller with every codec.
 FLOAT_TRANSFORM = "shuffle"
+FLOAT_CODEC = "brotli"
+SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
+HEADER_CODEC = "brotli"
 
 DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int16, torch.int32,
@@ -73,20 +86,30 @@ def per_group(setting, groups_used, name: str) -> dict:
 
 def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple]]:
     """(part, bytes, itemsize, bits, shape) of each array an entry is stored as."""
-    if isinstance(entry, QuantTensor):
-        return [("q", tensor_bytes(entry.q), 1, entry.bits, tuple(entry.q.shape)),
-                ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
-    return [("data", tensor_bytes(entry), entry.element_size(), None, tuple(entry.shape))]
+    if not isinstance(entry, QuantTensor):
+        return [("data", tensor_bytes(entry), entry.element_size(), None, tuple(entry.shape))]
+    parts = [("q", tensor_bytes(entry.q), 1, entry.bits, tuple(entry.q.shape)),
+             ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
+    f = entry.lqer
+    if f is not None:
+        parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
+                  ("lqer_a_scale", tensor_bytes(f.a_scale), 2, None, tuple(f.a_scale.shape)),
+                  ("lqer_b", tensor_bytes(f.qb), 1, f.b_bits, tuple(f.qb.shape)),
+                  ("lqer_b_scale", tensor_bytes(f.b_scale), 2, None, tuple(f.b_scale.shape))]
+    return parts
 
 
 def tensor_record(name: str, group: str, entry) -> dict:
     if isinstance(entry, QuantTensor):
+        f = entry.lqer
+        lqer = None if f is None else {"rank": f.qa.shape[1], "a_bits": f.a_bits, "b_bits": f.b_bits,
+                                       "group": f.group}
         return {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
-                "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16"}
+                "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
     return {"name": name, "group": group, "kind": "raw", "shape": list(entry.shape),
-            "dtype": dtype_name(entry.dtype), "bits": entry.element_size() * 8, "scale_layout": None}
+            "dtype": dtype_name(entry.dtype), "bits": entry.element_size() * 8, "scale_layout": None, "lqer": None}
 
 
 def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
@@ -94,127 +117,169 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
                     transforms: dict[str, str] | str = DEFAULT_QUANT_TRANSFORM) -> bytes:
     """{name: QuantTensor | Tensor} -> artifact bytes. groups maps every name to its group;
     codecs and transforms (for quantised symbols) are one name for all groups or one per group.
-    Raw tensors are stored in the dtype given; float bytes always use FLOAT_TRANSFORM."""
+    Raw tensors are stored in the dtype given; float bytes always use FLOAT_TRANSFORM + FLOAT_CODEC."""
     missing = [n for n in entries if n not in groups]
     if missing:
         raise GolfError(f"artifact: no group for tensor(s) {', '.join(missing)}")
     groups_used = list(dict.fromkeys(groups[n] for n in entries))
+    codec_of = per_group(codecs, groups_used, "codecs")
+    for g, codec in codec_of.items():
+        pick(CODECS, codec, f"codec of group {g}")
     records, chunks = lay_out_tensors(entries, groups, per_group(transforms, groups_used, "transforms"))
-    group_records, payload = compress_groups(chunks, per_group(codecs, groups_used, "codecs"))
+    block_records, payload = compress_blocks(chunks, codec_of)
     try:
-        header = json.dumps({"groups": group_records, "tensors": records, "meta": meta},
+        header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
                             sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise GolfError(f"artifact: meta is not plain JSON: {e}") from None
+    header = CODECS[HEADER_CODEC][0](header)
     body = PREAMBLE.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, len(header)) + header + payload
     return body + hashlib.sha256(body).digest()
 
 
 def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[str, str]) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
-    the group's uncompressed payload, {group: [part bytes in order]})."""
-    chunks = {g: [] for g in transform_of}
+    their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
+    chunks: dict[tuple[str, str], list] = {}
     records = []
     for name, entry in entries.items():
         group = groups[name]
         record = tensor_record(name, group, entry)
         record["parts"] = []
         for part, data, itemsize, bits, shape in tensor_parts(entry):
-            transform = transform_of[group] if part == "q" else FLOAT_TRANSFORM
+            transform = transform_of[group] if part in SYMBOL_PARTS else FLOAT_TRANSFORM
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
-            offset = sum(len(c) for c in chunks[group])
-            record["parts"].append({"part": part, "transform": transform, "offset": offset, "length": packed.size})
-            chunks[group].append(packed.tobytes())
+            block = chunks.setdefault((group, part), [])
+            record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
+                                    "offset": sum(len(c) for c in block), "length": packed.size})
+            block.append(packed.tobytes())
         records.append(record)
     return records, chunks
 
 
-def compress_groups(chunks: dict[str, list], codec_of: dict[str, str]) -> tuple[dict, bytes]:
-    """Compress each group's parts as one stream; return (group records, the payload)."""
-    group_records, payload = {}, b""
-    for g, parts in chunks.items():
-        raw = b"".join(parts)
-        compressed = pick(CODECS, codec_of[g], f"codec of group {g}")[0](raw)
-        group_records[g] = {"codec": codec_of[g], "offset": len(payload), "length": len(compressed),
-                            "raw_length": len(raw)}
-        payload += compressed
-    return group_records, payload
+def compress_blocks(chunks: dict[tuple[str, str], list], codec_of: dict[str, str]) -> tuple[dict, bytes]:
+    """Compress each block as one stream, all blocks at once on a thread pool (the codecs release the
+    GIL); return (block records, the payload in block order)."""
+    keys = list(chunks)
+    codecs = [codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC for g, part in keys]
+    raws = [b"".join(chunks[k]) for k in keys]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
+        compressed = list(pool.map(lambda c, raw: CODECS[c][0](raw), codecs, raws))
+    block_records, offset = {}, 0
+    for (g, part), codec, raw, data in zip(keys, codecs, raws, compressed):
+        block_records[f"{g}/{part}"] = {"group": g, "part": part, "codec": codec, "offset": offset,
+                                        "length": len(data), "raw_length": len(raw)}
+        offset += len(data)
+    return block_records, b"".join(compressed)
 
 
 def read_header(blob: bytes, source: str) -> tuple[dict, int]:
-    """Check magic, version, length and checksum; return (header, offset of the payload)."""
+    """Check magic, version, length and checksum; return (header in version 2's form, offset of the payload)."""
     minimum = PREAMBLE.size + CHECKSUM_BYTES
     if len(blob) >= 4 and blob[:4] != ARTIFACT_MAGIC:
         raise GolfError(f"{source}: not a golf artifact (starts {blob[:4]!r}, expected {ARTIFACT_MAGIC!r})")
     if len(blob) < minimum:
         raise GolfError(f"{source}: truncated ({len(blob)} bytes; an artifact has at least {minimum})")
     _, version, header_len = PREAMBLE.unpack_from(blob)
-    if version != ARTIFACT_VERSION:
-        raise GolfError(f"{source}: artifact format version {version}; this build reads version "
-                        f"{ARTIFACT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise GolfError(f"{source}: artifact format version {version}; this build reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     if hashlib.sha256(blob[:-CHECKSUM_BYTES]).digest() != blob[-CHECKSUM_BYTES:]:
         raise GolfError(f"{source}: checksum mismatch: the file is corrupt or truncated")
     if PREAMBLE.size + header_len > len(blob) - CHECKSUM_BYTES:
         raise GolfError(f"{source}: header length {header_len} runs past the end of the file")
+    text = blob[PREAMBLE.size:PREAMBLE.size + header_len]
     try:
-        header = json.loads(blob[PREAMBLE.size:PREAMBLE.size + header_len].decode())
+        header = json.loads(CODECS[HEADER_CODEC][1](text) if version >= 2 else text)
+    except brotli.error as e:
+        raise GolfError(f"{source}: header does not decompress with {HEADER_CODEC}: {e}") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise GolfError(f"{source}: header is not valid JSON: {e}") from None
-    if not isinstance(header, dict) or not {"groups", "tensors", "meta"} <= header.keys():
-        raise GolfError(f"{source}: header lacks groups/tensors/meta")
-    return header, PREAMBLE.size + header_len
+    needs = {"groups", "tensors", "meta"} if version == 1 else {"blocks", "tensors", "meta"}
+    if not isinstance(header, dict) or not needs <= header.keys():
+        raise GolfError(f"{source}: header lacks {'/'.join(sorted(needs))}")
+    return (upgrade_v1_header(header) if version == 1 else header), PREAMBLE.size + header_len
 
 
-def decompress_groups(blob: bytes, header: dict, payload_start: int) -> dict[str, numpy.ndarray]:
-    """{group: decompressed payload bytes}, each checked against the header's lengths."""
-    payload_end = len(blob) - CHECKSUM_BYTES
-    out = {}
-    for g, rec in header["groups"].items():
-        start = payload_start + rec["offset"]
-        if not payload_start <= start <= start + rec["length"] <= payload_end:
-            raise GolfError(f"group {g} lies outside the payload")
-        decompress = pick(CODECS, rec["codec"], f"codec of group {g}")[1]
-        try:
-            raw = decompress(blob[start:start + rec["length"]])
-        except Exception as e:  # each codec raises its own error type on bad input
-            raise GolfError(f"group {g} does not decompress with {rec['codec']}: {e}") from None
-        if len(raw) != rec["raw_length"]:
-            raise GolfError(f"group {g} decompressed to {len(raw)} bytes, header says "
-                            f"{rec['raw_length']}")
-        out[g] = numpy.frombuffer(raw, dtype=numpy.uint8)
-    return out
+def upgrade_v1_header(header: dict) -> dict:
+    """Version 1's one block per group, as version 2 blocks: the same bytes, read the same way."""
+    blocks = {g: {**rec, "group": g, "part": "all"} for g, rec in header["groups"].items()}
+    for record in header["tensors"]:
+        for part in record["parts"]:
+            part["block"] = record["group"]
+    return {"blocks": blocks, "tensors": header["tensors"], "meta": header["meta"]}
 
 
-def part_array(raw: numpy.ndarray, part: dict, shape, itemsize: int, bits) -> numpy.ndarray:
-    """One part's bytes out of its group's decompressed payload, un-transformed."""
+def decompress_block(blob: bytes, key: str, rec: dict, payload_start: int) -> numpy.ndarray:
+    """One block's decompressed bytes, checked against the header's lengths."""
+    start = payload_start + rec["offset"]
+    if not payload_start <= start <= start + rec["length"] <= len(blob) - CHECKSUM_BYTES:
+        raise GolfError(f"block {key} lies outside the payload")
+    decompress = pick(CODECS, rec["codec"], f"codec of block {key}")[1]
+    try:
+        raw = decompress(blob[start:start + rec["length"]])
+    except Exception as e:  # each codec raises its own error type on bad input
+        raise GolfError(f"block {key} does not decompress with {rec['codec']}: {e}") from None
+    if len(raw) != rec["raw_length"]:
+        raise GolfError(f"block {key} decompressed to {len(raw)} bytes, header says {rec['raw_length']}")
+    return numpy.frombuffer(raw, dtype=numpy.uint8)
+
+
+def decompress_blocks(blob: bytes, header: dict, payload_start: int) -> dict[str, numpy.ndarray]:
+    """{block: decompressed bytes}, all blocks at once on a thread pool."""
+    items = list(header["blocks"].items())
+    with ThreadPoolExecutor(max_workers=max(1, min(len(items), os.cpu_count() or 1))) as pool:
+        raws = list(pool.map(lambda kv: decompress_block(blob, kv[0], kv[1], payload_start), items))
+    return {k: raw for (k, _), raw in zip(items, raws)}
+
+
+def part_array(raws: dict, part: dict, shape, itemsize: int, bits) -> numpy.ndarray:
+    """One part's bytes out of its block's decompressed bytes, un-transformed."""
     inverse = pick(TRANSFORMS, part["transform"], "transform")[1]
-    return inverse(raw[part["offset"]:part["offset"] + part["length"]], shape, itemsize, bits)
+    return inverse(raws[part["block"]][part["offset"]:part["offset"] + part["length"]], shape, itemsize, bits)
 
 
-def decode_entry(record: dict, raw: numpy.ndarray):
-    """One header record + its group's payload -> QuantTensor or Tensor."""
+def decode_entry(record: dict, raws: dict):
+    """One header record + the decompressed blocks -> QuantTensor or Tensor."""
     shape = tuple(record["shape"])
     parts = {p["part"]: p for p in record["parts"]}
     dtype = DTYPES[record["dtype"]]
-    if record["kind"] == "quant":
-        rows, cols = matrix_dims(shape)
-        q = part_array(raw, parts["q"], (rows, cols), 1, record["bits"])
-        scale = part_array(raw, parts["scale"], (rows,), 2, None)
-        return QuantTensor(bytes_tensor(q, torch.int8, (rows, cols)), bytes_tensor(scale, torch.float16, (rows,)),
-                           record["bits"], shape, dtype)
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    return bytes_tensor(part_array(raw, parts["data"], shape, itemsize, None), dtype, shape)
+    if record["kind"] != "quant":
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
+    rows, cols = matrix_dims(shape)
+    q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    scale = part_array(raws, parts["scale"], (rows,), 2, None)
+    lqer = record.get("lqer")
+    factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)
+    return QuantTensor(bytes_tensor(q, torch.int8, (rows, cols)), bytes_tensor(scale, torch.float16, (rows,)),
+                       record["bits"], shape, dtype, factors)
+
+
+def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:
+    rank, group = lqer["rank"], lqer["group"]
+    if not (isinstance(rank, int) and isinstance(group, int) and rank > 0 and group > 0
+            and (rank * cols) % group == 0):
+        raise GolfError(f"lqer record rank {rank!r} group {group!r} does not fit a ({rows}, {cols}) tensor")
+    qa = part_array(raws, parts["lqer_a"], (rows, rank), 1, lqer["a_bits"])
+    a_scale = part_array(raws, parts["lqer_a_scale"], (1,), 2, None)
+    qb = part_array(raws, parts["lqer_b"], (rank, cols), 1, lqer["b_bits"])
+    b_scale = part_array(raws, parts["lqer_b_scale"], (rank * cols // group,), 2, None)
+    return LqerFactors(bytes_tensor(qa, torch.int8, (rows, rank)), bytes_tensor(a_scale, torch.float16, (1,)),
+                       bytes_tensor(qb, torch.int8, (rank, cols)),
+                       bytes_tensor(b_scale, torch.float16, (rank * cols // group,)),
+                       lqer["a_bits"], lqer["b_bits"], group)
 
 
 def decode_artifact(blob: bytes, source: str) -> tuple[dict, dict]:
     """Artifact bytes -> ({name: QuantTensor | Tensor}, meta). source names the file in errors."""
     header, payload_start = read_header(blob, source)
     try:
-        raws = decompress_groups(blob, header, payload_start)
-        entries = {r["name"]: decode_entry(r, raws[r["group"]]) for r in header["tensors"]}
+        raws = decompress_blocks(blob, header, payload_start)
+        entries = {r["name"]: decode_entry(r, raws) for r in header["tensors"]}
     except GolfError as e:
         raise GolfError(f"{source}: {e}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise GolfError(f"{source}: malformed header: {type(e).__name__}: {e}") from None
     return entries, header["meta"]
 
@@ -258,23 +323,29 @@ def dequantize_entries(entries: dict) -> dict[str, torch.Tensor]:
 
 def artifact_report(path) -> list[dict]:
     """Per-group size rows of an artifact file, plus a last row for header and checksum, so the
-    compressed_bytes column sums to the file's size. Reads the header only (checksum verified)."""
+    compressed_bytes column sums to the file's size; `parts` gives each group's compressed bytes by
+    part (q, scale, lqer_*, data). Reads the header only (checksum verified)."""
     blob = read_file_bytes(path)
     header, payload_start = read_header(blob, str(path))
     try:
-        rows = [group_row(g, rec, [t for t in header["tensors"] if t["group"] == g])
-                for g, rec in header["groups"].items()]
-    except (KeyError, TypeError, ValueError) as e:
+        rows = [group_row(g, header) for g in dict.fromkeys(b["group"] for b in header["blocks"].values())]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise GolfError(f"{path}: malformed header: {type(e).__name__}: {e}") from None
     overhead = payload_start + CHECKSUM_BYTES
     rows.append({"group": "(header+checksum)", "tensors": 0, "params": 0, "bits": [], "raw_bytes": overhead,
-                 "compressed_bytes": overhead, "bits_per_param": None})
+                 "compressed_bytes": overhead, "bits_per_param": None, "parts": {}})
     return rows
 
 
-def group_row(group: str, rec: dict, tensors: list[dict]) -> dict:
+def group_row(group: str, header: dict) -> dict:
+    tensors = [t for t in header["tensors"] if t["group"] == group]
+    blocks = [b for b in header["blocks"].values() if b["group"] == group]
     params = sum(int(numpy.prod(t["shape"], dtype=numpy.int64)) for t in tensors)
+    compressed = sum(b["length"] for b in blocks)
+    parts: dict[str, int] = {}
+    for b in blocks:
+        parts[b["part"]] = parts.get(b["part"], 0) + b["length"]
     return {"group": group, "tensors": len(tensors), "params": params,
-            "bits": sorted({t["bits"] for t in tensors}), "raw_bytes": rec["raw_length"],
-            "compressed_bytes": rec["length"],
-            "bits_per_param": 8 * rec["length"] / params if params else None}
+            "bits": sorted({t["bits"] for t in tensors}), "raw_bytes": sum(b["raw_length"] for b in blocks),
+            "compressed_bytes": compressed, "bits_per_param": 8 * compressed / params if params else None,
+            "parts": parts}

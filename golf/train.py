@@ -157,9 +157,12 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
                if isinstance(m, torch.nn.Linear) and f"{name}.weight" in weights}
     tokens = max(1, cfg.gptq_calib_tokens // (env.world_size * cfg.train_seq_len)) * cfg.train_seq_len * env.world_size
     batches = (loader.next_batch(tokens, cfg.train_seq_len, 1)[0].to(env.device) for _ in range(cfg.gptq_calib_batches))
+    # The tied head's input is the final-norm output: hidden() runs every block (their hooks fire) and
+    # gives the embedding's Hessian without the (tokens, vocab) logits.
+    head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
-        hessians = collect_hessians(model, modules, batches, lambda m, x: m.logits(x))
+        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(head, m.hidden(x)))
     model.train()
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 

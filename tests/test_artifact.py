@@ -5,13 +5,14 @@ import pickle
 import random
 import struct
 
+import brotli
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golf.artifact import (ARTIFACT_VERSION, CHECKSUM_BYTES, artifact_report, decode_artifact, dequantize_entries,
-                           encode_artifact, read_artifact, write_artifact)
+from golf.artifact import (ARTIFACT_VERSION, CHECKSUM_BYTES, FLOAT_CODEC, PREAMBLE, artifact_report, decode_artifact,
+                           dequantize_entries, encode_artifact, read_artifact, read_header, write_artifact)
 from golf.compress import CODECS, TRANSFORMS
 from golf.config import GolfError
 from golf.quant.rtn import QuantTensor, dequantize_rows, quantize_rtn
@@ -66,8 +67,10 @@ def test_per_group_codecs_and_file_round_trip(tmp_path):
     path = tmp_path / "final_model.golf"
     write_artifact(path, encode_artifact(entries, groups, {}, codecs, transforms))
     back, meta = read_artifact(path)
-    header = json.loads(path.read_bytes()[12:12 + struct.unpack_from("<I", path.read_bytes(), 8)[0]])
-    assert {g: r["codec"] for g, r in header["groups"].items()} == codecs
+    header, _ = read_header(path.read_bytes(), str(path))
+    blocks = header["blocks"].values()
+    assert {b["group"]: b["codec"] for b in blocks if b["part"] == "q"} == {g: codecs[g] for g in ("embed", "attn", "mlp")}
+    assert {b["codec"] for b in blocks if b["part"] != "q"} == {FLOAT_CODEC}
     for name in entries:
         assert_same(entries[name], back[name])
     deq = dequantize_entries(back)
@@ -103,10 +106,13 @@ def test_each_bad_input_names_its_problem():
     header_len = struct.unpack_from("<I", body, 8)[0]
     with pytest.raises(GolfError, match="not a golf artifact"):
         decode_artifact(b"PK\x03\x04" + blob[4:], "f")
-    with pytest.raises(GolfError, match="version 2"):
+    with pytest.raises(GolfError, match=f"^f: artifact format version {ARTIFACT_VERSION + 1}; this build reads "):
         decode_artifact(resealed(body[:4] + struct.pack("<I", ARTIFACT_VERSION + 1) + body[8:]), "f")
+    bad_json = brotli.compress(b"{" * 40)
     with pytest.raises(GolfError, match="not valid JSON"):
-        decode_artifact(resealed(body[:12] + b"{" * header_len + body[12 + header_len:]), "f")
+        decode_artifact(resealed(body[:8] + struct.pack("<I", len(bad_json)) + bad_json + body[12 + header_len:]), "f")
+    with pytest.raises(GolfError, match="does not decompress with brotli"):
+        decode_artifact(resealed(body[:12] + b"\xff" * header_len + body[12 + header_len:]), "f")
     with pytest.raises(GolfError, match="runs past"):
         decode_artifact(resealed(body[:8] + struct.pack("<I", 10 ** 6) + body[12:]), "f")
     with pytest.raises(GolfError, match="truncated"):
@@ -188,3 +194,36 @@ def test_fit_dims_returns_the_largest_dim_that_fits():
     assert all(a["total_bytes"] < b["total_bytes"] for a, b in zip(rows, rows[1:]))
     with pytest.raises(GolfError, match="norm"):
         fit_dims(shapes, {k: v for k, v in PLAN.items() if k != "norm"}, 0)
+
+
+def version_1_blob(entries: dict, group: str = "all") -> bytes:
+    """A version-1 artifact as the previous build wrote it: plain JSON header, one brotli block per group."""
+    records, raw = [], b""
+    for name, e in entries.items():
+        parts = [("q", e.q), ("scale", e.scale)] if isinstance(e, QuantTensor) else [("data", e)]
+        rec = {"name": name, "group": group, "kind": "quant" if isinstance(e, QuantTensor) else "raw",
+               "shape": list(e.shape), "dtype": str(e.dtype).removeprefix("torch."),
+               "bits": e.bits if isinstance(e, QuantTensor) else 16, "scale_layout": None, "parts": []}
+        for part, t in parts:
+            data = t.contiguous().view(torch.uint8).numpy().tobytes()
+            rec["parts"].append({"part": part, "transform": "none", "offset": len(raw), "length": len(data)})
+            raw += data
+        records.append(rec)
+    payload = brotli.compress(raw)
+    header = json.dumps({"groups": {group: {"codec": "brotli", "offset": 0, "length": len(payload),
+                                            "raw_length": len(raw)}},
+                         "tensors": records, "meta": {"old": True}}).encode()
+    return resealed(PREAMBLE.pack(b"GOLF", 1, len(header)) + header + payload)
+
+
+def test_a_version_1_artifact_still_loads(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    entries = {"w": quantize_rtn(torch.randn(6, 5, generator=g), 6, 12.0), "b": torch.randn(4, generator=g).half()}
+    back, meta = decode_artifact(version_1_blob(entries), "old.golf")
+    assert meta == {"old": True}
+    assert_same(entries["w"], back["w"])
+    assert_same(entries["b"], back["b"])
+    path = tmp_path / "old.golf"
+    path.write_bytes(version_1_blob(entries))
+    rows = artifact_report(path)
+    assert sum(r["compressed_bytes"] for r in rows) == os.path.getsize(path)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -8,7 +9,6 @@ from torch import nn
 
 from golf.config import GolfError
 from golf.quant.gptq import HessianCollector, collect_hessians, gptq_quantize
-from golf.quant.lowrank import apply_lowrank, lowrank_factors
 from golf.quant.rtn import QuantTensor, dequantize_rows, qmax_for_bits, quantize_rtn
 from golf.quant.state import dequantize_state, quantize_state
 
@@ -162,16 +162,44 @@ def test_hooks_go_even_when_forward_raises():
     assert c.rows_seen["lin"] == 8 and not model.lin._forward_pre_hooks
 
 
-def test_lowrank_correction_reduces_error_more_with_rank():
-    g = torch.Generator().manual_seed(7)
-    w = torch.randn(64, 48, generator=g) @ torch.diag(torch.linspace(2, 0.1, 48))
-    qt = quantize_rtn(w, 4, 3.0)
-    errors = [torch.linalg.norm(w - dequantize_rows(qt)).item()]
-    for rank in (2, 8, 32):
-        u, v = lowrank_factors(w, qt, rank)
-        assert u.shape == (64, rank) and v.shape == (rank, 48) and u.dtype == torch.float16
-        errors.append(torch.linalg.norm(w - apply_lowrank(qt, u, v)).item())
-    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.5 * errors[0]
+class FixedLoader:
+    """next_batch as DistributedTokenLoader's, from a fixed list of (B, T) token batches."""
+
+    def __init__(self, batches):
+        self.batches = iter(batches)
+
+    def next_batch(self, tokens, seq_len, accum):
+        x = next(self.batches)
+        assert x.numel() == tokens and x.shape[1] == seq_len
+        return x, x
+
+
+def test_calibration_gives_the_tied_embedding_the_head_input_hessian():
+    from golf.dist import DistEnv
+    from golf.params import assign_rules, param_rules
+    from golf.train import calibrate_hessians
+    from tests.tiny_eval import TINY_EVAL, tiny_model
+
+    cfg = dataclasses.replace(TINY_EVAL, gptq_calib_batches=2, gptq_calib_tokens=2 * TINY_EVAL.train_seq_len)
+    model = tiny_model(cfg)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, cfg.vocab_size, (2, cfg.train_seq_len), generator=g) for _ in range(2)]
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    hessians = calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), model, rules, FixedLoader(batches))
+    model.eval()
+    with torch.no_grad():
+        hidden = torch.cat([model.hidden(b).reshape(-1, cfg.model_dim) for b in batches])
+    assert torch.allclose(hessians["tok_emb.weight"], hidden.T @ hidden, rtol=1e-4, atol=1e-4)
+    assert any(n.startswith("blocks.") for n in hessians)  # the block hooks fired in the same passes
+
+
+def test_collect_hessians_adds_the_inputs_forward_returns():
+    model = Looped()
+    batches = [torch.randn(3, 6) for _ in range(2)]
+    hs = collect_hessians(model, {}, batches, lambda m, b: {"extra": m.lin(b)})
+    with torch.no_grad():
+        expected = sum(model.lin(b).T @ model.lin(b) for b in batches)
+    assert torch.allclose(hs["extra"], expected, atol=1e-5)
 
 
 def test_quantize_state_follows_plan_and_dequantize_restores_dtypes():

@@ -68,3 +68,16 @@ def test_script_runs_from_anywhere_without_traceback(shipped, tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "size_check.py"), str(artifact), "--code", str(code)],
                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0 and "headroom" in proc.stdout
+
+
+def test_table_shows_each_groups_parts_and_they_sum_to_the_group(shipped, capsys):
+    artifact, code = shipped
+    assert main([str(artifact), "--json"]) == 0
+    groups = {g["group"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert set(groups["mlp"]["parts"]) == {"q", "scale"} and set(groups["scalars"]["parts"]) == {"data"}
+    for g in ("mlp", "scalars"):
+        assert sum(groups[g]["parts"].values()) == groups[g]["compressed_bytes"]
+    assert main([str(artifact)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    q_line = next(line for line in lines if line.strip().startswith("mlp/q"))
+    assert q_line.split()[-1] == f"{groups['mlp']['parts']['q']:,}"

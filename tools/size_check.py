@@ -2,8 +2,9 @@
 
     python tools/size_check.py ARTIFACT [--code train_gpt.py] [--limit 16000000] [--json]
 
-Prints a table by tensor group (params, bits, raw bytes, compressed bytes, bits/param) and the
-total against the limit. Exit 0 within the limit, 1 over it, 2 on unreadable or corrupt input.
+Prints a table by tensor group (params, bits, raw bytes, compressed bytes, bits/param), under each
+group its parts' compressed bytes (q symbols, scales, LQER factors, raw data), and the total against
+the limit. Exit 0 within the limit, 1 over it, 2 on unreadable or corrupt input.
 Without --code the code bytes count as 0 (the table says so).
 """
 import argparse
@@ -45,6 +46,8 @@ def format_table(summary: dict) -> str:
         bits = ",".join(str(b) for b in row["bits"])
         lines.append(f"{row['group']:<20} {row['tensors']:>7} {row['params']:>12,} {bits:>8} "
                      f"{row['raw_bytes']:>12,} {row['compressed_bytes']:>12,} {bpp:>10}")
+        for part, size in row.get("parts", {}).items():  # each part's own block: symbols, scales, LQER factors
+            lines.append(f"{'  ' + row['group'] + '/' + part:<20} {'':>7} {'':>12} {'':>8} {'':>12} {size:>12,}")
     code = summary["code"] or "(no --code given: not counted)"
     verdict = "OK" if summary["fits"] else "OVER LIMIT"
     lines += [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",

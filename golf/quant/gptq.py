@@ -6,6 +6,7 @@ The Hessian of a layer y = x W^T is H = X^T X over calibration inputs X (N, cols
 inputs must come from TRAINING tokens only (never val: the challenge forbids val in calibration),
 and calibration time counts as training time. `collect_hessians` gathers H with forward pre-hooks.
 """
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -53,6 +54,12 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype)
 
 
+def output_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor) -> float:
+    """||X W^T - X A^T||_F from H = X^T X alone: sqrt(trace(D H D^T)), D = W - A."""
+    diff = as_rows(w) - as_rows(approx)
+    return math.sqrt(max(((diff @ hessian.float()) * diff).sum().item(), 0.0))
+
+
 def upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
     """(cols, cols) positive definite H -> upper U with U^T U = H^-1 (GPTQ's error propagator)."""
     chol, info = torch.linalg.cholesky_ex(h)
@@ -92,14 +99,17 @@ class HessianCollector:
 
     def hook_for(self, name: str):
         def add_input(module, args):
-            x = args[0].detach()
-            x = x.reshape(-1, x.shape[-1]).float()
-            if name not in self.hessians:
-                self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], device=x.device)
-                self.rows_seen[name] = 0
-            self.hessians[name].addmm_(x.T, x)
-            self.rows_seen[name] += x.shape[0]
+            self.add(name, args[0])
         return add_input
+
+    def add(self, name: str, x: torch.Tensor):
+        """Add the inputs x (..., cols) of weight `name` (also for inputs no module hook sees)."""
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if name not in self.hessians:
+            self.hessians[name] = torch.zeros(x.shape[1], x.shape[1], device=x.device)
+            self.rows_seen[name] = 0
+        self.hessians[name].addmm_(x.T, x)
+        self.rows_seen[name] += x.shape[0]
 
     def remove(self):
         for handle in self.handles:
@@ -117,11 +127,15 @@ def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches: I
                      forward: Callable) -> dict[str, torch.Tensor]:
     """Run forward(model, batch) for each batch under no_grad; return {name: X^T X} per module.
 
+    forward may return {name: inputs (..., cols)} for weights that no module hook sees, e.g. the tied
+    embedding, whose head input is the final-norm output (logits = hidden @ tok_emb.weight^T).
     Batches must be TRAINING tokens (never val). A module that never ran has no entry (the caller's
     quantize_state then falls back to RTN for it). Hooks are removed even if a forward raises. With
     several ranks, all-reduce the sums afterwards: each rank sees only its own batches.
     """
     with torch.no_grad(), HessianCollector(modules) as collector:
         for batch in batches:
-            forward(model, batch)
+            extra = forward(model, batch)
+            for name, x in (extra if isinstance(extra, dict) else {}).items():
+                collector.add(name, x)
     return collector.hessians

@@ -36,6 +36,7 @@ class QuantTensor:
     bits: int
     shape: tuple  # the original tensor's shape; rows = shape[0] (1 for 0-d/1-d), cols = the rest
     dtype: torch.dtype = torch.float32  # the original tensor's dtype
+    lqer: object = None  # golf.quant.lowrank.LqerFactors: a low-rank correction added on dequantising
 
 
 def qmax_for_bits(bits: int) -> int:
@@ -107,5 +108,8 @@ def quantize_rtn(w: torch.Tensor, bits: int, clip_k: float | None = None, rule: 
 
 
 def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
-    """QuantTensor -> fp32 tensor of the original shape: q * scale per row."""
-    return (qt.q.float() * qt.scale.float()[:, None]).reshape(qt.shape)
+    """QuantTensor -> fp32 tensor of the original shape: q * scale per row (+ its LQER correction A B)."""
+    rows = qt.q.float() * qt.scale.float()[:, None]
+    if qt.lqer is not None:
+        rows = rows + qt.lqer.product()
+    return rows.reshape(qt.shape)

@@ -3,12 +3,32 @@
 plan[name] = {"bits": int | None, "clip_k": float | None, "method": "rtn" | "gptq", and optionally
 "clip_rule": "sdclip" | "capped" | "absmax"} (see golf.quant.rtn). bits None keeps the tensor raw
 (floats as fp16). GPTQ is used where the method says so and a Hessian exists for that name.
+An LqerPlan then adds low-rank corrections (golf/quant/lowrank.py) to the tensors with the largest error.
 """
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 
 from golf.config import GolfError, pick
-from golf.quant.gptq import gptq_quantize
-from golf.quant.rtn import QuantTensor, dequantize_rows, quantize_rtn
+from golf.quant.gptq import gptq_quantize, output_error
+from golf.quant.lowrank import lqer_factors
+from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows, quantize_rtn
+
+
+LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
+
+
+@dataclass(frozen=True)
+class LqerPlan:
+    """Which tensors get an LQER correction and how it is stored (defaults: the record's, PR #1855 log
+    "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4)."""
+    top_k: int = 3  # 0: no LQER
+    rank: int = 4
+    a_bits: int = 2
+    b_bits: int = 4
+    group: int = 64
+    weighting: str = "frobenius"  # frobenius (the record's plain SVD) | hessian (fit in the output metric)
 
 
 def rtn_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> QuantTensor:
@@ -25,7 +45,7 @@ QUANTIZERS = {"rtn": rtn_from_spec, "gptq": gptq_from_spec}
 
 
 def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
-                   hessians: dict[str, torch.Tensor] | None = None) -> dict:
+                   hessians: dict[str, torch.Tensor] | None = None, lqer: LqerPlan | None = None) -> dict:
     """{name: tensor} -> {name: QuantTensor | Tensor}; every name needs a plan entry."""
     missing = [n for n in state if n not in plan]
     if missing:
@@ -39,7 +59,25 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
         else:
             quantizer = pick(QUANTIZERS, spec.get("method", "rtn"), f"quant plan {name}: method")
             out[name] = quantizer(w, hessians.get(name), spec)
+    if lqer is not None and lqer.top_k > 0:
+        for name in lqer_targets(state, out, hessians, lqer.top_k):
+            h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
+            factors = lqer_factors(state[name], out[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+            out[name] = dataclasses.replace(out[name], lqer=factors)
     return out
+
+
+def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
+    """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
+    has a Hessian (RTN), by ||E||_F as the record ranks them."""
+    names = [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+    with_h = [n for n in names if n in hessians]
+    if with_h:
+        errors = {n: output_error(state[n], dequantize_rows(entries[n]), hessians[n]) for n in with_h}
+    else:
+        errors = {n: torch.linalg.norm(as_rows(state[n]) - as_rows(dequantize_rows(entries[n]))).item()
+                  for n in names}
+    return sorted(errors, key=lambda n: -errors[n])[:top_k]
 
 
 def dequantize_state(entries: dict, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
