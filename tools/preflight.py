@@ -102,6 +102,19 @@ def meta_model(ns, cfg, attention_fn, train: bool):
     return model
 
 
+def memoised(fn):
+    """FLOP counts depend only on (file, config): count each once per preflight (the record shape is reused)."""
+    cache = {}
+
+    def counted(ns, cfg, attention_fn):
+        key = (id(ns), cfg)
+        if key not in cache:
+            cache[key] = fn(ns, cfg, attention_fn)
+        return cache[key]
+    return counted
+
+
+@memoised
 def train_flops_per_row(ns, cfg, attention_fn) -> int:
     """FLOPs of one forward+backward on one row of train_seq_len tokens (matmuls and attention, full loop depth)."""
     model = meta_model(ns, cfg, attention_fn, train=True)
@@ -111,6 +124,7 @@ def train_flops_per_row(ns, cfg, attention_fn) -> int:
     return counter.get_total_flops()
 
 
+@memoised
 def eval_flops_per_row(ns, cfg, attention_fn) -> int:
     """FLOPs of one scoring forward (eval depth) on one row of sw_seq_len tokens."""
     model = meta_model(ns, cfg, attention_fn, train=False)
