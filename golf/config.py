@@ -97,8 +97,12 @@ class Config:
     # int7 tied embedding, GPTQ'd with the head-input Hessian: record PR #1855 log "embed_bits: 7", "gptq (int7)"
     embed_bits: int = 7
     attn_clip_k: float = 13.0
-    mlp_clip_k: float = 11.5
-    embed_clip_k: float = 14.0  # record log "embed_clip_sigmas: 14.0"
+    # 12.0 / 15.0, not the 1.0611 record's 11.5 / 14.0: tools/preflight.py put the default at 16,079,100 bytes
+    # (upper bound) with those, over 16,000,000; 12.0 / 15.0 are accepted records' values (2026-04-16 and 2026-04-22
+    # logs "mlp_clip_sigmas: 12.0", "embed_clip_sigmas: 15.0"; the 2026-04-29 record's MLP_CLIP_SIGMAS=12.0
+    # EMBED_CLIP_SIGMAS=15.0).
+    mlp_clip_k: float = 12.0
+    embed_clip_k: float = 15.0
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
