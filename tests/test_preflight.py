@@ -69,3 +69,40 @@ def test_a_run_over_its_reserve_ends_with_a_violation_line_and_exit_1(tmp_path, 
     assert violation and "planned:0.0s" in violation[0] and "over:" in violation[0]
     assert (tmp_path / "final_model.golf").is_file()  # the artifact stays on disk
     assert log.splitlines()[-1].startswith("budget_violation")
+
+
+def test_meta_counts_match_a_real_cpu_run():
+    # Memory and FLOPs are counted on meta tensors at record dims; at tiny dims the same counts on real CPU
+    # tensors must agree exactly (the meta count is what a real forward saves and computes).
+    import dataclasses
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import golf.train as ns
+    from tests.test_model import TINY
+    from tools.preflight import FlashSaved, saved_bytes_per_row, train_flops_per_row
+
+    cfg = dataclasses.replace(TINY, train_seq_len=32)
+    _, attention_fn = ns.select_attention("cpu", "sdpa")
+    model = ns.GPT(cfg, lambda q, k, v: FlashSaved.apply(q, k, v, attention_fn))
+    model.set_progress(cfg.iterations, 1.0)
+    x = torch.randint(0, cfg.vocab_size, (1, cfg.train_seq_len))
+    seen = {}
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.setdefault(id(t), t.numel() * t.element_size())
+                                                  and t, lambda t: t):
+        model(x, x)
+    assert saved_bytes_per_row(ns, cfg, attention_fn, torch.float32) == sum(seen.values()) > 0
+    assert saved_bytes_per_row(ns, cfg, attention_fn, torch.bfloat16) < sum(seen.values())
+    # CPU SDPA's fused kernel has no FLOP formula: count with attention written out as matmuls on both sides.
+    def math_attention(q, k, v):
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+        scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        mask = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool, device=q.device).triu(1)
+        return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+
+    real = ns.GPT(cfg, math_attention)
+    real.set_progress(cfg.iterations, 1.0)
+    with FlopCounterMode(display=False) as counter:
+        real(x, x).backward()
+    assert train_flops_per_row(ns, cfg, math_attention) == counter.get_total_flops() > 0
