@@ -62,7 +62,9 @@ def test_bad_input_is_one_line_and_exit_2(args, env, needle):
 @pytest.mark.slow
 def test_a_run_over_its_reserve_ends_with_a_violation_line_and_exit_1(tmp_path, sample_data):
     # GPTQ calibration takes far more than 1 ms: the reserve phase overruns its plan.
-    proc, log_path = run_train(tmp_path, sample_data, QUANT_RESERVE_SECONDS="0.001", VAL_MAX_TOKENS="4096")
+    proc, log_path = run_train(tmp_path, sample_data, QUANT_RESERVE_SECONDS="0.001", VAL_MAX_TOKENS="2048",
+                               ITERATIONS="2", COMPILE_WARMUP_STEPS="0", TTT_ENABLED="0", GPTQ_CALIB_BATCHES="1",
+                               SW_STRIDE="256")
     assert proc.returncode == 1, proc.stderr[-3000:]
     log = log_path.read_text()
     violation = [ln for ln in log.splitlines() if ln.startswith("budget_violation phase:reserve")]

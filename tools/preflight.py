@@ -308,7 +308,7 @@ def check_train(ns, cfg, attention_fn, out: dict) -> dict:
               f"calibrated on {facts.TRAIN_RECORD['source']} ({facts.TRAIN_RECORD['ms_per_step']} ms/step); "
               f"predicted {steps} steps in {train_s:.1f}s (iterations cap {cfg.iterations})")
     status = "FAIL" if train_s <= 0 else "PASS"
-    return line(status, "train", f"{ms:.1f} ms/step predicted", f"{train_s:.1f}s of {cfg.max_wallclock_seconds:.0f}s",
+    return line(status, "train", f"{ms:.4g} ms/step predicted", f"{train_s:.1f}s of {cfg.max_wallclock_seconds:.0f}s",
                 f"{steps} steps", detail)
 
 
@@ -324,7 +324,7 @@ def check_reserve(ns, cfg, attention_fn, world_size: int, out: dict) -> list[dic
     rate = rec["rows_per_rank"] * record_row_flops / rec["seconds"]  # FLOP/s of one GPU in calibration
     calib_s = rows_per_rank * row_flops / rate if cfg.quant_method == "gptq" and cfg.gptq_calib_batches else 0.0
     reserve = cfg.quant_reserve_seconds
-    lines = [line(time_status(calib_s, reserve), "reserve", f"{calib_s:.1f}s predicted", f"{reserve:.1f}s",
+    lines = [line(time_status(calib_s, reserve), "reserve", f"{calib_s:.3g}s predicted", f"{reserve:.1f}s",
                   f"{(reserve - calib_s) / reserve:.0%}" if reserve > 0 else "-",
                   f"GPTQ calibration: {cfg.gptq_calib_batches} batches x {rows_per_rank // max(cfg.gptq_calib_batches, 1)}"
                   f" rows/rank x {row_flops / 1e12:.2f} TFLOP, at {rate / 1e12:.0f} TFLOP/s/GPU from {rec['source']}; "
@@ -373,12 +373,12 @@ def check_eval(ns, cfg, attention_fn) -> list[dict]:
         seconds = flops_score / score_rate + flops_train / ttt_rate
         timed += seconds if p.timed else 0.0
         steps = f", {p.train_steps} TTT steps x {p.train_rows} rows ({flops_train / 1e15:.1f} PFLOP)" if p.train_steps else ""
-        lines.append(line("PASS", f"eval.{p.name}", f"{seconds:.1f}s predicted",
+        lines.append(line("PASS", f"eval.{p.name}", f"{seconds:.4g}s predicted",
                           "timed" if p.timed else "uncounted", "-",
                           f"{p.rows} windows x {p.seq_len} ({flops_score / 1e15:.1f} PFLOP){steps}"))
     limit = cfg.eval_max_seconds
     rec = facts.EVAL_RECORD
-    lines.append(line(time_status(timed, limit), "eval", f"{timed:.1f}s predicted", f"{limit:.1f}s",
+    lines.append(line(time_status(timed, limit), "eval", f"{timed:.4g}s predicted", f"{limit:.1f}s",
                       f"{(limit - timed) / limit:.0%}",
                       f"timed passes over {targets} targets ({source}); rates from {rec['source']}: scoring "
                       f"{score_rate / 1e15:.2f} PFLOP/s (sliding {rec['sliding_seconds']}s), TTT training "
