@@ -140,6 +140,17 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
+    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
+    symbol_layout: str = "none"
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
+    lqer_top_k: int = 3  # 0: off
+    lqer_rank: int = 4
+    lqer_a_bits: int = 2
+    lqer_b_bits: int = 4
+    lqer_group: int = 64
+    lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
@@ -1713,7 +1724,7 @@ def hessian_cholesky(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
 
 
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
-LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
+LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
 
 
 @dataclass(frozen=True)
@@ -1756,11 +1767,16 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
         else:
             quantizer = pick(QUANTIZERS, spec.get("method", "rtn"), f"quant plan {name}: method")
             out[name] = quantizer(w, hessians.get(name), spec)
-    if lqer is not None and lqer.top_k > 0:
-        for name in lqer_targets(state, out, hessians, lqer.top_k):
-            h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
-            factors = lqer_factors(state[name], out[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
-            out[name] = dataclasses.replace(out[name], lqer=factors)
+    return add_lqer(state, out, hessians, lqer) if lqer is not None else out
+
+
+def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
+    """entries with LQER factors on lqer.top_k of their quantised matrices (a new dict; entries unchanged)."""
+    out = dict(entries)
+    for name in lqer_targets(state, entries, hessians, lqer.top_k) if lqer.top_k > 0 else []:
+        h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
+        factors = lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+        out[name] = dataclasses.replace(entries[name], lqer=factors)
     return out
 
 
@@ -2003,6 +2019,42 @@ def shuffle_inverse(packed, shape, itemsize, bits):
     return packed.reshape(itemsize, -1).T.ravel()
 
 
+def similarity_order(rows: numpy.ndarray) -> numpy.ndarray:
+    """(n, cols) int8 symbols -> a row order in which each row is followed by its nearest unvisited row in
+    L1 (greedy, from row 0; the record's "simsort", PR #1855): a context coder then sees similar rows in a
+    row. O(n^2 cols): seconds for a few thousand rows. Differences in int16, sums in int32 (exact)."""
+    n = rows.shape[0]
+    data = rows.astype(numpy.int16)
+    left = numpy.ones(n, dtype=bool)
+    order = numpy.empty(n, dtype=numpy.int64)
+    current = 0
+    for i in range(n):
+        order[i] = current
+        left[current] = False
+        candidates = numpy.flatnonzero(left)
+        if candidates.size == 0:
+            break
+        dist = numpy.abs(data[candidates] - data[current]).sum(axis=1, dtype=numpy.int32)
+        current = candidates[numpy.argmin(dist)]  # ties: the lowest index, so the order is deterministic
+    return order
+
+
+def identity_order(rows: numpy.ndarray) -> numpy.ndarray:
+    return numpy.arange(rows.shape[0], dtype=numpy.int64)
+
+
+# Row orders of a quantised tensor's symbols: name -> (rows (n, cols) -> permutation of n). The artifact
+# stores a non-identity order as the tensor's "perm" part, and un-permutes on load.
+ROW_ORDERS = {"none": identity_order, "simsort": similarity_order}
+
+
+def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
+    """A stored row order must be a permutation of 0..n-1: anything else would silently scramble rows."""
+    if perm.shape != (n,) or not numpy.array_equal(numpy.sort(perm), numpy.arange(n)):
+        raise GolfError(f"{what}: stored row order is not a permutation of {n} rows")
+    return perm
+
+
 TRANSFORMS = {
     "none": (identity_forward, identity_inverse),
     "bitpack": (bitpack_forward, bitpack_inverse),
@@ -2027,6 +2079,10 @@ DEFAULT_QUANT_TRANSFORM = "none"
 FLOAT_TRANSFORM = "shuffle"
 FLOAT_CODEC = "brotli"
 SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
+# transforms="auto" tries these symbol layouts per group (ROW_ORDER+TRANSFORM; golf/compress.py). With the
+# order-0 ANS codec every layout codes to the same bytes (a permutation keeps the histogram), so "none"
+# wins; context coders (brotli, zpaq) gain from transposition and the similarity sort.
+AUTO_LAYOUTS = ("none", "transpose", "simsort+none", "simsort+transpose")
 HEADER_CODEC = "brotli"
 
 DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -2102,7 +2158,11 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
         pick(CODECS, codec, f"codec of group {g}")
-    records, chunks = lay_out_tensors(entries, groups, per_group(transforms, groups_used, "transforms"))
+    layouts = per_group(transforms, groups_used, "transforms")
+    for layout in layouts.values():
+        if layout != "auto":
+            layout_of(layout)
+    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of))
     block_records, payload = compress_blocks(chunks, codec_of)
     try:
         header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
@@ -2114,7 +2174,40 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[str, str]) -> tuple[list, dict]:
+def layout_of(setting: str) -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+    order, _, transform = setting.rpartition("+")
+    pick(ROW_ORDERS, order or "none", "row order")
+    pick(TRANSFORMS, transform, "transform")
+    return order or "none", transform
+
+
+def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
+                   codec_of: dict[str, str]) -> dict[str, str]:
+    """Groups set to "auto" take the AUTO_LAYOUTS candidate whose q block (and row orders) compresses
+    smallest with the group's codec; ties keep the earlier (simpler) candidate."""
+    chosen = dict(layout_of_group)
+    for g in [g for g, layout in layout_of_group.items() if layout == "auto"]:
+        members = {n: e for n, e in entries.items() if groups[n] == g and isinstance(e, QuantTensor)}
+        sizes = {}
+        for layout in AUTO_LAYOUTS:
+            _, chunks = lay_out_tensors(members, groups, {g: layout})
+            sizes[layout] = sum(len(CODECS[codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC][0](b"".join(c)))
+                                for (_, part), c in chunks.items() if part in ("q", "perm"))
+        chosen[g] = min(AUTO_LAYOUTS, key=lambda layout: sizes[layout])
+    return chosen
+
+
+def ordered_symbols(entry: QuantTensor, order: str) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity)."""
+    rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
+    if order == "none":
+        return tensor_bytes(entry.q), None
+    perm = ROW_ORDERS[order](rows)
+    return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str]) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
     their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
     chunks: dict[tuple[str, str], list] = {}
@@ -2123,8 +2216,15 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[st
         group = groups[name]
         record = tensor_record(name, group, entry)
         record["parts"] = []
-        for part, data, itemsize, bits, shape in tensor_parts(entry):
-            transform = transform_of[group] if part in SYMBOL_PARTS else FLOAT_TRANSFORM
+        order, symbol_transform = layout_of(layout_of_group[group])
+        parts = tensor_parts(entry)
+        if isinstance(entry, QuantTensor) and order != "none":
+            data, perm = ordered_symbols(entry, order)
+            parts = [(p, data if p == "q" else d, i, b, s) for p, d, i, b, s in parts]
+            parts.append(("perm", perm, 4, None, (entry.q.shape[0],)))
+            record["row_order"] = order
+        for part, data, itemsize, bits, shape in parts:
+            transform = symbol_transform if part in SYMBOL_PARTS else FLOAT_TRANSFORM
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
             block = chunks.setdefault((group, part), [])
             record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
@@ -2226,6 +2326,11 @@ def decode_entry(record: dict, raws: dict):
         return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
     rows, cols = matrix_dims(shape)
     q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    if record.get("row_order", "none") != "none":
+        perm = part_array(raws, parts["perm"], (rows,), 4, None).view("<u4").astype(numpy.int64)
+        unordered = numpy.empty((rows, cols), dtype=numpy.uint8)
+        unordered[check_permutation(perm, rows, record["name"])] = q.reshape(rows, cols)
+        q = unordered.reshape(-1)
     scale = part_array(raws, parts["scale"], (rows,), 2, None)
     lqer = record.get("lqer")
     factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)
@@ -2930,10 +3035,11 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
-    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
+    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 
 

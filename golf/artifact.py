@@ -10,10 +10,12 @@ size, mostly repeated keys). It holds `blocks` {"group/part": {group, part, code
 (compressed, from the payload's start), raw_length}}, `tensors` [{name, group, kind 'quant'|'raw',
 shape, dtype, bits, scale_layout, lqer (null or {rank, a_bits, b_bits, group}), parts: [{part, block,
 transform, offset, length}]}] where offsets index the block's decompressed bytes, and `meta`
-(free-form run info). Each kind of part of a group is one block, compressed on its own: the int8
-symbols of the quantised matrices ("q", and the LQER factors "lqer_a", "lqer_b") with the group's
-symbol codec (default ANS: its order-0 model sees symbols only, no scale bytes), the float parts
-(scales, raw tensors, LQER steps) byte-shuffled with FLOAT_CODEC. Blocks compress in parallel.
+(free-form run info); a tensor stored in a row order (`row_order`, e.g. "simsort") has a "perm" part
+(uint32 row indices: stored row i is row perm[i]). Each kind of part of a group is one block,
+compressed on its own: the int8 symbols of the quantised matrices ("q", and the LQER factors "lqer_a",
+"lqer_b") with the group's symbol codec (default ANS: its order-0 model sees symbols only, no scale
+bytes), the float parts (scales, raw tensors, LQER steps, perms) byte-shuffled with FLOAT_CODEC.
+Blocks compress in parallel.
 Version 1 (read only): plain JSON header, one block per group holding all its parts (`groups`).
 
 Loading parses JSON and raw bytes only: no pickle, no torch.load, no eval. Any flipped or missing
@@ -31,7 +33,7 @@ import brotli
 import numpy
 import torch
 
-from golf.compress import CODECS, TRANSFORMS, matrix_dims
+from golf.compress import CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, matrix_dims
 from golf.config import GolfError, pick
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -50,6 +52,10 @@ DEFAULT_QUANT_TRANSFORM = "none"
 FLOAT_TRANSFORM = "shuffle"
 FLOAT_CODEC = "brotli"
 SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
+# transforms="auto" tries these symbol layouts per group (ROW_ORDER+TRANSFORM; golf/compress.py). With the
+# order-0 ANS codec every layout codes to the same bytes (a permutation keeps the histogram), so "none"
+# wins; context coders (brotli, zpaq) gain from transposition and the similarity sort.
+AUTO_LAYOUTS = ("none", "transpose", "simsort+none", "simsort+transpose")
 HEADER_CODEC = "brotli"
 
 DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -125,7 +131,11 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
         pick(CODECS, codec, f"codec of group {g}")
-    records, chunks = lay_out_tensors(entries, groups, per_group(transforms, groups_used, "transforms"))
+    layouts = per_group(transforms, groups_used, "transforms")
+    for layout in layouts.values():
+        if layout != "auto":
+            layout_of(layout)
+    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of))
     block_records, payload = compress_blocks(chunks, codec_of)
     try:
         header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
@@ -137,7 +147,40 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[str, str]) -> tuple[list, dict]:
+def layout_of(setting: str) -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+    order, _, transform = setting.rpartition("+")
+    pick(ROW_ORDERS, order or "none", "row order")
+    pick(TRANSFORMS, transform, "transform")
+    return order or "none", transform
+
+
+def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
+                   codec_of: dict[str, str]) -> dict[str, str]:
+    """Groups set to "auto" take the AUTO_LAYOUTS candidate whose q block (and row orders) compresses
+    smallest with the group's codec; ties keep the earlier (simpler) candidate."""
+    chosen = dict(layout_of_group)
+    for g in [g for g, layout in layout_of_group.items() if layout == "auto"]:
+        members = {n: e for n, e in entries.items() if groups[n] == g and isinstance(e, QuantTensor)}
+        sizes = {}
+        for layout in AUTO_LAYOUTS:
+            _, chunks = lay_out_tensors(members, groups, {g: layout})
+            sizes[layout] = sum(len(CODECS[codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC][0](b"".join(c)))
+                                for (_, part), c in chunks.items() if part in ("q", "perm"))
+        chosen[g] = min(AUTO_LAYOUTS, key=lambda layout: sizes[layout])
+    return chosen
+
+
+def ordered_symbols(entry: QuantTensor, order: str) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity)."""
+    rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
+    if order == "none":
+        return tensor_bytes(entry.q), None
+    perm = ROW_ORDERS[order](rows)
+    return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str]) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
     their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
     chunks: dict[tuple[str, str], list] = {}
@@ -146,8 +189,15 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], transform_of: dict[st
         group = groups[name]
         record = tensor_record(name, group, entry)
         record["parts"] = []
-        for part, data, itemsize, bits, shape in tensor_parts(entry):
-            transform = transform_of[group] if part in SYMBOL_PARTS else FLOAT_TRANSFORM
+        order, symbol_transform = layout_of(layout_of_group[group])
+        parts = tensor_parts(entry)
+        if isinstance(entry, QuantTensor) and order != "none":
+            data, perm = ordered_symbols(entry, order)
+            parts = [(p, data if p == "q" else d, i, b, s) for p, d, i, b, s in parts]
+            parts.append(("perm", perm, 4, None, (entry.q.shape[0],)))
+            record["row_order"] = order
+        for part, data, itemsize, bits, shape in parts:
+            transform = symbol_transform if part in SYMBOL_PARTS else FLOAT_TRANSFORM
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
             block = chunks.setdefault((group, part), [])
             record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
@@ -249,6 +299,11 @@ def decode_entry(record: dict, raws: dict):
         return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
     rows, cols = matrix_dims(shape)
     q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    if record.get("row_order", "none") != "none":
+        perm = part_array(raws, parts["perm"], (rows,), 4, None).view("<u4").astype(numpy.int64)
+        unordered = numpy.empty((rows, cols), dtype=numpy.uint8)
+        unordered[check_permutation(perm, rows, record["name"])] = q.reshape(rows, cols)
+        q = unordered.reshape(-1)
     scale = part_array(raws, parts["scale"], (rows,), 2, None)
     lqer = record.get("lqer")
     factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)

@@ -108,6 +108,17 @@ class Config:
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
     # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
     codec: str = "ans"
+    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
+    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
+    symbol_layout: str = "none"
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
+    lqer_top_k: int = 3  # 0: off
+    lqer_rank: int = 4
+    lqer_a_bits: int = 2
+    lqer_b_bits: int = 4
+    lqer_group: int = 64
+    lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.

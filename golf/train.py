@@ -27,7 +27,7 @@ from golf.model.gpt import GPT, size_report
 from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
-from golf.quant.state import dequantize_state, quantize_state
+from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.ttt import eval_plan_lines, final_eval
@@ -176,10 +176,11 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()})
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
-    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec))
+    write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 
 

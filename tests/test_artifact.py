@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import os
@@ -6,24 +7,32 @@ import random
 import struct
 
 import brotli
+import numpy
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import golf.artifact
 from golf.artifact import (ARTIFACT_VERSION, CHECKSUM_BYTES, FLOAT_CODEC, PREAMBLE, artifact_report, decode_artifact,
                            dequantize_entries, encode_artifact, read_artifact, read_header, write_artifact)
 from golf.compress import CODECS, TRANSFORMS
 from golf.config import GolfError
+from golf.quant.lowrank import lqer_factors
 from golf.quant.rtn import QuantTensor, dequantize_rows, quantize_rtn
 from golf.size_predict import HEADER_BYTES_FIXED, fit_dims, predict_shapes_bytes, predict_state_bytes
+
+
+def with_lqer(w, bits, clip_k, rank=2, group=8):
+    qt = quantize_rtn(w, bits, clip_k)
+    return dataclasses.replace(qt, lqer=lqer_factors(w, qt, rank, 2, 4, group))
 
 
 def sample_entries(seed=0):
     g = torch.Generator().manual_seed(seed)
     entries = {
         "embed": quantize_rtn(torch.randn(12, 8, generator=g), 8, 14.0),
-        "attn.q": quantize_rtn(torch.randn(8, 8, generator=g), 6, 13.0),
+        "attn.q": with_lqer(torch.randn(8, 8, generator=g), 6, 13.0),
         "mlp.fc": quantize_rtn(torch.randn(16, 8, generator=g).to(torch.bfloat16), 5, 11.5),
         "mlp.proj": quantize_rtn(torch.randn(8, 4, 4, generator=g), 4, None),
         "gain16": torch.randn(8, generator=g).half(),
@@ -42,6 +51,12 @@ def assert_same(a, b):
         assert isinstance(b, QuantTensor)
         assert torch.equal(a.q, b.q) and torch.equal(a.scale, b.scale)
         assert (a.bits, a.shape, a.dtype) == (b.bits, b.shape, b.dtype)
+        assert (a.lqer is None) == (b.lqer is None)
+        if a.lqer is not None:
+            for field in ("qa", "a_scale", "qb", "b_scale", "a_bits", "b_bits", "group"):
+                x, y = getattr(a.lqer, field), getattr(b.lqer, field)
+                assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, field
+            assert torch.equal(dequantize_rows(a), dequantize_rows(b))
     else:
         assert a.dtype == b.dtype and a.shape == b.shape
         assert torch.equal(a.view(torch.uint8) if a.dim() else a.reshape(1).view(torch.uint8),
@@ -49,7 +64,9 @@ def assert_same(a, b):
 
 
 @settings(max_examples=12, deadline=None)
-@given(codec=st.sampled_from(sorted(CODECS)), transform=st.sampled_from(sorted(TRANSFORMS)), seed=st.integers(0, 99))
+@given(codec=st.sampled_from(sorted(CODECS)),
+       transform=st.sampled_from(sorted(TRANSFORMS) + ["simsort+none", "simsort+transpose", "auto"]),
+       seed=st.integers(0, 99))
 def test_round_trip_is_bit_exact_for_every_codec_and_transform(codec, transform, seed):
     entries, groups = sample_entries(seed)
     meta = {"config": {"model_dim": 512, "codec": codec}, "seed": seed}
@@ -69,8 +86,10 @@ def test_per_group_codecs_and_file_round_trip(tmp_path):
     back, meta = read_artifact(path)
     header, _ = read_header(path.read_bytes(), str(path))
     blocks = header["blocks"].values()
-    assert {b["group"]: b["codec"] for b in blocks if b["part"] == "q"} == {g: codecs[g] for g in ("embed", "attn", "mlp")}
-    assert {b["codec"] for b in blocks if b["part"] != "q"} == {FLOAT_CODEC}
+    symbol_parts = ("q", "lqer_a", "lqer_b")
+    assert {(b["group"], b["codec"]) for b in blocks if b["part"] in symbol_parts} == {
+        (g, codecs[g]) for g in ("embed", "attn", "mlp")}
+    assert {b["codec"] for b in blocks if b["part"] not in symbol_parts} == {FLOAT_CODEC}
     for name in entries:
         assert_same(entries[name], back[name])
     deq = dequantize_entries(back)
@@ -81,7 +100,10 @@ def test_per_group_codecs_and_file_round_trip(tmp_path):
 
 def test_every_flipped_byte_and_every_truncation_is_detected():
     entries, groups = sample_entries()
-    blob = encode_artifact({n: entries[n] for n in ("attn.q", "gain16")}, groups, {"run": "x"})
+    blob = encode_artifact({n: entries[n] for n in ("attn.q", "gain16")}, groups, {"run": "x"},
+                           transforms="simsort+transpose")  # every kind of block: symbols, scales, LQER, perm
+    assert {b["part"] for b in read_header(blob, "x")[0]["blocks"].values()} == {
+        "q", "scale", "perm", "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale", "data"}
     rng = random.Random(0)
     for i in range(len(blob)):
         corrupt = bytearray(blob)
@@ -227,3 +249,60 @@ def test_a_version_1_artifact_still_loads(tmp_path):
     path.write_bytes(version_1_blob(entries))
     rows = artifact_report(path)
     assert sum(r["compressed_bytes"] for r in rows) == os.path.getsize(path)
+
+
+def test_lqer_factors_round_trip_and_bad_factor_records_name_the_problem():
+    entries, groups = sample_entries()
+    blob = encode_artifact({"attn.q": entries["attn.q"]}, groups, {})
+    header, start = read_header(blob, "f")
+    assert {b["part"] for b in header["blocks"].values()} == {"q", "scale", "lqer_a", "lqer_a_scale", "lqer_b",
+                                                              "lqer_b_scale"}
+    back, _ = decode_artifact(blob, "f")
+    assert_same(entries["attn.q"], back["attn.q"])
+    assert not torch.equal(dequantize_rows(back["attn.q"]), dequantize_rows(dataclasses.replace(back["attn.q"], lqer=None)))
+    payload = blob[start:-CHECKSUM_BYTES]
+
+    def resealed_header(edit):
+        h = json.loads(json.dumps(header))
+        edit(h)
+        text = brotli.compress(json.dumps(h).encode())
+        return resealed(PREAMBLE.pack(b"GOLF", ARTIFACT_VERSION, len(text)) + text + payload)
+
+    def set_rank(h):
+        h["tensors"][0]["lqer"]["rank"] = 3
+
+    def set_group(h):
+        h["tensors"][0]["lqer"]["group"] = 7
+
+    def drop_factor(h):
+        h["tensors"][0]["parts"] = [p for p in h["tensors"][0]["parts"] if p["part"] != "lqer_b"]
+
+    def short_block(h):
+        h["blocks"]["attn/lqer_a"]["raw_length"] += 1
+
+    for edit, needle in ((set_rank, "expected"), (set_group, "does not fit"), (drop_factor, "lqer_b"),
+                         (short_block, "attn/lqer_a decompressed to")):
+        with pytest.raises(GolfError, match=f"^f: .*{needle}"):
+            decode_artifact(resealed_header(edit), "f")
+
+
+def test_a_stored_row_order_must_be_a_permutation(monkeypatch):
+    entries, groups = sample_entries()
+    one = {"mlp.fc": entries["mlp.fc"]}
+    blob = encode_artifact(one, groups, {}, transforms="simsort+none")
+    assert read_header(blob, "f")[0]["tensors"][0]["row_order"] == "simsort"
+    assert_same(one["mlp.fc"], decode_artifact(blob, "f")[0]["mlp.fc"])
+    monkeypatch.setitem(golf.artifact.ROW_ORDERS, "simsort", lambda rows: numpy.zeros(rows.shape[0], dtype=numpy.int64))
+    with pytest.raises(GolfError, match="^f: mlp.fc: stored row order is not a permutation of 16 rows"):
+        decode_artifact(encode_artifact(one, groups, {}, transforms="simsort+none"), "f")
+
+
+def test_auto_layout_keeps_the_smallest_candidate():
+    g = torch.Generator().manual_seed(1)
+    # Columns of very different scale: transposed, each column's run is uniform, which a context coder exploits.
+    w = torch.randn(256, 32, generator=g) * torch.logspace(-3, 0, 32)
+    entries = {"w": quantize_rtn(w, 6, None)}
+    sizes = {t: len(encode_artifact(entries, {"w": "m"}, {}, "brotli", t)) for t in golf.artifact.AUTO_LAYOUTS}
+    auto = encode_artifact(entries, {"w": "m"}, {}, "brotli", "auto")
+    assert len(auto) == min(sizes.values()) and sizes["transpose"] < sizes["none"]
+    assert_same(entries["w"], decode_artifact(auto, "f")[0]["w"])

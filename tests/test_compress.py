@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golf.compress import CODECS, TRANSFORMS
+from golf.compress import CODECS, ROW_ORDERS, TRANSFORMS, check_permutation
 from golf.config import GolfError
 
 
@@ -90,3 +90,26 @@ def test_bad_transform_input_is_a_golf_error():
         TRANSFORMS["bitpack"][0](np.zeros(4, np.uint8), (2,), 2, None)
     with pytest.raises(GolfError, match="expected 6 bytes"):
         TRANSFORMS["shuffle"][1](np.zeros(5, np.uint8), (3,), 2, None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arr=symbol_arrays())
+def test_similarity_order_is_a_greedy_nearest_neighbour_permutation(arr):
+    q, _ = arr
+    perm = ROW_ORDERS["simsort"](q)
+    assert sorted(perm.tolist()) == list(range(q.shape[0])) and perm[0] == 0
+    assert np.array_equal(check_permutation(perm, q.shape[0], "t"), perm)
+    restored = np.empty_like(q)
+    restored[perm] = q[perm]
+    assert np.array_equal(restored, q)
+    rows = q.astype(np.int32)
+    for i in range(1, len(perm)):
+        left = perm[i:]
+        dists = np.abs(rows[left] - rows[perm[i - 1]]).sum(axis=1)
+        assert dists[0] == dists.min()  # each step takes a nearest remaining row
+
+
+def test_check_permutation_rejects_repeats_and_wrong_lengths():
+    for bad in (np.array([0, 0, 1]), np.array([0, 1]), np.array([0, 1, 3])):
+        with pytest.raises(GolfError, match="not a permutation of 3 rows"):
+            check_permutation(bad, 3, "t")

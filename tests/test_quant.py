@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from golf.config import GolfError
-from golf.quant.gptq import HessianCollector, collect_hessians, gptq_quantize
+from golf.quant.gptq import HessianCollector, collect_hessians, gptq_quantize, output_error
+from golf.quant.lowrank import lqer_factors
 from golf.quant.rtn import QuantTensor, dequantize_rows, qmax_for_bits, quantize_rtn
-from golf.quant.state import dequantize_state, quantize_state
+from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 
 
 @settings(max_examples=60, deadline=None)
@@ -223,3 +224,47 @@ def test_quantize_state_follows_plan_and_dequantize_restores_dtypes():
     with pytest.raises(GolfError, match="shape"):
         dequantize_state(entries, {"a": torch.zeros(32, 16)})
     assert isinstance(entries["a"], QuantTensor)
+
+
+def lqer_case(seed=0):
+    """A weight whose error after int4 RTN has real low-rank structure (a few strong input directions)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(96, 64, generator=g) @ torch.diag(torch.linspace(3, 0.05, 64)) * 0.02
+    x = correlated(256, 64, seed)
+    return w, x.T @ x
+
+
+def test_lqer_factors_use_the_asymmetric_levels_and_group_steps():
+    w, h = lqer_case()
+    qt = quantize_rtn(w, 4, 3.0)
+    f = lqer_factors(w, qt, 4, 2, 4, 64)
+    assert f.qa.shape == (96, 4) and f.qb.shape == (4, 64) and f.a_scale.shape == (1,) and f.b_scale.shape == (4,)
+    assert int(f.qa.min()) >= -2 and int(f.qa.max()) <= 1 and int(f.qb.min()) >= -8 and int(f.qb.max()) <= 7
+    assert f.qa.dtype == torch.int8 and f.a_scale.dtype == torch.float16 and f.b_scale.dtype == torch.float16
+    assert set(f.qa.unique().tolist()) == {-2, -1, 0, 1}  # the int2 grid is used, not collapsed
+    odd = lqer_factors(w[:, :60], quantize_rtn(w[:, :60], 4, 3.0), 3, 2, 4, 64)
+    assert odd.group == 60 and odd.b_scale.shape == (3,)  # 64 does not divide 3 x 60: one group per row of B
+
+
+def test_lqer_cuts_the_error_it_is_fitted_to():
+    w, h = lqer_case()
+    qt = quantize_rtn(w, 4, 3.0)
+    base_f = torch.linalg.norm(w - dequantize_rows(qt)).item()
+    base_h = output_error(w, dequantize_rows(qt), h)
+    fro = dataclasses.replace(qt, lqer=lqer_factors(w, qt, 8, 4, 8, 64))
+    hess = dataclasses.replace(qt, lqer=lqer_factors(w, qt, 8, 4, 8, 64, h))
+    assert torch.linalg.norm(w - dequantize_rows(fro)).item() < 0.9 * base_f
+    assert output_error(w, dequantize_rows(hess), h) < 0.9 * base_h
+    assert output_error(w, dequantize_rows(hess), h) < output_error(w, dequantize_rows(fro), h)
+
+
+def test_lqer_plan_corrects_the_top_k_by_output_error():
+    w, h = lqer_case()
+    state = {"small": w * 0.1, "big": w, "mid": w * 0.5, "gain": torch.randn(64)}
+    plan = {n: {"bits": 4, "clip_k": 3.0, "method": "rtn"} for n in ("small", "big", "mid")} | {"gain": {"bits": None}}
+    entries = quantize_state(state, plan, {n: h for n in ("small", "big", "mid")}, LqerPlan(top_k=2))
+    assert {n for n, e in entries.items() if isinstance(e, QuantTensor) and e.lqer is not None} == {"big", "mid"}
+    plain = quantize_state(state, plan, None, LqerPlan(top_k=0))
+    assert all(e.lqer is None for e in plain.values() if isinstance(e, QuantTensor))
+    with pytest.raises(GolfError, match="LQER_WEIGHTING"):
+        quantize_state(state, plan, None, LqerPlan(top_k=1, weighting="l1"))

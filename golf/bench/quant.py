@@ -1,29 +1,38 @@
-"""`python -m golf.bench quant`: RTN vs GPTQ layer-output error, and codec bytes vs entropy.
+"""`python -m golf.bench quant`: RTN vs GPTQ vs GPTQ+LQER layer-output error, codecs vs entropy, artifact bytes.
 
 Default: synthetic layers (Gaussian weights, std 0.02, fed correlated inputs: white noise through a
 random mixing with a decaying spectrum, so GPTQ has correlations to exploit).
 `--smoke SECONDS`: train the smoke preset for SECONDS on the sample data, then val_bpb of the fp32
-model, RTN-int6 and GPTQ-int6 (same bits, same scales, so the same bytes to within the codec),
-and the gap ratio (GPTQ gap / RTN gap). `quant_report(state, hessians, plan)` works on any state dict.
+model, RTN, GPTQ and GPTQ+LQER (both weightings) at the run's bits (matrices int6, embedding int7).
+`--record`: a record-size model (Config() defaults, 36M params) with trained-like random weights (Gaussian
+rows, per-row std spread exp(0.3 z), as tools/preflight.py draws them) and synthetic Hessians: the
+artifact bytes of each combination of embedding quantiser, LQER and codec, and today's (previous) default.
+The codec table compresses the same GPTQ symbols with each codec, rows as stored and transposed.
 """
 import argparse
 import dataclasses
+import json
 import math
 import os
 import time
 
 import numpy
 import torch
+import zpaq
 
+from golf.artifact import encode_artifact, read_header
 from golf.budget import WallclockBudget
 from golf.compress import CODECS
-from golf.config import from_env
+from golf.config import Config, from_env
 from golf.data import load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb
 from golf.model.attention import sdpa_attention
+from golf.model.gpt import GPT
+from golf.params import assign_rules, param_rules
+from golf.quant.gptq import output_error
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows
-from golf.quant.state import dequantize_state, quantize_state
+from golf.quant.state import LqerPlan, add_lqer, dequantize_state, quantize_state
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.train import RunLog, build_and_train, calibrate_hessians
 
@@ -31,6 +40,16 @@ from golf.train import RunLog, build_and_train, calibrate_hessians
 BENCH_SHAPES = {"attn.proj": (512, 512), "mlp.fc": (2048, 512), "mlp.proj": (512, 2048)}
 BENCH_CLIP_K = {"attn.proj": 13.0, "mlp.fc": 11.5, "mlp.proj": 11.5}  # the records' SDClip k
 BENCH_TOKENS = 4096
+
+
+def zpaq_compress(data: bytes, level: int | None = None) -> bytes:
+    # threads=1: one block, deterministic and ~1-3 points smaller than the multi-threaded split (zpaq docs).
+    return zpaq.compress(data, level=5 if level is None else level, threads=1)
+
+
+# The artifact's codecs plus ZPAQ (lrzip -L 9's back end, in-process), measured here only.
+BENCH_CODECS = {**{k: v for k, v in CODECS.items() if k != "zlib"}, "zpaq": (zpaq_compress, zpaq.decompress)}
+LAYOUTS = {"rows": lambda q: q, "transposed": lambda q: q.T}
 
 
 def correlated_inputs(n: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -51,12 +70,6 @@ def synthetic_layers(seed: int) -> tuple[dict, dict]:
     return state, hessians
 
 
-def output_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor) -> float:
-    """||X W^T - X A^T||_F from H = X^T X alone: sqrt(trace(D H D^T)), D = W - A."""
-    diff = as_rows(w) - as_rows(approx)
-    return math.sqrt(max(((diff @ hessian.float()) * diff).sum().item(), 0.0))
-
-
 def order0_entropy_bytes(symbols: numpy.ndarray) -> float:
     """Bytes an ideal order-0 coder needs for these int8 symbols (one histogram for all)."""
     counts = numpy.unique(symbols, return_counts=True)[1]
@@ -64,34 +77,61 @@ def order0_entropy_bytes(symbols: numpy.ndarray) -> float:
     return float(-(p * numpy.log2(p)).sum() * symbols.size / 8)
 
 
+def with_lqer(state, hessians, entries, weighting: str, top_k: int) -> dict:
+    return add_lqer(state, entries, hessians, dataclasses.replace(LqerPlan(), top_k=top_k, weighting=weighting))
+
+
 def quant_report(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], plan: dict[str, dict]) -> dict:
-    """Quantise `state` by `plan` with RTN and with GPTQ (same bits and clip). Returns
-    {"layers": [{name, rtn_error, gptq_error, ratio}] for names with a Hessian,
-     "codecs": [{codec, bytes, entropy_bytes, ratio, seconds}] over the GPTQ symbols}."""
+    """Quantise `state` by `plan` with RTN, GPTQ and GPTQ + LQER (every tensor, each weighting; same bits
+    and clip). Returns {"layers": [{name, rtn, gptq, lqer_frobenius, lqer_hessian}] output errors for names
+    with a Hessian, "codecs": [{codec, layout, bytes, entropy_bytes, ratio, encode_s, decode_s}] over the GPTQ
+    symbols, "lqer_k": [{k, error, factor_bytes}] total output error and stored factor bytes by top-K}."""
     rtn = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
     gptq = quantize_state(state, {n: {**s, "method": "gptq"} for n, s in plan.items()}, hessians)
-    layers = []
-    for name in state:
-        if name in hessians and isinstance(gptq[name], QuantTensor):
-            rtn_error = output_error(state[name], dequantize_rows(rtn[name]), hessians[name])
-            gptq_error = output_error(state[name], dequantize_rows(gptq[name]), hessians[name])
-            layers.append({"name": name, "rtn_error": rtn_error, "gptq_error": gptq_error,
-                           "ratio": gptq_error / rtn_error})
-    symbols = numpy.concatenate([e.q.numpy().ravel() for e in gptq.values() if isinstance(e, QuantTensor)])
-    entropy = order0_entropy_bytes(symbols)
-    codecs = []
-    for codec, (compress, _) in CODECS.items():
-        start = time.perf_counter()
-        size = len(compress(symbols.tobytes()))
-        codecs.append({"codec": codec, "bytes": size, "entropy_bytes": entropy, "ratio": size / entropy,
-                       "seconds": time.perf_counter() - start})
-    return {"layers": layers, "codecs": codecs}
+    every = len(state)
+    lqer = {w: with_lqer(state, hessians, gptq, w, every) for w in ("frobenius", "hessian")}
+    names = [n for n in state if n in hessians and isinstance(gptq[n], QuantTensor)]
+
+    def err(entries, name):
+        return output_error(state[name], dequantize_rows(entries[name]), hessians[name])
+
+    layers = [{"name": n, "rtn": err(rtn, n), "gptq": err(gptq, n), "lqer_frobenius": err(lqer["frobenius"], n),
+               "lqer_hessian": err(lqer["hessian"], n)} for n in names]
+    lqer_k = []
+    for k in range(len(names) + 1):
+        entries = with_lqer(state, hessians, gptq, "hessian", k)
+        blocks = read_header(encode_artifact(entries, {n: "all" for n in entries}, {}), "bench")[0]["blocks"]
+        lqer_k.append({"k": k, "error": math.sqrt(sum(err(entries, n) ** 2 for n in names)),
+                       "factor_bytes": sum(b["length"] for b in blocks.values() if b["part"].startswith("lqer"))})
+    return {"layers": layers, "codecs": codec_table([e.q for e in gptq.values() if isinstance(e, QuantTensor)]),
+            "lqer_k": lqer_k}
 
 
-def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
-    """Train the smoke preset for `seconds`; returns ({fp32, rtn, gptq: val_bpb}, matrices, hessians, plan)."""
+def codec_table(qs: list[torch.Tensor], codecs=None, layouts=None) -> list[dict]:
+    """Each codec on the same int8 symbols (each tensor's rows, or its transpose, back to back)."""
+    rows = []
+    for layout in layouts or LAYOUTS:
+        symbols = numpy.concatenate([numpy.ascontiguousarray(LAYOUTS[layout](as_rows(q).numpy())).ravel()
+                                     .astype(numpy.int8) for q in qs])
+        data = symbols.tobytes()
+        entropy = order0_entropy_bytes(symbols)
+        for codec in codecs or BENCH_CODECS:
+            compress, decompress = BENCH_CODECS[codec]
+            start = time.perf_counter()
+            blob = compress(data)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            exact = decompress(blob) == data
+            rows.append({"codec": codec, "layout": layout, "symbols": symbols.size, "bytes": len(blob),
+                         "entropy_bytes": entropy, "ratio": len(blob) / entropy, "encode_s": encode_s,
+                         "decode_s": time.perf_counter() - start, "exact": exact})
+    return rows
+
+
+def smoke_model(seconds: float) -> tuple[dict, dict, dict, dict]:
+    """Train the smoke preset for `seconds`; returns ({fp32, rtn, gptq, lqer_*: val_bpb}, state, hessians, plan)."""
     cfg = dataclasses.replace(from_env({"PRESET": "smoke"}), max_wallclock_seconds=seconds, quant_reserve_seconds=0.0,
-                              matrix_bits=bits, quant_method="gptq", out_dir=os.path.join("runs", "bench_quant"))
+                              quant_method="gptq", out_dir=os.path.join("runs", "bench_quant"))
     env = setup_dist(cfg.device)
     model, rules, loader, _ = build_and_train(cfg, env, RunLog(cfg, env), WallclockBudget(cfg, env.device),
                                               sdpa_attention)
@@ -102,42 +142,166 @@ def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
     score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens).val_bpb  # noqa: E731
     bpb = {"fp32": score(model)}
     plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
-    for method in ("rtn", "gptq"):
-        entries = quantize_state(state, {n: {**s, "method": method} for n, s in plan.items()}, hessians)
+    rtn = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
+    gptq = quantize_state(state, {n: {**s, "method": "gptq"} for n, s in plan.items()}, hessians)
+    runs = {"rtn": rtn, "gptq": gptq, **{f"gptq+lqer_{w}": with_lqer(state, hessians, gptq, w, cfg.lqer_top_k)
+                                         for w in ("frobenius", "hessian")}}
+    for label, entries in runs.items():
         model.load_state_dict(dequantize_state(entries, state))
-        bpb[method] = score(model)
-    return bpb, {n: state[n] for n in hessians}, hessians, {n: plan[n] for n in hessians}
+        bpb[label] = score(model)
+    quantised = [n for n in hessians if plan[n]["bits"] is not None]
+    return bpb, {n: state[n] for n in quantised}, hessians, {n: plan[n] for n in quantised}
+
+
+def trained_like_state(cfg: Config, seed: int) -> tuple[dict, dict, dict]:
+    """(state, plan, groups) of GPT(cfg), quantised matrices redrawn as Gaussian rows of std 1 / sqrt(cols) x
+    exp(0.3 z_row) (tools/preflight.py's trained-like draw), the rest as initialised."""
+    torch.manual_seed(seed)
+    model = GPT(cfg, sdpa_attention)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, p in model.state_dict().items():
+        if rules[name].bits is not None:
+            rows = p.shape[0] if p.dim() > 1 else 1
+            spread = torch.exp(0.3 * torch.randn(rows, 1, generator=g))
+            p = (torch.randn(rows, p.numel() // rows, generator=g) * spread / math.sqrt(p.numel() // rows)).reshape(p.shape)
+        state[name] = p.detach()
+    plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
+    return state, plan, {n: r.group for n, r in rules.items()}
+
+
+def synthetic_hessians(state: dict, plan: dict, seed: int) -> dict:
+    """One correlated-input Hessian per input width, shared by every quantised matrix of that width."""
+    g = torch.Generator().manual_seed(seed)
+    by_cols = {}
+    out = {}
+    for name, w in state.items():
+        if plan[name]["bits"] is not None and w.dim() == 2:
+            cols = w.shape[1]
+            if cols not in by_cols:
+                x = correlated_inputs(BENCH_TOKENS, cols, g)
+                by_cols[cols] = x.T @ x
+            out[name] = by_cols[cols]
+    return out
+
+
+def previous_default_bytes(entries: dict, groups: dict) -> int:
+    """Bytes of the format this build replaces (version 1, the previous default): brotli-11 over each group's
+    parts in order (symbols, then fp16 scales byte-shuffled), a plain-JSON header (~300 B a tensor), 44 B
+    preamble + checksum. The JSON is re-created here with the same fields, so +-1% of the header."""
+    chunks, records = {}, []
+    for name, e in entries.items():
+        parts = [e.q.numpy().tobytes(), e.scale.view(torch.uint8).numpy().reshape(-1, 2).T.tobytes()] \
+            if isinstance(e, QuantTensor) else [e.view(torch.uint8).numpy().reshape(-1, e.element_size()).T.tobytes()]
+        chunks.setdefault(groups[name], []).extend(parts)
+        records.append({"name": name, "group": groups[name], "kind": "quant", "shape": list(e.shape),
+                        "dtype": "float32", "bits": 6, "scale_layout": "row_fp16",
+                        "parts": [{"part": "q", "transform": "none", "offset": 10 ** 7, "length": 10 ** 6}] * len(parts)})
+    payload = sum(len(CODECS["brotli"][0](b"".join(c))) for c in chunks.values())
+    header = json.dumps({"groups": {g: {"codec": "brotli", "offset": 10 ** 7, "length": 10 ** 6, "raw_length": 10 ** 7}
+                                    for g in chunks}, "tensors": records, "meta": {"config": dataclasses.asdict(Config())}},
+                        sort_keys=True, separators=(",", ":"))
+    return 44 + len(header) + payload
+
+
+def record_report(seed: int, codecs=("ans",), cfg: Config | None = None) -> list[dict]:
+    """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | on)
+    x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
+    int6 in every row (GPTQ of 34M matrix params takes too long on a shared CPU; it moves symbols within
+    the same grid), so the rows differ only by the embedding, LQER, codec and container."""
+    cfg = cfg or Config()
+    state, plan, groups = trained_like_state(cfg, seed)
+    hessians = synthetic_hessians(state, plan, seed)
+    # The embedding's Hessian: the head input (dim 512), like every other 512-wide input here.
+    hessians["tok_emb.weight"] = next(h for n, h in hessians.items() if h.shape[0] == cfg.model_dim)
+    start = time.perf_counter()
+    matrices = quantize_state({n: w for n, w in state.items() if n != "tok_emb.weight"},
+                              {n: {**s, "method": "rtn"} for n, s in plan.items()})
+    matrix_s = time.perf_counter() - start
+    rows = []
+    embeds = {"rtn-int8": {"bits": 8, "method": "rtn"}, "gptq-int7": {"bits": cfg.embed_bits, "method": "gptq"}}
+    for embed, embed_spec in embeds.items():
+        start = time.perf_counter()
+        emb = {"tok_emb.weight": state["tok_emb.weight"]}
+        base = {**quantize_state(emb, {"tok_emb.weight": {**plan["tok_emb.weight"], **embed_spec}}, hessians),
+                **matrices}
+        base = {n: base[n] for n in state}
+        quant_s = matrix_s + time.perf_counter() - start
+        if embed == "rtn-int8":
+            start = time.perf_counter()
+            rows.append({"combination": "previous default: embed rtn-int8, v1 brotli", "bytes":
+                         previous_default_bytes(base, groups), "quant_s": quant_s,
+                         "encode_s": time.perf_counter() - start})
+        for top_k in (0, cfg.lqer_top_k):
+            start = time.perf_counter()
+            entries = with_lqer(state, hessians, base, cfg.lqer_weighting, top_k)
+            lqer_s = time.perf_counter() - start
+            for codec in codecs:
+                start = time.perf_counter()
+                blob = encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, codec)
+                header = read_header(blob, "record")[0]
+                rows.append({"combination": f"embed {embed}, lqer top-{top_k}, v2 {codec}", "bytes": len(blob),
+                             "quant_s": quant_s + lqer_s, "encode_s": time.perf_counter() - start,
+                             "lqer_bytes": sum(b["length"] for b in header["blocks"].values()
+                                               if b["part"].startswith("lqer")),
+                             "lqer_tensors": [t["name"] for t in header["tensors"] if t.get("lqer")]})
+    return rows
+
+
+def print_layers(report: dict, state: dict) -> None:
+    print(f"{'layer':<28} {'shape':>10} {'rtn err':>9} {'gptq/rtn':>9} {'+lqerF/rtn':>11} {'+lqerH/rtn':>11}")
+    for row in report["layers"]:
+        shape = "x".join(map(str, state[row["name"]].shape))
+        print(f"{row['name']:<28} {shape:>10} {row['rtn']:>9.4f} {row['gptq'] / row['rtn']:>9.3f} "
+              f"{row['lqer_frobenius'] / row['rtn']:>11.3f} {row['lqer_hessian'] / row['rtn']:>11.3f}")
+    total = {k: math.sqrt(sum(r[k] ** 2 for r in report["layers"])) for k in ("rtn", "gptq", "lqer_frobenius",
+                                                                            "lqer_hessian")}
+    print(f"{'all':<28} {'':>10} {total['rtn']:>9.4f} {total['gptq'] / total['rtn']:>9.3f} "
+          f"{total['lqer_frobenius'] / total['rtn']:>11.3f} {total['lqer_hessian'] / total['rtn']:>11.3f}")
+    print("LQER (hessian weighting, rank 4, A int2, B int4/64) by top-K: total output error / factor bytes stored")
+    for row in report["lqer_k"]:
+        print(f"  K={row['k']:<3} error {row['error']:>9.4f}  factor bytes {row['factor_bytes']:>8,}")
+
+
+def print_codecs(rows: list[dict]) -> None:
+    print(f"{'codec':<8} {'layout':<11} {'symbols':>10} {'bytes':>11} {'entropy':>11} {'x entropy':>9} "
+          f"{'encode s':>9} {'decode s':>9}")
+    for r in rows:
+        print(f"{r['codec']:<8} {r['layout']:<11} {r['symbols']:>10,} {r['bytes']:>11,} {round(r['entropy_bytes']):>11,} "
+              f"{r['ratio']:>9.5f} {r['encode_s']:>9.2f} {r['decode_s']:>9.2f}{'' if r['exact'] else '  NOT EXACT'}")
 
 
 def main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m golf.bench quant", description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bits", type=int, default=6)
+    parser.add_argument("--bits", type=int, default=6, help="synthetic layers' bits")
     parser.add_argument("--smoke", type=float, default=0.0, metavar="SECONDS",
                         help="train the smoke preset this long on the sample data and measure val_bpb")
+    parser.add_argument("--record", action="store_true", help="record-size artifact bytes per combination "
+                        "(minutes of CPU: GPTQ of the embedding, brotli-11 of ~40M symbols once per brotli row)")
+    parser.add_argument("--record-codecs", default="ans", help="comma-separated symbol codecs of the --record rows")
     args = parser.parse_args(argv)
+    if args.record:
+        print("record-size model (Config() defaults), trained-like random weights, synthetic Hessians")
+        print(f"{'combination':<46} {'bytes':>12} {'quant s':>8} {'encode s':>9}  LQER")
+        for r in record_report(args.seed, tuple(args.record_codecs.split(","))):
+            lqer = f"{r['lqer_bytes']:,} B on {', '.join(r['lqer_tensors'])}" if r.get("lqer_tensors") else ""
+            print(f"{r['combination']:<46} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}  {lqer}",
+                  flush=True)
+        return 0
     if args.smoke > 0:
-        bpb, state, hessians, plan = smoke_model_bpb(args.smoke, args.bits)
-        rtn_gap, gptq_gap = bpb["rtn"] - bpb["fp32"], bpb["gptq"] - bpb["fp32"]
-        print(f"smoke model ({args.smoke:.0f} s CPU), val_bpb (non-overlapping windows): fp32 {bpb['fp32']:.4f}  "
-              f"rtn-int{args.bits} {bpb['rtn']:.4f} (gap {rtn_gap:+.4f})  gptq-int{args.bits} {bpb['gptq']:.4f} "
-              f"(gap {gptq_gap:+.4f})  gap ratio gptq/rtn {gptq_gap / rtn_gap if rtn_gap else float('nan'):.3f}")
-        print(f"trained matrices, int{args.bits} SDClip, calibration Hessians from training batches")
+        bpb, state, hessians, plan = smoke_model(args.smoke)
+        print(f"smoke model ({args.smoke:.0f} s CPU), val_bpb (non-overlapping windows), gap to fp32 {bpb['fp32']:.4f}:")
+        for label, value in bpb.items():
+            if label != "fp32":
+                print(f"  {label:<22} {value:.4f} (gap {value - bpb['fp32']:+.4f})")
+        print("trained matrices at the run's bits (matrices int6, embedding int7), Hessians from training batches")
     else:
         state, hessians = synthetic_layers(args.seed)
         plan = {n: {"bits": args.bits, "clip_k": BENCH_CLIP_K[n]} for n in state}
         print(f"synthetic layers, int{args.bits} SDClip, {BENCH_TOKENS} correlated calibration rows, seed {args.seed}")
     report = quant_report(state, hessians, plan)
-    print(f"{'layer':<24} {'shape':>12} {'rtn err':>10} {'gptq err':>10} {'gptq/rtn':>9}")
-    for row in report["layers"]:
-        shape = "x".join(map(str, state[row["name"]].shape))
-        print(f"{row['name']:<24} {shape:>12} {row['rtn_error']:>10.4f} {row['gptq_error']:>10.4f} "
-              f"{row['ratio']:>9.3f}")
-    total_rtn = math.sqrt(sum(r["rtn_error"] ** 2 for r in report["layers"]))
-    total_gptq = math.sqrt(sum(r["gptq_error"] ** 2 for r in report["layers"]))
-    print(f"{'all':<24} {'':>12} {total_rtn:>10.4f} {total_gptq:>10.4f} {total_gptq / total_rtn:>9.3f}")
-    print(f"{'codec':<8} {'bytes':>10} {'entropy':>10} {'ratio':>7} {'seconds':>8}")
-    for row in report["codecs"]:
-        print(f"{row['codec']:<8} {row['bytes']:>10,} {round(row['entropy_bytes']):>10,} {row['ratio']:>7.4f} "
-              f"{row['seconds']:>8.2f}")
+    print_layers(report, state)
+    print_codecs(report["codecs"])
     return 0

@@ -59,11 +59,16 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
         else:
             quantizer = pick(QUANTIZERS, spec.get("method", "rtn"), f"quant plan {name}: method")
             out[name] = quantizer(w, hessians.get(name), spec)
-    if lqer is not None and lqer.top_k > 0:
-        for name in lqer_targets(state, out, hessians, lqer.top_k):
-            h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
-            factors = lqer_factors(state[name], out[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
-            out[name] = dataclasses.replace(out[name], lqer=factors)
+    return add_lqer(state, out, hessians, lqer) if lqer is not None else out
+
+
+def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
+    """entries with LQER factors on lqer.top_k of their quantised matrices (a new dict; entries unchanged)."""
+    out = dict(entries)
+    for name in lqer_targets(state, entries, hessians, lqer.top_k) if lqer.top_k > 0 else []:
+        h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
+        factors = lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+        out[name] = dataclasses.replace(entries[name], lqer=factors)
     return out
 
 
