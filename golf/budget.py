@@ -1,14 +1,32 @@
-"""Wallclock budget: a plan of seconds per phase before step 0, the training stop rule, planned vs actual at the end.
+"""Wallclock budget: a plan of seconds per phase before step 0, the training stop rule, planned vs actual at the end,
+the eval passes the final phase runs, and the violation lines a run ends with when it broke a limit.
 
-Training phases share the challenge's 600 s (training + EMA + GPTQ calibration + serialisation); evaluation has its
-own 600 s. Compile warm-up is untimed because it resets weights, optimiser and data afterwards.
+Where each phase counts, as the accepted records and issue #1017 (openai/parameter-golf) place it:
+- train + reserve share the training 600 s: everything that reads training data. GPTQ calibration reads training
+  batches, so it is the reserve (records/track_10min_16mb/2026-04-29_SmearGateBOSFix_3Seed_1.06141/README.md,
+  "Compliance Re-run": training loop + Hessian collection <= 600 s, re-run with GPTQ_RESERVE_SECONDS=8).
+- serialise (quantise with the cached Hessians, compress, write) reads no training data and is counted in neither
+  budget: the same README's table marks quantisation (~10.1 s) and brotli (~65-67 s) "No", and the merged frontier
+  (2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611, train_seed42.log) logs per-group lrzip 99.9 s
+  after its 599.5 s training clock. We still time it and report it.
+- diagnostic (the pre-quantisation score of the trained weights) is counted in neither budget either: the records
+  run their diagnostic passes before "beginning TTT eval timer" (same log). It is not the claimed score.
+- eval: reloading the artifact and every pass that produces or precedes the claimed score, in its own 600 s.
+Compile warm-up is untimed because it resets weights, optimiser and data afterwards.
 """
 
+import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from golf.dist import all_reduce_
+from golf.evaluate import split_plan, window_plan
+from golf.ttt import ttt_chunk_bounds
+
+# Phases counted in neither 600 s budget (see above); they are timed and reported all the same.
+UNCOUNTED_PHASES = ("warmup", "serialise", "diagnostic")
 
 
 class WallclockBudget:
@@ -17,7 +35,9 @@ class WallclockBudget:
         self.planned = {
             "warmup": None,  # untimed
             "train": cfg.max_wallclock_seconds - cfg.quant_reserve_seconds,
-            "reserve": cfg.quant_reserve_seconds,  # EMA swap, GPTQ calibration, quantise, write the artifact
+            "reserve": cfg.quant_reserve_seconds,  # GPTQ calibration on training batches
+            "serialise": None,  # quantise, compress, write: reads no training data (module docstring)
+            "diagnostic": None,  # pre-quantisation score, not claimed
             "eval": cfg.eval_max_seconds,
         }
         self.limits = {"train_total": cfg.max_wallclock_seconds, "eval_total": cfg.eval_max_seconds}
@@ -34,8 +54,8 @@ class WallclockBudget:
     def plan_line(self) -> str:
         p = self.planned
         return (f"budget_plan: warmup:{self.warmup_steps} steps (untimed, state reset after) train:{p['train']:.1f}s "
-                f"reserve:{p['reserve']:.1f}s (ema+gptq+serialise) of {self.limits['train_total']:.1f}s | "
-                f"eval:{p['eval']:.1f}s (sliding window + ttt) of its own {self.limits['eval_total']:.1f}s")
+                f"reserve:{p['reserve']:.1f}s (gptq calibration) of {self.limits['train_total']:.1f}s | "
+                f"serialise, diagnostic: uncounted | eval:{p['eval']:.1f}s of its own {self.limits['eval_total']:.1f}s")
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -66,15 +86,111 @@ class WallclockBudget:
         """Fraction of training done: by time or by the step cap, whichever is further along."""
         return min(1.0, max(self.train_elapsed / self.planned["train"], step / iterations))
 
+    def agree(self) -> None:
+        """Every phase's actual seconds become the slowest rank's (one all-reduce), so all ranks judge alike."""
+        names = sorted(self.actual)
+        times = torch.tensor([self.actual[n] for n in names], dtype=torch.float64, device=self.device)
+        all_reduce_(times, op=torch.distributed.ReduceOp.MAX)
+        self.actual = dict(zip(names, times.tolist()))
+
+    def train_total(self) -> float:
+        return self.actual.get("train", 0.0) + self.actual.get("reserve", 0.0)
+
     def report_lines(self) -> list[str]:
         """Planned vs actual per phase, and the two challenge totals."""
         lines = []
         for phase, planned in self.planned.items():
             actual = self.actual.get(phase)
             if actual is not None:
-                plan = "untimed" if planned is None else f"{planned:.1f}s"
+                plan = "uncounted" if planned is None else f"{planned:.1f}s"
                 lines.append(f"budget_actual phase:{phase} planned:{plan} actual:{actual:.1f}s")
-        train_total = self.actual.get("train", 0.0) + self.actual.get("reserve", 0.0)
-        lines.append(f"budget_total train+reserve:{train_total:.1f}s/{self.limits['train_total']:.1f}s "
+        lines.append(f"budget_total train+reserve:{self.train_total():.1f}s/{self.limits['train_total']:.1f}s "
                      f"eval:{self.actual.get('eval', 0.0):.1f}s/{self.limits['eval_total']:.1f}s")
         return lines
+
+    def violation_lines(self) -> list[str]:
+        """One `budget_violation` line per broken limit: a counted phase over its plan (the plan is what a
+        record-length run relies on, even where this run's total still fitted), a total over its 600 s."""
+        lines = []
+        for phase in ("reserve", "eval"):
+            actual, planned = self.actual.get(phase), self.planned[phase]
+            if actual is not None and actual > planned:
+                lines.append(f"budget_violation phase:{phase} actual:{actual:.1f}s planned:{planned:.1f}s "
+                             f"over:{actual - planned:.1f}s")
+        for name, actual in (("train+reserve", self.train_total()), ("eval", self.actual.get("eval", 0.0))):
+            limit = self.limits["train_total" if name != "eval" else "eval_total"]
+            if actual > limit:
+                lines.append(f"budget_violation {name}:{actual:.1f}s limit:{limit:.1f}s over:{actual - limit:.1f}s")
+        return lines
+
+
+def size_violation_line(artifact_bytes: int, code_bytes: int, limit: int) -> str | None:
+    total = artifact_bytes + code_bytes
+    if total <= limit:
+        return None
+    return (f"size_violation total_bytes:{total} limit:{limit} over:{total - limit} "
+            f"(artifact {artifact_bytes} + code {code_bytes})")
+
+
+@dataclass(frozen=True)
+class EvalPass:
+    """One pass the final phase runs over the val split, in the units its cost scales with.
+
+    rows: forward rows of `seq_len` tokens (a sliding window or a chunk's cut of one; a short row costs as much as
+    a full one), over all ranks. train_steps x train_rows: optimiser steps of TTT, each a forward+backward over
+    train_rows rows of seq_len, over all ranks. timed: inside the eval 600 s (False: a diagnostic, uncounted)."""
+    name: str
+    rows: int
+    seq_len: int
+    train_steps: int = 0
+    train_rows: int = 0
+    timed: bool = True
+
+    def line(self) -> str:
+        train = f" train_steps:{self.train_steps} train_rows:{self.train_rows}" if self.train_steps else ""
+        return (f"eval_pass {self.name}: rows:{self.rows} seq_len:{self.seq_len}{train} "
+                f"{'timed' if self.timed else 'uncounted'}")
+
+
+def eval_passes(cfg, num_targets: int, val_tokens: torch.Tensor | None = None) -> list[EvalPass]:
+    """The passes main() and golf.ttt.final_eval run over `num_targets` val targets, in order: the uncounted
+    pre-quantisation diagnostic, the round trip, and (TTT_ENABLED) score-first TTT. The one list preflight costs:
+    a change to the eval phase's passes is a change here. val_tokens (optional) places document starts for
+    TTT_RESET_PER_DOC; without it the chunks are the plain TTT_CHUNK_TOKENS split."""
+    plan = window_plan(num_targets, cfg.sw_seq_len, cfg.sw_stride)
+    passes = [EvalPass("prequant", len(plan), cfg.sw_seq_len, timed=False),
+              EvalPass("roundtrip", len(plan), cfg.sw_seq_len)]
+    if cfg.ttt_enabled:
+        if val_tokens is None:
+            val_tokens = torch.zeros(num_targets + 1, dtype=torch.int64)
+        bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+        chunks = split_plan(plan, bounds)
+        adapted = sum(1 for i in range(len(chunks) - 1) if not resets[i + 1])  # no update after the last chunk
+        passes.append(EvalPass("ttt", sum(len(w) for w in chunks), cfg.sw_seq_len, train_steps=cfg.ttt_steps * adapted,
+                               train_rows=math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len)))
+    return passes
+
+
+# ---- calibration facts for tools/preflight.py (published record logs in openai/parameter-golf,
+# records/track_10min_16mb/<folder>; "log" lines quoted). Preflight turns FLOPs into seconds with these rates.
+RECORDS = "records/track_10min_16mb/"
+# The shape these records trained (their log headers): our Config field names, same shape as the default recipe.
+RECORD_SHAPE = dict(model_dim=512, num_layers=11, num_heads=8, num_kv_heads=4, mlp_mult=4.0, vocab_size=8192,
+                    loop_schedule="loop", loop_start=3, loop_end=5, train_loops=3, eval_loops=0, pass_adapter_rank=0,
+                    train_seq_len=2048)
+# 2026-04-27 ..._1.0611, `stopping_early: wallclock_cap train_time: 599592ms step: 4945/20000` (seed 42), 599433 ms /
+# 4932 (seed 0), 599544 ms / 4917 (seed 1234): 121.25, 121.54, 121.93 ms/step, mean 121.57; 786,432 tokens/step.
+TRAIN_RECORD = {"source": "2026-04-27 1.0611 record (3 seeds)", "ms_per_step": 121.57, "tokens_per_step": 786432}
+# Same log: `GPTQ:collected 67 Hessians in 4.7s`, 16 batches of next_batch(786432 tokens, grad_accum 1) over 8 ranks:
+# 48 rows of 2048 per rank per batch.
+CALIBRATION_RECORD = {"source": "2026-04-27 1.0611 record", "rows_per_rank": 16 * 48, "seconds": 4.7}
+# 2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT/train_seed42.log: `val_tokens: 40540160`,
+# `quantized_sliding_window ... eval_time:120961ms` (eval_seq_len 2048, eval_stride 64), `ttt:start chunks=1238
+# ttt_lr=0.005 ttt_epochs=3`, `quantized_ttt ... eval_time:366525ms` (ttt_chunk_tokens 32768; score, then 3 epochs
+# of SGD on all weights per chunk).
+EVAL_RECORD = {"source": "2026-04-09 3LayerRecur record", "val_tokens": 40_540_160, "seq_len": 2048, "stride": 64,
+               "sliding_seconds": 120.961, "ttt_seconds": 366.525, "ttt_chunks": 1238, "ttt_epochs": 3,
+               "ttt_chunk_tokens": 32768}
+FINEWEB_VAL_TOKENS, FINEWEB_VAL_SOURCE = 40_540_160, "2026-04-09 record log, val_tokens"
+# 2026-04-27 ..._1.0611 seed 42: `peak memory allocated: 41717 MiB reserved: 47140 MiB` (micro-batch 48 x 2048, bf16).
+RECORD_PEAK_MEMORY_MIB = 41717

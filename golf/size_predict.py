@@ -125,3 +125,23 @@ def fit_dims(param_shapes: Callable[[int], dict[str, tuple]], plan: dict[str, di
             break
         best = dim
     return best, rows
+
+
+def predict_artifact_bytes(shapes: dict[str, tuple], plan: dict[str, dict], model: str = "gaussian") -> float:
+    """Predicted bytes of a whole artifact: every tensor plus the fixed header."""
+    return HEADER_BYTES_FIXED + sum(predict_shapes_bytes(shapes, plan, model).values())
+
+
+# Published artifacts the predictor is held to (tests/test_size_predict.py), brotli-coded records of the default
+# shape (11 x 512, MLP 4x, vocab 8192 tied) whose quant settings differ. Facts from their train_seed42.log in
+# openai/parameter-golf records/track_10min_16mb/<record>: the `Serialized model quantized+brotli:` line (model
+# bytes, code excluded) and the header's matrix_bits / embed_bits / *_clip_sigmas (SDClip k), as Config fields.
+PUBLISHED_ARTIFACTS = (
+    {"record": "2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT", "model_bytes": 15_975_300,
+     "config": dict(matrix_bits=6, embed_bits=8, attn_clip_k=12.85, mlp_clip_k=12.85, embed_clip_k=20.0)},
+    {"record": "2026-04-16_SmearGate_AttentionOutputGate_ScoreFirstTTT", "model_bytes": 15_908_674,
+     "config": dict(matrix_bits=6, embed_bits=7, attn_clip_k=13.0, mlp_clip_k=12.0, embed_clip_k=15.0)},
+)
+# The largest |predicted - published| / published over PUBLISHED_ARTIFACTS (measured +0.28% and +0.39%), rounded
+# up: preflight's size upper bound adds this to the bytes it encodes.
+SIZE_PREDICTOR_ERROR = 0.004

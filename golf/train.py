@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import encode_artifact, read_artifact, write_artifact
-from golf.budget import WallclockBudget
+from golf.budget import WallclockBudget, eval_passes, size_violation_line
 from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
@@ -31,6 +31,8 @@ from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.ttt import eval_plan_lines, final_eval
+
+SIZE_LIMIT = 16_000_000  # decimal bytes: code + compressed model (the challenge's artifact limit)
 
 
 class RunLog:
@@ -190,7 +192,7 @@ def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
     return model.eval()
 
 
-def main(code_path: str) -> None:
+def main(code_path: str) -> int:
     cfg = from_env()
     env = setup_dist(cfg.device)
     log = RunLog(cfg, env)
@@ -205,44 +207,61 @@ def main(code_path: str) -> None:
     budget = WallclockBudget(cfg, env.device)
     model, rules, loader, _ = build_and_train(cfg, env, log, budget, attention_fn)
 
-    # Reserve (inside the training 600 s): GPTQ calibration on training batches, quantise, write the artifact.
+    # Reserve (inside the training 600 s): GPTQ calibration on training batches. Serialise (quantise, compress,
+    # write) reads no training data and is counted in neither budget (golf/budget.py says where each phase counts).
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
     budget.start("reserve")
     hessians = calibrate_hessians(cfg, env, model, rules, loader)
+    budget.stop("reserve")
+    budget.start("serialise")
     if env.is_main:
         quantize_and_write(cfg, model, rules, hessians, artifact_path)
     if env.world_size > 1:
         torch.distributed.barrier()
-    budget.stop("reserve")
+    budget.stop("serialise")
 
     # Evaluation starts here: training and calibration are done, and the val split is first read now.
-    budget.start("eval")
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
-        log(line)
+    for eval_pass in eval_passes(cfg, val_tokens.numel() - 1, val_tokens):
+        log(eval_pass.line())
+    budget.start("diagnostic")  # the trained weights' own score: uncounted, as the records run it
     pre = score(cfg, env, model, val_tokens, luts)
+    budget.stop("diagnostic")
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
+    budget.start("eval")
+    for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
+        log(line)
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
     final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)
     log(f"eval_time:{eval_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s")
+    budget.agree()
     for line in budget.report_lines():
         log(line)
     log(f"artifact_bytes:{artifact_bytes} code_bytes:{code_bytes} total_bytes:{artifact_bytes + code_bytes}")
+    # An overrun is never quiet: one line per broken limit, then exit 1 (the artifact stays on disk).
+    violations = budget.violation_lines()
+    size_line = size_violation_line(artifact_bytes, code_bytes, SIZE_LIMIT)
+    violations += [size_line] if size_line else []
+    for line in violations:
+        log(line)
     teardown_dist()
+    return 1 if violations else 0
 
 
 def run(code_path: str) -> None:
-    """Entry point: bad input ends in one line on stderr and exit code 2, not a traceback."""
+    """Entry point: bad input ends in one line on stderr and exit code 2, not a traceback; a broken limit
+    (a budget_violation / size_violation line) exits 1."""
     try:
-        main(code_path)
+        status = main(code_path)
     except GolfError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

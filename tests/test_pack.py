@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from golf.logparse import parse_run_log
-from tools.pack import PackError, check_files, function_free, module_order, pack_source, self_extracting, sizes, \
-    load_package
+from tools.pack import (PackError, check_files, function_free, load_package, module_order, pack_source, self_extracting,
+                        shipped_source, sizes, strip_for_shipping)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs a script with the golf package made unimportable: sys.modules["golf"] = None makes any
@@ -402,3 +402,15 @@ def test_packed_file_matches_library_run(tmp_path, sample_data):
         assert res.returncode == 0, res.stderr[-3000:]
         assert run_lines(run_dir / "logs" / f"{name}.txt") == want, name
         assert "recipe:default" in (run_dir / "logs" / f"{name}.txt").read_text()
+
+
+def test_shipped_payload_drops_comments_and_docstrings_only():
+    src = ('"""Module doc."""\n\nimport os  # why\n\n\ndef f():\n    """Doc\n    on two lines."""\n'
+           '    # a whole-line comment\n    x = "a # not a comment"  # trailing\n    return x\n\n\n'
+           'class C:\n    """A body that is only its docstring keeps it."""\n')
+    out = strip_for_shipping(src)
+    assert "why" not in out and "trailing" not in out and "whole-line" not in out and "Doc" not in out
+    ns = {}
+    exec(compile(out, "<shipped>", "exec"), ns)
+    assert ns["f"]() == "a # not a comment" and ns["C"].__doc__.startswith("A body")
+    assert shipped_source(self_extracting(src)) == out and shipped_source(src) == src

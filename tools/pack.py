@@ -1,6 +1,6 @@
 """Pack a recipe into one self-contained train_gpt.py: only the code the recipe reaches, in pipeline order.
 
-python tools/pack.py [--recipe NAME] [-o PATH] [--check] [--compress]
+python tools/pack.py [--recipe NAME] [-o PATH] [--check] [--readable]
 
 How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe):
 - Modules: the golf modules golf/train.py imports, transitively; ordered by import dependency
@@ -19,9 +19,10 @@ How (all analysis with `ast`, nothing of the package is imported except golf/rec
   comments included (and the comment lines directly above a unit).
 - Imports: non-golf imports of kept code, unused ones dropped, deduplicated, sorted into
   __future__ / stdlib / third-party, at the top. `from golf...` imports disappear.
---check exits 1 when the file at -o differs from a fresh pack. --compress writes a self-extracting
-file (lzma + base85, registered with linecache so tracebacks and inspect.getsource work) and the
-readable source beside it as <name>.readable.py.
+The shipped form is the smallest runnable one: -o gets a self-extracting file (the source stripped of
+comments and docstrings, lzma + base85, registered with linecache so tracebacks and inspect.getsource work; the file counted against the 16,000,000 bytes is
+this one) and the readable source goes beside it as <name>.readable.py. --readable writes only the
+readable source to -o. --check exits 1 when either file differs from a fresh pack.
 """
 
 import argparse
@@ -30,11 +31,14 @@ import base64
 import dataclasses
 import difflib
 import heapq
+import io
 import lzma
 import os
+import re
 import stat
 import sys
 import tempfile
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -741,17 +745,68 @@ def lzma_pack(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
 
 
+def docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:
+    """0-based lines of every docstring that has its lines to itself, in a body with more than the docstring."""
+    drop = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or len(node.body) < 2:
+            continue
+        doc = node.body[0]
+        if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            continue
+        before = lines[doc.lineno - 1][:doc.col_offset]
+        after = lines[doc.end_lineno - 1].encode("utf-8")[doc.end_col_offset:]
+        if not before.strip() and not after.strip() and node.body[1].lineno > doc.end_lineno:
+            drop.update(range(doc.lineno - 1, doc.end_lineno))
+    return drop
+
+
+def strip_for_shipping(src: str) -> str:
+    """`src` without comments and docstrings: the code that runs, nothing else (the readable twin keeps them).
+    Comments are found by tokenize (never inside a string); a line left empty by removing one is dropped."""
+    lines = src.splitlines(True)
+    drop = docstring_lines(ast.parse(src), lines)
+    comment_at = {tok.start[0] - 1: tok.start[1] for tok in tokenize.generate_tokens(io.StringIO(src).readline)
+                  if tok.type == tokenize.COMMENT}
+    out = []
+    for i, text in enumerate(lines):
+        if i in drop:
+            continue
+        if i in comment_at:
+            text = text[:comment_at[i]].rstrip()
+            if not text.strip():
+                continue
+            text += "\n"
+        out.append(text)
+    stripped = "".join(out)
+    ast.parse(stripped)  # a stripping bug must not ship
+    return stripped
+
+
 def self_extracting(src: str) -> str:
-    """A loader that decompresses `src`, registers it with linecache under this file's own path (so
+    """A loader that decompresses `src` (stripped of comments and docstrings), registers it with linecache under this file's own path (so
     inspect.getsource and triton.jit see the real source), and runs it in this module's namespace (so
     __name__, __file__ and pickling by module name behave as in the readable file). Python 3.11's default
     excepthook reads source lines from disk, which would show the loader's lines: traceback's uses linecache."""
-    payload = base64.b85encode(lzma_pack(src.encode("utf-8"))).decode("ascii")
+    payload = base64.b85encode(lzma_pack(strip_for_shipping(src).encode("utf-8"))).decode("ascii")
     return ("import base64, linecache, lzma, sys, traceback\n"
             f'_packed_source = lzma.decompress(base64.b85decode("{payload}")).decode()\n'
             "linecache.cache[__file__] = (len(_packed_source), None, _packed_source.splitlines(True), __file__)\n"
             "sys.excepthook = traceback.print_exception\n"
             'exec(compile(_packed_source, __file__, "exec"))\n')
+
+
+SELF_EXTRACTING_PAYLOAD = re.compile(r'^_packed_source = lzma\.decompress\(base64\.b85decode\("([^"]*)"\)\)', re.MULTILINE)
+
+
+def shipped_source(text: str) -> str:
+    """The Python source a shipped file runs: the payload of a self_extracting() file (decoded, never executed;
+    comments and docstrings stripped), or the text itself for a readable file. Static checks read this, not the
+    loader."""
+    match = SELF_EXTRACTING_PAYLOAD.search(text) if text.startswith("import base64, linecache, lzma") else None
+    if match is None:
+        return text
+    return lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8")
 
 
 def sizes(src: str) -> dict[str, int]:
@@ -804,7 +859,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe", default="default")
     ap.add_argument("-o", "--output", default=str(ROOT / "train_gpt.py"))
     ap.add_argument("--check", action="store_true", help="exit 1 if the output file differs from a fresh pack")
-    ap.add_argument("--compress", action="store_true", help="self-extracting output + <name>.readable.py beside it")
+    ap.add_argument("--readable", action="store_true",
+                    help="write only the readable source to -o (default: the self-extracting file + <name>.readable.py)")
     args = ap.parse_args(argv)
     try:
         src = pack_source(ROOT, args.recipe, load_recipe(args.recipe))
@@ -812,16 +868,14 @@ def main(argv=None) -> int:
         print(f"pack: {e}", file=sys.stderr)
         return 2
     out = Path(args.output)
-    files = {out: self_extracting(src) if args.compress else src}
-    if args.compress:
-        files[readable_path(out)] = src
+    files = {out: src} if args.readable else {out: self_extracting(src), readable_path(out): src}
     if args.check:
-        return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --compress' if args.compress else ''}")
+        return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --readable' if args.readable else ''}")
     for path, text in files.items():
         write_atomic(path, text)
     s = sizes(src)
     print(f"{out}: recipe {args.recipe!r}, {s['raw']} bytes raw, {s['lzma']} lzma, {s['brotli']} brotli, "
-          f"{s['self_extracting']} as a self-extracting file (--compress){' <- written' if args.compress else ''}")
+          f"{s['self_extracting']} as the self-extracting file{'' if args.readable else ' <- written'}")
     return 0
 
 

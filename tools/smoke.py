@@ -4,12 +4,15 @@ python tools/smoke.py [--nproc 2] [--seconds 120] [--run-dir runs/smoke] [--seed
 Everything is local: no network. The default recipe is packed into <run-dir>/train_gpt.py and that
 file runs there, away from the golf package, as it would be shipped (tracked files are not touched).
 Prints val_bpb (pre-quant, round trip and, with TTT, the claimed TTT score), the bytes against
-16,000,000 and the seconds used against both 600 s budgets.
+16,000,000, each phase's seconds against the budget the run planned for it, and the verdict of
+tools/preflight.py on the packed file at smoke size. Exit 1 on any overrun (a budget_violation or
+size_violation line, a phase over its plan, a total over its limit) or a failed run; never "OK" after one.
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,9 +26,36 @@ from golf.logparse import parse_run_log  # noqa: E402
 LIMIT = 16_000_000
 
 
-def run(cmd: list[str], env=None, cwd=None) -> None:
+def run(cmd: list[str], env=None, cwd=None, check=True) -> int:
     print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, cwd=cwd, check=True)
+    return subprocess.run(cmd, env=env, cwd=cwd, check=check).returncode
+
+
+PHASE = re.compile(r"^budget_actual phase:(\w+) planned:(\S+) actual:([0-9.]+)s$", re.MULTILINE)
+TOTAL = re.compile(r"^budget_total train\+reserve:([0-9.]+)s/([0-9.]+)s eval:([0-9.]+)s/([0-9.]+)s$", re.MULTILINE)
+VIOLATION = re.compile(r"^(?:budget|size)_violation .*$", re.MULTILINE)
+
+
+def budget_summary(log_text: str) -> tuple[list[str], bool]:
+    """(lines, overrun): each phase against the plan the run logged, the two totals against their limits, and the
+    run's own violation lines. A phase or total over its budget is OVER, whether or not the run said so."""
+    lines, overrun = [], False
+    for phase, planned, actual in PHASE.findall(log_text):
+        if planned in ("untimed", "uncounted"):
+            lines.append(f"phase {phase}: {float(actual):.1f}s ({planned})")
+            continue
+        over = float(actual) > float(planned.rstrip("s"))
+        overrun |= over
+        lines.append(f"phase {phase}: {float(actual):.1f}s of planned {planned} {'OVER' if over else 'OK'}")
+    totals = TOTAL.findall(log_text)
+    if not totals:
+        return lines + ["budget_total line missing from the log: OVER (cannot tell)"], True
+    train, train_limit, ev, ev_limit = (float(v) for v in totals[-1])
+    for name, used, limit in (("train+reserve", train, train_limit), ("eval", ev, ev_limit)):
+        overrun |= used > limit
+        lines.append(f"{name}: {used:.1f}s of {limit:.0f}s {'OVER' if used > limit else 'OK'}")
+    violations = VIOLATION.findall(log_text)
+    return lines + violations, overrun or bool(violations)
 
 
 def main(argv=None) -> int:
@@ -48,8 +78,10 @@ def main(argv=None) -> int:
                OUT_DIR=str(run_dir), RUN_ID=f"smoke_seed{args.seed}",
                DATA_PATH=str(ROOT / "data" / "datasets" / "sample_sp8192"),
                TOKENIZER_PATH=str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model"))
-    run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(script)],
-        env=env, cwd=run_dir)
+    train_rc = run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(script)],
+                   env=env, cwd=run_dir, check=False)
+    preflight = subprocess.run([py, str(ROOT / "tools" / "preflight.py"), str(script)], env=env, cwd=run_dir,
+                               capture_output=True, text=True)
     artifact = run_dir / "final_model.golf"
     check = subprocess.run([py, str(ROOT / "tools" / "size_check.py"), str(artifact), "--code", str(script), "--json"],
                            capture_output=True, text=True)
@@ -57,20 +89,29 @@ def main(argv=None) -> int:
         print(check.stderr.strip(), file=sys.stderr)
         return check.returncode
     size = json.loads(check.stdout)
-    log = parse_run_log(str(run_dir / "logs" / f"smoke_seed{args.seed}.txt"))
-    train_s = log.get("stopped.train_time", 0.0) / 1000
+    log_path = run_dir / "logs" / f"smoke_seed{args.seed}.txt"
+    log = parse_run_log(str(log_path))
     print("\n==== smoke summary ====")
     ttt = log.get("final_ttt.val_bpb")
     print(f"val_bpb prequant:{log.get('prequant.val_bpb'):.4f} roundtrip:{log.get('final_roundtrip.val_bpb'):.4f}"
           + (f" ttt:{ttt:.4f} (claimed)" if ttt is not None else ""))
+    fits = size["total_bytes"] <= LIMIT
     print(f"total_bytes:{size['total_bytes']} of {LIMIT} (artifact {size['artifact_bytes']} + code {size['code_bytes']})"
-          f" {'OK' if size['total_bytes'] <= LIMIT else 'OVER'}")
+          f" {'OK' if fits else 'OVER'}")
     if size["total_bytes"] != log.get("total_bytes"):
         print(f"MISMATCH: the log says total_bytes:{log.get('total_bytes'):.0f}", file=sys.stderr)
         return 1
-    print(f"train_time:{train_s:.1f}s of 600s  eval_time:{log.get('eval_time'):.1f}s of 600s")
-    print(f"smoke wallclock:{time.time() - t0:.0f}s  run dir:{run_dir}")
-    return 0 if size["total_bytes"] <= LIMIT else 1
+    lines, overrun = budget_summary(log_path.read_text(encoding="utf-8"))
+    for line in lines:
+        print(line)
+    print("preflight (smoke size, predicted for 8xH100):")
+    for line in (preflight.stdout + preflight.stderr).strip().splitlines():
+        print(f"  {line}")
+    failed = overrun or not fits or train_rc != 0 or preflight.returncode != 0
+    print(f"smoke {'FAIL' if failed else 'PASS'}: train_gpt.py exit {train_rc}, preflight exit {preflight.returncode}"
+          f"{', overrun' if overrun else ''}{', over the size limit' if not fits else ''}; "
+          f"wallclock {time.time() - t0:.0f}s, run dir {run_dir}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
