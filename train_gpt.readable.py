@@ -68,9 +68,9 @@ class Config:
     num_layers: int = 11
     rope_dims: int = 16  # partial RoPE: rotate the first rope_dims of each head, pass the rest
     rope_base: float = 10000.0
-    qk_gain_init: float = 5.25
+    qk_gain_init: float = 5.0  # record log qk_gain_init: 5.0 (the 04-09 record used 5.25)
     logit_softcap: float = 30.0
-    block: str = "parallel"  # golf/model/blocks.py BLOCKS
+    block: str = "sequential"  # golf/model/blocks.py BLOCKS; record: sequential before parallel_start_layer
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
     # (records/track_10min_16mb/2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT: LOOP_START=3,
@@ -86,7 +86,7 @@ class Config:
     recur_bptt: int = 4  # "recurrent": gradients flow through the last recur_bptt passes only
     pass_adapter_rank: int = 0  # per-pass low-rank residual adapters on looped layers (nano-osrt); 0: off
     unet_skips: bool = True  # learned skips from the first half of the virtual layers to the mirrored second half
-    lane_layers: int = 4  # last N virtual layers keep attention and MLP lanes apart (record: layers 7-10 of 11)
+    lane_layers: int = 3  # last N virtual layers keep attention and MLP lanes apart (record parallel_start_layer: 8: blocks 8-10, the coda's last 3)
     # ---- training
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
@@ -95,20 +95,40 @@ class Config:
     compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
     lr_warmup_steps: int = 0
     grad_accum_steps: int = 0  # 0: 8 // world_size, so the global batch does not depend on the GPU count
-    warmdown_frac: float = 0.5  # fraction of the wallclock budget spent decaying LR to 0
-    matrix_lr: float = 0.04
-    embed_lr: float = 0.05  # tied embedding (upstream baseline TIED_EMBED_LR)
-    scalar_lr: float = 0.04
-    muon_momentum: float = 0.95
-    muon_steps: int = 5
-    muon_wd: float = 0.09
-    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS
-    orthogonalizer: str = "newton_schulz"  # golf/optim.py ORTHOGONALIZERS (record: 5 Newton-Schulz steps)
+    warmdown_frac: float = 0.85  # fraction of the wallclock budget spent decaying LR to min_lr (record log)
+    matrix_lr: float = 0.026  # record log matrix_lr
+    embed_lr: float = 0.03  # tied embedding (record log tied_embed_lr: 0.03)
+    scalar_lr: float = 0.02  # record log scalar_lr
+    muon_momentum: float = 0.97  # record log muon_momentum
+    muon_steps: int = 5  # record log muon_backend_steps
+    muon_wd: float = 0.095  # record log muon_wd
+    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True)
+    orthogonalizer: str = "polar_express"  # golf/optim.py ORTHOGONALIZERS (record R:1720-1726, 5 steps)
     embed_scalar_optimizer: str = "adamw"  # golf/optim.py EMBED_SCALAR_OPTIMIZERS
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
-    adam_beta1: float = 0.8
-    adam_beta2: float = 0.95
+    adam_beta1: float = 0.9  # record log beta1
+    adam_beta2: float = 0.99  # record log beta2
     train_log_every: int = 100
+    # ---- model and optimiser, the frontier stack (issue 13). Source of each value: golf/recipes.py VALUE_SOURCES.
+    xsa_last_n: int = 11  # exclusive self-attention on the last N unique blocks (record log xsa_last_n: 11 = all)
+    sparse_attn_gate: bool = True  # per-head output gate sigmoid(scale * W x[:gate_window]), W zero-init
+    gate_window: int = 12  # channels the attention gate and the smear gate read (record log gate_window)
+    sparse_attn_gate_scale: float = 0.5  # record log sparse_attn_gate_scale
+    smear_gate: bool = True  # previous-token smear of the embedding, zero-init, never across a BOS (record R:1331)
+    ln_scale: bool = True  # scale both norm outputs of block i by 1/sqrt(i+1) (record log ln_scale, R:1124)
+    skip_gates: bool = True  # U-Net skips as the record: mid pairing, weights init 1, sigmoid-gated lerp
+    lane_keep_init: float = 1.1  # two-lane residual weights at init (record R:1240 parallel_resid_lambdas)
+    lane_x0_residual: bool = False  # two-lane layers keep the x0-mixed attention lane (golf) or the raw lane (record)
+    orthogonal_init: bool = True  # q/k/v/MLP-up orthogonal, out/down zero (record R:1254-1279)
+    doc_attention: bool = True  # attention never crosses a BOS (record: FA3 varlen on packed docs, R:1029)
+    muon_momentum_warmup_start: float = 0.92  # Muon momentum ramps from this to muon_momentum... (record log)
+    muon_momentum_warmup_steps: int = 1500  # ...linearly over these steps; 0: flat (record log)
+    muon_sharded: bool = True  # each rank orthogonalises its share of the matrices, then all-gather (record R:1800)
+    embed_wd: float = 0.085  # AdamW decay of the tied embedding (record log embed_wd)
+    scalar_wd: float = 0.02  # AdamW decay of gains, mixes, gates (record log adam_wd)
+    adam_eps: float = 1e-8  # record log adam_eps
+    grad_clip_norm: float = 0.3  # global gradient-norm clip before the optimisers; 0: off (record log, R:3400)
+    min_lr: float = 0.1  # LR floor of the warmdown, as a fraction of the base LR (record log min_lr, R:3356)
     # ---- evaluation
     sw_seq_len: int = 2048  # sliding-window eval: window length
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
@@ -300,6 +320,7 @@ SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
 SHARD_SPLITS = ("train", "val")
+BOS_ID = 1  # every document in a shard starts with BOS (golf/tokenizer.py trains with bos_id=1)
 MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
@@ -433,6 +454,16 @@ class DistributedTokenLoader:
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
 
+def document_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
+
+    A training row is seq_len consecutive stream tokens, so each row packs whole documents back to back and a
+    document is capped at the row length (the record caps them at TRAIN_SEQ_LEN too, R:592-612, though it cuts
+    a long document from its own start rather than at the row edge). Tokens before the row's first BOS are the
+    tail of a document begun in the previous row: id 0 there, and rows never see each other."""
+    return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+
+
 def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
     """All val shards concatenated as int64[N]; max_tokens > 0 keeps only the first max_tokens (quick runs)."""
     chunks = []
@@ -523,64 +554,6 @@ def token_bytes(prev: torch.Tensor, target: torch.Tensor, luts: tuple[torch.Tens
     return base_bytes[target].to(torch.int64) + space.to(torch.int64)
 
 
-# ---- golf/model/attention.py: Causal GQA self-attention with QK RMS-norm, learned per-head QK gain and partial RoPE. ----
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q: (B, H, T, D), k/v: (B, Hkv, T, D) -> (B, H, T, D), causal."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.size(1) != k.size(1))
-
-
-def rope_tables(seq_len: int, rope_dims: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape (seq_len, rope_dims // 2) for rotating the first rope_dims of a head."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims))
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
-    return angles.cos(), angles.sin()
-
-
-def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs, pass the rest through."""
-    r = 2 * cos.size(-1)
-    rot, rest = x[..., :r], x[..., r:]
-    a, b = rot.chunk(2, dim=-1)
-    cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
-    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return torch.cat((rotated, rest), dim=-1)
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_dims: int, rope_base: float,
-                 qk_gain_init: float, max_seq_len: int, attention_fn=sdpa_attention):
-        super().__init__()
-        if dim % num_heads or num_heads % num_kv_heads:
-            raise ValueError(f"model_dim {dim} / heads {num_heads} / kv heads {num_kv_heads} do not divide")
-        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
-        self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim, bias=False)
-        self.k = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
-        self.v = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
-        nn.init.zeros_(self.proj.weight)
-        # QK RMS-norm fixes the logit scale; the learned gain (init 5.25, seed file) sets sharpness.
-        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init))
-        cos, sin = rope_tables(max_seq_len, min(rope_dims, self.head_dim), rope_base)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.attention_fn = attention_fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = F.rms_norm(q, (self.head_dim,))
-        k = F.rms_norm(k, (self.head_dim,))
-        q = apply_partial_rope(q, self.rope_cos, self.rope_sin)
-        k = apply_partial_rope(k, self.rope_cos, self.rope_sin)
-        # With unit-RMS q and k and SDPA's 1/sqrt(D): logit = gain * sqrt(D) * cos(q, k).
-        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = self.attention_fn(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
 # ---- golf/params.py: The parameter policy table: which optimiser, learning rate, weight decay, quant bits and codec group ----
 @dataclass(frozen=True)
 class ParamRule:
@@ -595,19 +568,20 @@ class ParamRule:
 
 def param_rules(cfg) -> tuple[ParamRule, ...]:
     return (
-        ParamRule(r"tok_emb\.weight", "adam", cfg.embed_lr, 0.0, cfg.embed_bits, cfg.embed_clip_k, "embed"),
+        ParamRule(r"tok_emb\.weight", "adam", cfg.embed_lr, cfg.embed_wd, cfg.embed_bits, cfg.embed_clip_k, "embed"),
         ParamRule(r"blocks\.\d+\.attn\.(q|k|v|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.attn_clip_k, "attn"),
         ParamRule(r"blocks\.\d+\.mlp\.(fc|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.mlp_clip_k, "mlp"),
-        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain)", "adam", cfg.scalar_lr, 0.0,
-                  None, None, "scalars"),
+        # Gains, mixes and gates (the record's CONTROL_TENSOR_NAME_PATTERNS, R:1887): scalar AdamW, decay scalar_wd.
+        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain|attn\.gate)|smear\.(weight|lam)",
+                  "adam", cfg.scalar_lr, cfg.scalar_wd, None, None, "scalars"),
         # Loop schedule extras (golf/model/loops.py). No decay on the injection matrix: it starts as [I | 0] and
         # decay would pull the recurrent state towards zero.
         ParamRule(r"schedule\.(inject|adapters\.\d+\.(down|up))\.weight", "muon", cfg.matrix_lr, 0.0,
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
-        ParamRule(r"schedule\.(skip_weights|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr, 0.0,
-                  None, None, "scalars"),
+        ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
+                  cfg.scalar_wd, None, None, "scalars"),
     )
 
 
@@ -642,7 +616,36 @@ def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tenso
     return (x.T if transposed else x).to(g.dtype)
 
 
-ORTHOGONALIZERS = {"newton_schulz": newton_schulz}
+# Polar Express degree-5 coefficients, one triple per iteration, exactly the record's (R:1720-1726, from
+# modded-nanogpt). They are a Polar Express composition (Amsel et al. 2025, arXiv 2505.16932): the composed map
+# equioscillates about 1, sending singular values in [1e-3, 1] into [0.8589, 1.1411] (min + max = 2). The paper's
+# own list (its Appendix G code: l=1e-3, cushion 0.0241, safety 1.01) sends them into [0.8524, 1.1236]: a
+# different design point; tests/test_optim.py checks both on random matrices. Iterations past the list repeat
+# the last triple (the record runs exactly 5).
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+
+
+def polar_express(g: torch.Tensor, steps: int, eps: float = 1e-7, coeffs=POLAR_EXPRESS_COEFFS) -> torch.Tensor:
+    """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record."""
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32) if g.dtype != torch.float64 else g
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + eps)
+    for i in range(steps):
+        a, b, c = coeffs[min(i, len(coeffs) - 1)]
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if transposed else x).to(g.dtype)
+
+
+ORTHOGONALIZERS = {"polar_express": polar_express}
 
 
 def row_normalize(update: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -651,30 +654,61 @@ def row_normalize(update: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 
 class Muon(torch.optim.Optimizer):
-    """Nesterov momentum, then orthogonalise the update; shape-aware scale and decoupled weight decay."""
+    """Nesterov momentum, then orthogonalise the update; shape-aware scale and decoupled weight decay.
+
+    sharded (with a process group of world_size > 1): the matrices of each shape are dealt out in turns of
+    world_size, rank r orthogonalises the r-th of each turn (and keeps only its momentum), and an all_gather
+    hands every rank all the updates, as the records do (R:1800-1880). Gradients are identical on every rank
+    (DDP), so each update is computed exactly as one process would compute it."""
 
     def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float,
-                 orthogonalize=newton_schulz):
+                 orthogonalize=newton_schulz, sharded: bool = True):
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
         self.orthogonalize = orthogonalize
+        self.sharded = sharded
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return update
 
+    def update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """The orthogonalised Nesterov step of p (its momentum buffer advances)."""
+        buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+        buf.mul_(group["momentum"]).add_(p.grad)
+        update = p.grad.add(buf, alpha=group["momentum"])
+        return self.orthogonalize(self.precondition(update), group["ns_steps"])
+
+    @staticmethod
+    def apply(p: torch.Tensor, update: torch.Tensor, group: dict) -> None:
+        # Orthogonal updates have unit spectral norm; scale so tall matrices move as fast as square ones.
+        scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+        p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update, alpha=-group["lr"] * scale)
+
     @torch.no_grad()
     def step(self):
+        world = dist.get_world_size() if self.sharded and dist.is_available() and dist.is_initialized() else 1
         for group in self.param_groups:
+            if world == 1:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self.apply(p, self.update(p, group), group)
+                continue
+            rank = dist.get_rank()
+            by_shape: dict[tuple, list] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(p.grad)
-                update = p.grad.add(buf, alpha=group["momentum"])
-                update = self.orthogonalize(self.precondition(update), group["ns_steps"])
-                # Orthogonal updates have unit spectral norm; scale so tall matrices move as fast as square ones.
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                by_shape.setdefault(tuple(p.shape), []).append(p)
+            for same_shape in by_shape.values():
+                for turn in range(0, len(same_shape), world):
+                    chunk = same_shape[turn : turn + world]
+                    mine = chunk[rank] if rank < len(chunk) else None
+                    # grad is None on every rank alike (a parameter unused this step): send zeros, apply nothing.
+                    own = self.update(mine, group) if mine is not None and mine.grad is not None \
+                        else torch.zeros_like(chunk[0])
+                    gathered = [torch.empty_like(own) for _ in range(world)]
+                    dist.all_gather(gathered, own.contiguous())
+                    for p, update in zip(chunk, gathered):
+                        if p.grad is not None:
+                            self.apply(p, update, group)
 
 
 class MuonEqR(Muon):
@@ -689,7 +723,7 @@ MATRIX_OPTIMIZERS = {"muoneq_r": MuonEqR}
 
 
 def build_adamw(groups: list[dict], cfg, fused: bool) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=1e-8, fused=fused)
+    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
 
 
 EMBED_SCALAR_OPTIMIZERS = {"adamw": build_adamw}
@@ -707,7 +741,7 @@ def build_optimizers(model: torch.nn.Module, rules: dict[str, ParamRule], cfg) -
     if muon:
         matrix_opt = pick(MATRIX_OPTIMIZERS, cfg.matrix_optimizer, "MATRIX_OPTIMIZER")
         opts.append(matrix_opt(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_steps,
-                               weight_decay=cfg.muon_wd,
+                               weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded,
                                orthogonalize=pick(ORTHOGONALIZERS, cfg.orthogonalizer, "ORTHOGONALIZER")))
     if adam:
         build = pick(EMBED_SCALAR_OPTIMIZERS, cfg.embed_scalar_optimizer, "EMBED_SCALAR_OPTIMIZER")
@@ -737,12 +771,30 @@ class WeightEMA:
             p.copy_(s)
 
 
-def lr_multiplier(step: int, elapsed_s: float, budget_s: float, warmup_steps: int, warmdown_frac: float) -> float:
-    """Linear warm-up over steps, flat, then linear decay to 0 over the last warmdown_frac of the time budget."""
+def lr_multiplier(step: int, elapsed_s: float, budget_s: float, warmup_steps: int, warmdown_frac: float,
+                  min_lr: float = 0.0) -> float:
+    """Linear warm-up over steps, flat, then linear decay over the last warmdown_frac of the time budget,
+    floored at min_lr (the record: max((1 - frac) / warmdown_frac, MIN_LR), R:3356-3361)."""
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     left = max(0.0, budget_s - elapsed_s)
-    down = min(1.0, left / (warmdown_frac * budget_s)) if warmdown_frac > 0 else 1.0
+    down = max(min_lr, min(1.0, left / (warmdown_frac * budget_s))) if warmdown_frac > 0 else 1.0
     return warm * down
+
+
+def muon_momentum_at(step: int, cfg) -> float:
+    """Muon momentum at `step`: linear from muon_momentum_warmup_start to muon_momentum over
+    muon_momentum_warmup_steps, then flat (the record: 0.92 -> 0.97 over 1500 steps, R:3375-3393)."""
+    if cfg.muon_momentum_warmup_steps <= 0:
+        return cfg.muon_momentum
+    frac = min(step / cfg.muon_momentum_warmup_steps, 1.0)
+    return (1 - frac) * cfg.muon_momentum_warmup_start + frac * cfg.muon_momentum
+
+
+def set_muon_momentum(opts: list[torch.optim.Optimizer], momentum: float) -> None:
+    for opt in opts:
+        if isinstance(opt, Muon):
+            for g in opt.param_groups:
+                g["momentum"] = momentum
 
 
 def set_lr(opts: list[torch.optim.Optimizer], multiplier: float) -> None:
@@ -772,16 +824,27 @@ def triton_interpreting() -> bool:
 LOG2_E = 1.4426950408889634  # scores are scaled by log2(e) so the kernels can use exp2
 
 
-def attention_torch(q, k, v):
-    """Twin: causal attention via PyTorch SDPA. q (B, H, T, D), k/v (B, Hkv, T, D) -> (B, H, T, D)."""
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+def doc_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids -> (B, 1, T, T) bool: key j visible to query i iff j <= i and same document."""
+    T = doc_ids.size(-1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :]))[:, None]
+
+
+def attention_torch(q, k, v, doc_ids=None):
+    """Twin: causal attention via PyTorch SDPA. q (B, H, T, D), k/v (B, Hkv, T, D) -> (B, H, T, D);
+    with doc_ids (B, T) the block-diagonal causal mask of doc_causal_mask."""
+    gqa = q.shape[1] != k.shape[1]
+    if doc_ids is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=doc_causal_mask(doc_ids), enable_gqa=gqa)
 
 
 if TRITON_AVAILABLE:
 
     @triton.jit
-    def flash_attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, H, T, qk_scale_log2,
-                              GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+    def flash_attn_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, doc_ptr, H, T, qk_scale_log2,
+                              HAS_DOCS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
         # Program (query tile, batch*head): q tile (BLOCK_M, D) against kv tiles (BLOCK_N, D)
         # up to the diagonal; all tensors contiguous, so a (b, h) slice starts at (b*H + h)*T*D.
@@ -801,8 +864,10 @@ if TRITON_AVAILABLE:
         row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
         row_sum = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        # Column 0 is in the first kv tile and visible to every row (padding rows included),
-        # so row_max is finite after one step and no row ever divides 0 by 0.
+        if HAS_DOCS:
+            doc_rows = tl.load(doc_ptr + b * T + rows, mask=rows < T, other=-1)
+        # Without documents column 0 is visible to every row, so row_max is finite after one tile. With
+        # documents a tile may hide every column of a row: `shift` keeps exp2 away from (-inf) - (-inf).
         for start_n in range(0, tl.minimum((pid_m + 1) * BLOCK_M, T), BLOCK_N):
             cols = start_n + offs_n
             k = tl.load(k_base + cols[:, None] * HEAD_DIM + offs_d[None, :], mask=cols[:, None] < T, other=0.0)
@@ -812,21 +877,28 @@ if TRITON_AVAILABLE:
                 v = v.to(tl.float32)
             scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2  # (BM, BN)
             visible = (cols[None, :] <= rows[:, None]) & (cols[None, :] < T)
+            if HAS_DOCS:
+                doc_cols = tl.load(doc_ptr + b * T + cols, mask=cols < T, other=-2)
+                visible = visible & (doc_rows[:, None] == doc_cols[None, :])
             scores = tl.where(visible, scores, float("-inf"))
             new_max = tl.maximum(row_max, tl.max(scores, 1))
-            rescale = tl.exp2(row_max - new_max)
-            p = tl.exp2(scores - new_max[:, None])
+            shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+            rescale = tl.exp2(row_max - shift)
+            p = tl.exp2(scores - shift[:, None])
             row_sum = row_sum * rescale + tl.sum(p, 1)
             acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             row_max = new_max
+        # A real row's sum is >= 1 (its max term is exp2(0)); only padding rows, which see no key when documents
+        # are on, reach 0 here: keep them finite (they are never stored).
+        row_sum = tl.maximum(row_sum, 1.0)
         acc = acc / row_sum[:, None]
         tl.store(o_ptr + pid_bh * T * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :],
                  acc.to(o_ptr.dtype.element_ty), mask=rows[:, None] < T)
         tl.store(lse_ptr + pid_bh * T + rows, row_max + tl.log2(row_sum), mask=rows < T)
 
     @triton.jit
-    def flash_attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-                                   H, T, qk_scale_log2, sm_scale, GROUP: tl.constexpr,
+    def flash_attn_bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, doc_ptr,
+                                   H, T, qk_scale_log2, sm_scale, HAS_DOCS: tl.constexpr, GROUP: tl.constexpr,
                                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
         # Program (kv tile, batch*kv_head): dK, dV (BLOCK_N, D) summed over the GROUP query heads
@@ -846,6 +918,8 @@ if TRITON_AVAILABLE:
             v = v.to(tl.float32)
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        if HAS_DOCS:
+            doc_cols = tl.load(doc_ptr + b * T + cols, mask=cols < T, other=-2)
         first_row = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M  # first query tile that sees this kv tile
         for g in range(0, GROUP):
             bh = b * H + first_head + g
@@ -861,6 +935,9 @@ if TRITON_AVAILABLE:
                 delta = tl.load(delta_ptr + bh * T + rows, mask=rows < T, other=0.0)
                 scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
                 visible = (cols[None, :] <= rows[:, None]) & (rows[:, None] < T) & (cols[None, :] < T)
+                if HAS_DOCS:
+                    doc_rows = tl.load(doc_ptr + b * T + rows, mask=rows < T, other=-1)
+                    visible = visible & (doc_rows[:, None] == doc_cols[None, :])
                 p = tl.where(visible, tl.exp2(scores - lse[:, None]), 0.0)  # softmax tile (BM, BN)
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=DOT_PRECISION)
                 dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -870,8 +947,8 @@ if TRITON_AVAILABLE:
         tl.store(dv_ptr + kv_offsets, dv.to(dv_ptr.dtype.element_ty), mask=cols[:, None] < T)
 
     @triton.jit
-    def flash_attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
-                                 H, T, qk_scale_log2, sm_scale, GROUP: tl.constexpr,
+    def flash_attn_bwd_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, doc_ptr,
+                                 H, T, qk_scale_log2, sm_scale, HAS_DOCS: tl.constexpr, GROUP: tl.constexpr,
                                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                  UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr):
         # Program (query tile, batch*head): dQ (BLOCK_M, D) over kv tiles up to the diagonal.
@@ -891,6 +968,8 @@ if TRITON_AVAILABLE:
         lse = tl.load(lse_ptr + pid_bh * T + rows, mask=rows < T, other=0.0)
         delta = tl.load(delta_ptr + pid_bh * T + rows, mask=rows < T, other=0.0)
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        if HAS_DOCS:
+            doc_rows = tl.load(doc_ptr + b * T + rows, mask=rows < T, other=-1)
         for start_n in range(0, tl.minimum((pid_m + 1) * BLOCK_M, T), BLOCK_N):
             cols = start_n + offs_n
             kv_offsets = kv_bh * T * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
@@ -901,6 +980,9 @@ if TRITON_AVAILABLE:
                 v = v.to(tl.float32)
             scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
             visible = (cols[None, :] <= rows[:, None]) & (rows[:, None] < T) & (cols[None, :] < T)
+            if HAS_DOCS:
+                doc_cols = tl.load(doc_ptr + b * T + cols, mask=cols < T, other=-2)
+                visible = visible & (doc_rows[:, None] == doc_cols[None, :])
             p = tl.where(visible, tl.exp2(scores - lse[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
             ds = p * (dp - delta[:, None])
@@ -919,7 +1001,7 @@ class FlashAttentionTriton(torch.autograd.Function):
     """Autograd wrapper: saves q, k, v, o and the row log2-sum-exp2 (B, H, T) fp32."""
 
     @staticmethod
-    def forward(ctx, q, k, v, block_m, block_n):
+    def forward(ctx, q, k, v, doc_ids, block_m, block_n):
         batch, heads, seq_len, head_dim = q.shape
         kv_heads = k.shape[1]
         same_btd = k.shape[0] == batch and k.shape[2:] == q.shape[2:]
@@ -927,21 +1009,23 @@ class FlashAttentionTriton(torch.autograd.Function):
             raise ValueError(f"flash_attention: want q (B, H, T, D), k/v (B, Hkv, T, D) with H % Hkv == 0 and D "
                              f"a power of two >= 16, got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        has_docs = doc_ids is not None
+        docs = doc_ids.to(torch.int32).contiguous() if has_docs else torch.zeros(1, dtype=torch.int32, device=q.device)
         out = torch.empty_like(q)
         lse = torch.empty((batch, heads, seq_len), dtype=torch.float32, device=q.device)
         sm_scale = 1.0 / math.sqrt(head_dim)
         upcast, precision = flash_attention_launch_options(q.dtype)
         grid = (triton.cdiv(seq_len, block_m), batch * heads)
-        flash_attn_fwd_kernel[grid](q, k, v, out, lse, heads, seq_len, sm_scale * LOG2_E,
-                                    GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_M=block_m,
+        flash_attn_fwd_kernel[grid](q, k, v, out, lse, docs, heads, seq_len, sm_scale * LOG2_E,
+                                    HAS_DOCS=has_docs, GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_M=block_m,
                                     BLOCK_N=block_n, UPCAST=upcast, DOT_PRECISION=precision)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.block_m, ctx.block_n = block_m, block_n
+        ctx.save_for_backward(q, k, v, out, lse, docs)
+        ctx.block_m, ctx.block_n, ctx.has_docs = block_m, block_n, has_docs
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out, lse, docs = ctx.saved_tensors
         batch, heads, seq_len, head_dim = q.shape
         kv_heads = k.shape[1]
         grad_out = grad_out.contiguous()
@@ -950,35 +1034,132 @@ class FlashAttentionTriton(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         sm_scale = 1.0 / math.sqrt(head_dim)
         upcast, precision = flash_attention_launch_options(q.dtype)
-        common = dict(GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_M=ctx.block_m,
+        common = dict(HAS_DOCS=ctx.has_docs, GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_M=ctx.block_m,
                       BLOCK_N=ctx.block_n, UPCAST=upcast, DOT_PRECISION=precision)
         flash_attn_bwd_dkdv_kernel[(triton.cdiv(seq_len, ctx.block_n), batch * kv_heads)](
-            q, k, v, grad_out, lse, delta, dk, dv, heads, seq_len, sm_scale * LOG2_E, sm_scale, **common)
+            q, k, v, grad_out, lse, delta, dk, dv, docs, heads, seq_len, sm_scale * LOG2_E, sm_scale, **common)
         flash_attn_bwd_dq_kernel[(triton.cdiv(seq_len, ctx.block_m), batch * heads)](
-            q, k, v, grad_out, lse, delta, dq, heads, seq_len, sm_scale * LOG2_E, sm_scale, **common)
-        return dq, dk, dv, None, None
+            q, k, v, grad_out, lse, delta, dq, docs, heads, seq_len, sm_scale * LOG2_E, sm_scale, **common)
+        return dq, dk, dv, None, None, None
 
 
-def flash_attention(q, k, v, block_m=64, block_n=64):
+def flash_attention(q, k, v, doc_ids=None, block_m=64, block_n=64):
     """Causal GQA attention in Triton: q (B, H, T, D), k/v (B, Hkv, T, D) -> (B, H, T, D).
 
-    block_m / block_n (powers of two >= 16) are the query / key tile sizes.
+    doc_ids (B, T) int, optional: attend only within a document (block-diagonal causal). Every kv tile up
+    to the diagonal is still visited (masked, not skipped). block_m / block_n (powers of two >= 16) are the
+    query / key tile sizes.
     """
-    return FlashAttentionTriton.apply(q, k, v, block_m, block_n)
+    return FlashAttentionTriton.apply(q, k, v, doc_ids, block_m, block_n)
 
 
-# ---- golf/kernels/attention.py: Attention backend slot: name -> fn(q, k, v) -> (B, H, T, D), causal, GQA. ----
+# ---- golf/model/attention.py: Causal GQA self-attention with QK RMS-norm, learned per-head QK gain and partial RoPE; optional exclusive ----
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, doc_ids=None) -> torch.Tensor:
+    """q: (B, H, T, D), k/v: (B, Hkv, T, D) -> (B, H, T, D), causal; doc_ids (B, T): within documents only."""
+    return attention_torch(q, k, v, doc_ids)
+
+
+def rope_tables(seq_len: int, rope_dims: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape (seq_len, rope_dims // 2) for rotating the first rope_dims of a head."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, rope_dims, 2, dtype=torch.float32, device=device) / rope_dims))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs, pass the rest through."""
+    r = 2 * cos.size(-1)
+    rot, rest = x[..., :r], x[..., r:]
+    a, b = rot.chunk(2, dim=-1)
+    cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
+    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    return torch.cat((rotated, rest), dim=-1)
+
+
+def exclude_self_value(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """XSA: remove from each head's output its component along its own position's value direction.
+    y (B, H, T, D), v (B, Hkv, T, D); query head h uses kv head h // (H // Hkv) (record R:1003-1010)."""
+    vn = F.normalize(v, dim=-1).repeat_interleave(y.size(1) // v.size(1), dim=1)
+    return y - (y * vn).sum(dim=-1, keepdim=True) * vn
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_dims: int, rope_base: float,
+                 qk_gain_init: float, max_seq_len: int, attention_fn=sdpa_attention, xsa: bool = False,
+                 gate_window: int = 0, gate_scale: float = 0.5):
+        super().__init__()
+        if dim % num_heads or num_heads % num_kv_heads:
+            raise ValueError(f"model_dim {dim} / heads {num_heads} / kv heads {num_kv_heads} do not divide")
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
+        self.v = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.proj.weight)
+        # QK RMS-norm fixes the logit scale; the learned gain (init 5.0, record) sets sharpness.
+        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init))
+        cos, sin = rope_tables(max_seq_len, min(rope_dims, self.head_dim), rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.attention_fn = attention_fn
+        self.xsa = xsa
+        # SparseAttnGate (record R:1060): head h's output times sigmoid(scale * W_h . x[:gate_window]), W (H, window)
+        # zero-init, so every head starts at a constant 0.5.
+        self.gate_window, self.gate_scale = gate_window, gate_scale
+        self.gate = nn.Parameter(torch.zeros(num_heads, gate_window)) if gate_window > 0 else None
+
+    def forward(self, x: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = F.rms_norm(q, (self.head_dim,))
+        k = F.rms_norm(k, (self.head_dim,))
+        q = apply_partial_rope(q, self.rope_cos, self.rope_sin)
+        k = apply_partial_rope(k, self.rope_cos, self.rope_sin)
+        # With unit-RMS q and k and SDPA's 1/sqrt(D): logit = gain * sqrt(D) * cos(q, k).
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        y = self.attention_fn(q, k, v) if doc_ids is None else self.attention_fn(q, k, v, doc_ids)
+        if self.xsa:
+            y = exclude_self_value(y, v)
+        if self.gate is not None:
+            g = torch.sigmoid(self.gate_scale * F.linear(x[..., : self.gate_window], self.gate.to(x.dtype)))
+            y = y * g.transpose(1, 2)[..., None]  # (B, T, H) -> (B, H, T, 1)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+# ---- golf/kernels/attention.py: Attention backend slot: name -> fn(q, k, v, doc_ids=None) -> (B, H, T, D), causal, GQA. ----
 ATTENTION_AUTO_ORDER = ("fa3", "triton", "sdpa")  # fastest first
 
 
-def attention_fa3(q, k, v):
-    """FlashAttention-3 (Hopper only). It takes (B, T, H, D) and handles GQA itself."""
-    from flash_attn_interface import flash_attn_func  # optional wheel: attention_backend_available checks it
+def varlen_boundaries(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids -> cu_seqlens int32 (segments + 1,) over the flattened B*T tokens: a segment
+    is a run of one document within one row (rows are separate sequences)."""
+    B, T = doc_ids.shape
+    flat = (doc_ids.to(torch.int64) + torch.arange(B, device=doc_ids.device)[:, None] * (T + 1)).reshape(-1)
+    starts = torch.nonzero(flat[1:] != flat[:-1]).reshape(-1) + 1
+    ends = torch.tensor([0, B * T], device=doc_ids.device)
+    return torch.cat((ends[:1], starts, ends[1:])).to(torch.int32)
 
-    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+
+def attention_fa3(q, k, v, doc_ids=None):
+    """FlashAttention-3 (Hopper only). It takes (B, T, H, D) and handles GQA itself; with doc_ids, the varlen
+    kernel over document segments (the record's training path, R:1029-1040), max_seqlen T."""
+    from flash_attn_interface import flash_attn_func, flash_attn_varlen_func  # optional wheel (checked)
+
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if doc_ids is None:
+        out = flash_attn_func(q, k, v, causal=True)
+    else:
+        B, T = doc_ids.shape
+        cu = varlen_boundaries(doc_ids)
+        out = flash_attn_varlen_func(q.reshape(B * T, *q.shape[2:]), k.reshape(B * T, *k.shape[2:]),
+                                     v.reshape(B * T, *v.shape[2:]), cu_seqlens_q=cu, cu_seqlens_k=cu,
+                                     max_seqlen_q=T, max_seqlen_k=T, causal=True)
     if isinstance(out, tuple):  # some FA3 builds return (out, softmax_lse)
         out = out[0]
-    return out.transpose(1, 2)
+    return out.reshape(q.shape).transpose(1, 2)
 
 
 ATTENTION_BACKENDS = {"fa3": attention_fa3, "triton": flash_attention, "sdpa": attention_torch}
@@ -1092,55 +1273,67 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 class LaneMix(nn.Module):
-    """Weights of one two-lane virtual layer. All ones: with equal lanes the layer is exactly the one-lane
-    parallel block (the record starts `keep` at 1.1; we start at the identity and leave that to tuning)."""
+    """Weights of one two-lane virtual layer. keep_init 1 (gpt_j_x0): with equal lanes the layer is exactly the
+    one-lane parallel block; the record starts `keep` at 1.1 (R:1240)."""
 
-    def __init__(self):
+    def __init__(self, keep_init: float = 1.0):
         super().__init__()
-        self.keep = nn.Parameter(torch.ones(2))  # (lane,): scale on the lane's own residual; lane 0 attn, 1 MLP
+        self.keep = nn.Parameter(torch.full((2,), keep_init))  # (lane,): scale on the lane's own residual; 0 attn, 1 MLP
         self.take = nn.Parameter(torch.ones(2, 2))  # (lane, branch): branch 0 attention output, 1 MLP output
 
 
 class BlockBase(nn.Module):
     """Shared parts: attention, MLP, learned per-channel x0 mix (init: keep x, add 0*x0) and branch scales."""
 
-    def __init__(self, cfg, attention_fn):
+    def __init__(self, cfg, attention_fn, layer: int = 0):
         super().__init__()
         d = cfg.model_dim
         self.attn = CausalSelfAttention(d, cfg.num_heads, cfg.num_kv_heads, cfg.rope_dims, cfg.rope_base,
-                                        cfg.qk_gain_init, max(cfg.train_seq_len, cfg.sw_seq_len), attention_fn)
+                                        cfg.qk_gain_init, max(cfg.train_seq_len, cfg.sw_seq_len), attention_fn,
+                                        xsa=layer >= cfg.num_layers - cfg.xsa_last_n,
+                                        gate_window=cfg.gate_window if cfg.sparse_attn_gate else 0,
+                                        gate_scale=cfg.sparse_attn_gate_scale)
         self.mlp = MLP(d, cfg.mlp_mult, cfg.mlp_activation)
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))  # (2, d): m0, m1
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
+        # LN scale (record R:1124): unique block i scales both norm outputs by 1/sqrt(i+1), damping deep layers.
+        self.norm_scale = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+        self.x0_residual = cfg.lane_x0_residual
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x) * self.norm_scale if self.norm_scale != 1.0 else rms_norm(x)
 
     def mix_x0(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         m = self.resid_mix.to(x.dtype)
         return m[0] * x + m[1] * x0
 
     def forward_lanes(self, lanes: tuple[torch.Tensor, torch.Tensor], x0: torch.Tensor,
-                      mix: LaneMix) -> tuple[torch.Tensor, torch.Tensor]:
+                      mix: LaneMix, doc_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Two-lane variant (2026-04 records, late layers): attention reads the x0-mixed attention lane, the MLP
-        reads the MLP lane; each lane keeps itself and adds both branch outputs with its own learned weights."""
+        reads the MLP lane; each lane keeps itself (the mixed lane with lane_x0_residual, else the raw lane as
+        the record, R:1291-1315) and adds both branch outputs with its own learned weights."""
         attn_lane, mlp_lane = lanes
-        attn_lane = self.mix_x0(attn_lane, x0)
-        a = self.attn_scale.to(attn_lane.dtype) * self.attn(rms_norm(attn_lane))
-        m = self.mlp_scale.to(mlp_lane.dtype) * self.mlp(rms_norm(mlp_lane))
+        attn_read = self.mix_x0(attn_lane, x0)
+        if self.x0_residual:
+            attn_lane = attn_read
+        a = self.attn_scale.to(attn_lane.dtype) * self.attn(self.norm(attn_read), doc_ids)
+        m = self.mlp_scale.to(mlp_lane.dtype) * self.mlp(self.norm(mlp_lane))
         keep, take = mix.keep.to(a.dtype), mix.take.to(a.dtype)
         return (keep[0] * attn_lane + take[0, 0] * a + take[0, 1] * m,
                 keep[1] * mlp_lane + take[1, 0] * a + take[1, 1] * m)
 
 
-class ParallelBlock(BlockBase):
-    """x = mix(x, x0); h = norm x; x += a*attn(h) + b*mlp(h): one norm, both branches read the same h."""
+class SequentialBlock(BlockBase):
+    """x = mix(x, x0); x += a*attn(norm x); x += b*mlp(norm x)."""
 
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x0: torch.Tensor, doc_ids=None) -> torch.Tensor:
         x = self.mix_x0(x, x0)
-        h = rms_norm(x)
-        return x + self.attn_scale.to(x.dtype) * self.attn(h) + self.mlp_scale.to(x.dtype) * self.mlp(h)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), doc_ids)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
 
-BLOCKS = {"parallel": ParallelBlock}
+BLOCKS = {"sequential": SequentialBlock}
 
 
 # ---- golf/model/loops.py: Loop schedules: which unique block runs at each virtual layer, and the extras that ride along. ----
@@ -1197,11 +1390,18 @@ class LoopSchedule(nn.Module):
         self.adapters = nn.ModuleList(
             PassAdapter(cfg.model_dim, cfg.pass_adapter_rank) for _ in range(self.adapter_passes * seg)
         ) if cfg.pass_adapter_rank > 0 else None
-        # Skip weights (n, D), zero-init so a fresh model is the plain stack; weight j joins virtual layer j to
-        # the j-th layer from the end, so the pairing is stable when the depth changes.
+        # Skip weights (n, D). Without skip_gates: zero-init so a fresh model is the plain stack; weight j joins
+        # virtual layer j to the j-th layer from the end, so the pairing is stable when the depth changes.
+        # With skip_gates (the record, R:1225-1237, R:1365-1392): the first depth//2 virtual layers are the
+        # encoder, decoder layer j reads encoder layer depth//2-1-j, x = lerp(w_j * skip, x, sigmoid(gate_j)),
+        # w init 1 and gate init 0 (an even mix at the start).
         max_depth = cfg.num_layers + (max_train_passes - 1) * seg
-        self.skip_weights = nn.Parameter(torch.zeros(max_depth // 2, cfg.model_dim)) if cfg.unet_skips else None
-        self.lanes = nn.ModuleList(LaneMix() for _ in range(cfg.lane_layers))
+        n_weights = max_depth // 2 if cfg.unet_skips else 0
+        skip_init = torch.ones if cfg.skip_gates else torch.zeros
+        self.skip_weights = nn.Parameter(skip_init(n_weights, cfg.model_dim)) if cfg.unet_skips else None
+        self.skip_gates = nn.Parameter(torch.zeros(n_weights, cfg.model_dim)) if cfg.unet_skips and cfg.skip_gates \
+            else None
+        self.lanes = nn.ModuleList(LaneMix(cfg.lane_keep_init) for _ in range(cfg.lane_layers))
         # DDP must look for unused parameters when some extras idle on some steps (fewer passes than maximum).
         self.varying_graph = False
 
@@ -1215,10 +1415,27 @@ class LoopSchedule(nn.Module):
         passes = self.train_passes if self.training else self.eval_passes
         return virtual_layers(self.num_blocks, self.start, self.end, passes, min(passes, self.grad_passes))
 
-    def forward(self, blocks: nn.ModuleList, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def skip_pairing(self, depth: int) -> tuple[int, int]:
+        """(layers whose outputs are pushed as skips: the first n; first layer that receives one). Receiver v
+        pops the latest push, with weight index depth-1-v (golf) or v-first (skip_gates, the record's)."""
+        if self.skip_weights is None:
+            return 0, depth
+        if self.skip_gates is not None:
+            return depth // 2, depth // 2
+        n = min(depth // 2, len(self.skip_weights))
+        return n, depth - n
+
+    def join_skip(self, x: torch.Tensor, skip: torch.Tensor, v: int, depth: int, first: int) -> torch.Tensor:
+        if self.skip_gates is None:
+            return x + self.skip_weights[depth - 1 - v].to(x.dtype) * skip
+        j = v - first
+        return torch.lerp(self.skip_weights[j].to(x.dtype) * skip, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
+
+    def forward(self, blocks: nn.ModuleList, x: torch.Tensor, x0: torch.Tensor, doc_ids=None) -> torch.Tensor:
         plan = self.plan()
         depth = len(plan)
-        n_skips = min(depth // 2, len(self.skip_weights)) if self.skip_weights is not None else 0
+        n_push, first_skip = self.skip_pairing(depth)
+        last_skip = first_skip + (min(n_push, len(self.skip_weights)) if self.skip_weights is not None else 0)
         first_lane = depth - len(self.lanes)
         seg = self.end - self.start + 1
         skips, lanes, prelude_out = [], None, x
@@ -1230,20 +1447,19 @@ class LoopSchedule(nn.Module):
                     x = self.enter_pass(x, prelude_out)
                 if v == first_lane:
                     lanes = (x, x)
-                if v >= depth - n_skips:
-                    w = self.skip_weights[depth - 1 - v].to(x.dtype)
+                if first_skip <= v < last_skip:
                     if lanes is None:
-                        x = x + w * skips.pop()
+                        x = self.join_skip(x, skips.pop(), v, depth, first_skip)
                     else:
-                        lanes = (lanes[0] + w * skips.pop(), lanes[1])
+                        lanes = (self.join_skip(lanes[0], skips.pop(), v, depth, first_skip), lanes[1])
                 if lanes is None:
-                    x = blocks[layer.block](x, x0)
+                    x = blocks[layer.block](x, x0, doc_ids)
                 else:
-                    lanes = blocks[layer.block].forward_lanes(lanes, x0, self.lanes[v - first_lane])
+                    lanes = blocks[layer.block].forward_lanes(lanes, x0, self.lanes[v - first_lane], doc_ids)
                 if self.adapters is not None and layer.loop_pass >= 0:
                     p = min(layer.loop_pass, self.adapter_passes - 1)
                     x = self.adapters[p * seg + layer.block - self.start](x)
-                if v < n_skips:
+                if v < n_push:
                     skips.append(x)
         return x if lanes is None else (lanes[0] + lanes[1]) / 2
 
@@ -1390,6 +1606,31 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.
     return nll.view(targets.shape)
 
 
+class SmearGate(nn.Module):
+    """x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} on the token embeddings (record R:1331-1337), except
+    where token t is BOS: a document's first position never reads the previous document (the BOS fix,
+    R:1431-1436). lam and w start at zero, so a fresh gate is the identity."""
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = window
+        self.weight = nn.Parameter(torch.zeros(1, window))
+        self.lam = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) embeddings of idx (B, T) -> (B, T, D)."""
+        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[:, 1:, : self.window], self.weight.to(x.dtype)))
+        not_bos = (idx[:, 1:] != BOS_ID).to(x.dtype).unsqueeze(-1)
+        return torch.cat((x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos), dim=1)
+
+
+def orthogonal_init_(model: nn.Module) -> None:
+    """The record's init (R:1254-1279): orthogonal q/k/v and MLP-up; attention-out and MLP-down stay zero."""
+    for block in model.blocks:
+        for linear in (block.attn.q, block.attn.k, block.attn.v, block.mlp.fc):
+            nn.init.orthogonal_(linear.weight)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg, attention_fn=sdpa_attention):
         super().__init__()
@@ -1397,17 +1638,26 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
-        self.blocks = nn.ModuleList(block_cls(cfg, attention_fn) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
+        self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
+        self.doc_attention = cfg.doc_attention
+        if cfg.orthogonal_init:
+            orthogonal_init_(self)
 
     def set_progress(self, step: int, frac: float) -> None:
         """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
         self.schedule.set_progress(step, frac)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (B, T) token ids -> final normed hidden states (B, T, D)."""
-        x = x0 = rms_norm(self.tok_emb(idx))
-        return rms_norm(self.schedule(self.blocks, x, x0))
+        """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
+        attends only within its own document (BOS starts one), in training and evaluation alike."""
+        x = self.tok_emb(idx)
+        if self.smear is not None:
+            x = self.smear(x, idx)
+        x = x0 = rms_norm(x)
+        doc_ids = document_ids(idx) if self.doc_attention else None
+        return rms_norm(self.schedule(self.blocks, x, x0, doc_ids))
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
@@ -2862,7 +3112,7 @@ def eval_passes(cfg, num_targets: int, val_tokens: torch.Tensor | None = None) -
     return passes
 
 
-# ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), then every optimiser, then EMA. ----
+# ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the global grad-norm clip, then ----
 def autocast_dtype(device: torch.device):
     return torch.bfloat16 if device.type == "cuda" else None
 
@@ -2881,6 +3131,9 @@ def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> t
                 loss = model(x, y) / grad_accum
             loss.backward()
         total += loss.detach()
+    if cfg.grad_clip_norm > 0:  # one norm over every trained parameter (record: 0.3, R:3399-3400)
+        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
     for opt in opts:
         opt.step()
     for opt in opts:
@@ -2972,7 +3225,8 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     step, stop = 0, False
     while step < cfg.iterations and not stop:
         set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
-                                   cfg.warmdown_frac))
+                                   cfg.warmdown_frac, cfg.min_lr))
+        set_muon_momentum(opts, muon_momentum_at(step, cfg))
         model.set_progress(step, budget.progress(step, cfg.iterations))
         loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1

@@ -36,9 +36,9 @@ class Config:
     num_layers: int = 11
     rope_dims: int = 16  # partial RoPE: rotate the first rope_dims of each head, pass the rest
     rope_base: float = 10000.0
-    qk_gain_init: float = 5.25
+    qk_gain_init: float = 5.0  # record log qk_gain_init: 5.0 (the 04-09 record used 5.25)
     logit_softcap: float = 30.0
-    block: str = "parallel"  # golf/model/blocks.py BLOCKS
+    block: str = "sequential"  # golf/model/blocks.py BLOCKS; record: sequential before parallel_start_layer
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
     # (records/track_10min_16mb/2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT: LOOP_START=3,
@@ -54,7 +54,7 @@ class Config:
     recur_bptt: int = 4  # "recurrent": gradients flow through the last recur_bptt passes only
     pass_adapter_rank: int = 0  # per-pass low-rank residual adapters on looped layers (nano-osrt); 0: off
     unet_skips: bool = True  # learned skips from the first half of the virtual layers to the mirrored second half
-    lane_layers: int = 4  # last N virtual layers keep attention and MLP lanes apart (record: layers 7-10 of 11)
+    lane_layers: int = 3  # last N virtual layers keep attention and MLP lanes apart (record parallel_start_layer: 8: blocks 8-10, the coda's last 3)
     # ---- training
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
@@ -63,20 +63,40 @@ class Config:
     compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
     lr_warmup_steps: int = 0
     grad_accum_steps: int = 0  # 0: 8 // world_size, so the global batch does not depend on the GPU count
-    warmdown_frac: float = 0.5  # fraction of the wallclock budget spent decaying LR to 0
-    matrix_lr: float = 0.04
-    embed_lr: float = 0.05  # tied embedding (upstream baseline TIED_EMBED_LR)
-    scalar_lr: float = 0.04
-    muon_momentum: float = 0.95
-    muon_steps: int = 5
-    muon_wd: float = 0.09
-    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS
-    orthogonalizer: str = "newton_schulz"  # golf/optim.py ORTHOGONALIZERS (record: 5 Newton-Schulz steps)
+    warmdown_frac: float = 0.85  # fraction of the wallclock budget spent decaying LR to min_lr (record log)
+    matrix_lr: float = 0.026  # record log matrix_lr
+    embed_lr: float = 0.03  # tied embedding (record log tied_embed_lr: 0.03)
+    scalar_lr: float = 0.02  # record log scalar_lr
+    muon_momentum: float = 0.97  # record log muon_momentum
+    muon_steps: int = 5  # record log muon_backend_steps
+    muon_wd: float = 0.095  # record log muon_wd
+    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True)
+    orthogonalizer: str = "polar_express"  # golf/optim.py ORTHOGONALIZERS (record R:1720-1726, 5 steps)
     embed_scalar_optimizer: str = "adamw"  # golf/optim.py EMBED_SCALAR_OPTIMIZERS
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
-    adam_beta1: float = 0.8
-    adam_beta2: float = 0.95
+    adam_beta1: float = 0.9  # record log beta1
+    adam_beta2: float = 0.99  # record log beta2
     train_log_every: int = 100
+    # ---- model and optimiser, the frontier stack (issue 13). Source of each value: golf/recipes.py VALUE_SOURCES.
+    xsa_last_n: int = 11  # exclusive self-attention on the last N unique blocks (record log xsa_last_n: 11 = all)
+    sparse_attn_gate: bool = True  # per-head output gate sigmoid(scale * W x[:gate_window]), W zero-init
+    gate_window: int = 12  # channels the attention gate and the smear gate read (record log gate_window)
+    sparse_attn_gate_scale: float = 0.5  # record log sparse_attn_gate_scale
+    smear_gate: bool = True  # previous-token smear of the embedding, zero-init, never across a BOS (record R:1331)
+    ln_scale: bool = True  # scale both norm outputs of block i by 1/sqrt(i+1) (record log ln_scale, R:1124)
+    skip_gates: bool = True  # U-Net skips as the record: mid pairing, weights init 1, sigmoid-gated lerp
+    lane_keep_init: float = 1.1  # two-lane residual weights at init (record R:1240 parallel_resid_lambdas)
+    lane_x0_residual: bool = False  # two-lane layers keep the x0-mixed attention lane (golf) or the raw lane (record)
+    orthogonal_init: bool = True  # q/k/v/MLP-up orthogonal, out/down zero (record R:1254-1279)
+    doc_attention: bool = True  # attention never crosses a BOS (record: FA3 varlen on packed docs, R:1029)
+    muon_momentum_warmup_start: float = 0.92  # Muon momentum ramps from this to muon_momentum... (record log)
+    muon_momentum_warmup_steps: int = 1500  # ...linearly over these steps; 0: flat (record log)
+    muon_sharded: bool = True  # each rank orthogonalises its share of the matrices, then all-gather (record R:1800)
+    embed_wd: float = 0.085  # AdamW decay of the tied embedding (record log embed_wd)
+    scalar_wd: float = 0.02  # AdamW decay of gains, mixes, gates (record log adam_wd)
+    adam_eps: float = 1e-8  # record log adam_eps
+    grad_clip_norm: float = 0.3  # global gradient-norm clip before the optimisers; 0: off (record log, R:3400)
+    min_lr: float = 0.1  # LR floor of the warmdown, as a fraction of the base LR (record log min_lr, R:3356)
     # ---- evaluation
     sw_seq_len: int = 2048  # sliding-window eval: window length
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context

@@ -19,6 +19,7 @@ SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
 SHARD_SPLITS = ("train", "val")
+BOS_ID = 1  # every document in a shard starts with BOS (golf/tokenizer.py trains with bos_id=1)
 MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
@@ -167,6 +168,16 @@ class DistributedTokenLoader:
         chunk = self.stream.take(span_len * self.world_size)
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
+
+
+def document_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
+
+    A training row is seq_len consecutive stream tokens, so each row packs whole documents back to back and a
+    document is capped at the row length (the record caps them at TRAIN_SEQ_LEN too, R:592-612, though it cuts
+    a long document from its own start rather than at the row edge). Tokens before the row's first BOS are the
+    tail of a document begun in the previous row: id 0 there, and rows never see each other."""
+    return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
 
 
 def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:

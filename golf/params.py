@@ -20,19 +20,20 @@ class ParamRule:
 
 def param_rules(cfg) -> tuple[ParamRule, ...]:
     return (
-        ParamRule(r"tok_emb\.weight", "adam", cfg.embed_lr, 0.0, cfg.embed_bits, cfg.embed_clip_k, "embed"),
+        ParamRule(r"tok_emb\.weight", "adam", cfg.embed_lr, cfg.embed_wd, cfg.embed_bits, cfg.embed_clip_k, "embed"),
         ParamRule(r"blocks\.\d+\.attn\.(q|k|v|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.attn_clip_k, "attn"),
         ParamRule(r"blocks\.\d+\.mlp\.(fc|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.mlp_clip_k, "mlp"),
-        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain)", "adam", cfg.scalar_lr, 0.0,
-                  None, None, "scalars"),
+        # Gains, mixes and gates (the record's CONTROL_TENSOR_NAME_PATTERNS, R:1887): scalar AdamW, decay scalar_wd.
+        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain|attn\.gate)|smear\.(weight|lam)",
+                  "adam", cfg.scalar_lr, cfg.scalar_wd, None, None, "scalars"),
         # Loop schedule extras (golf/model/loops.py). No decay on the injection matrix: it starts as [I | 0] and
         # decay would pull the recurrent state towards zero.
         ParamRule(r"schedule\.(inject|adapters\.\d+\.(down|up))\.weight", "muon", cfg.matrix_lr, 0.0,
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
-        ParamRule(r"schedule\.(skip_weights|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr, 0.0,
-                  None, None, "scalars"),
+        ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
+                  cfg.scalar_wd, None, None, "scalars"),
     )
 
 

@@ -1,12 +1,96 @@
 """Named recipes: Config instances that `python tools/pack.py --recipe NAME` packs into train_gpt.py.
 
 A recipe is a complete choice of pieces and defaults; env vars still override any field at run time.
+- default: the merged frontier record's stack (PR #1855, 1.06108 bpb), value for value; FRONTIER_SOURCES says
+  where each value comes from.
+- gpt_j_x0: golf's default before issue 13 (the 2026-04-09 record's shape: GPT-J parallel blocks with x0 mix,
+  two lanes in the last 4 virtual layers; the naive baseline's optimiser values), kept for comparison.
+- baseline: the upstream baseline's shape (plain sequential stack of 9 blocks, MLP x2 ReLU^2) on gpt_j_x0 values.
 """
+
+import dataclasses
+from dataclasses import dataclass
 
 from golf.config import Config
 
+RECORD = "records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    value: object  # the Config default
+    log_key: str | None  # the record's train_seed42.log header key, when the log prints the value
+    log_value: str | None  # what the log prints there, when it is not str(value) (a differently-shaped knob)
+    note: str = ""  # code line (R:N = line of the record's train_gpt.py) or how the knob maps onto golf's
+
+
+# The frontier values of Config's model/optimiser/training fields and their source in the record folder RECORD.
+# tests/test_recipes.py checks Config() against each value and, given the upstream checkout, each against the log.
+FRONTIER_SOURCES = {
+    "vocab_size": ValueSource(8192, "vocab_size", None),
+    "model_dim": ValueSource(512, "model_dim", None),
+    "num_heads": ValueSource(8, "num_heads", None),
+    "num_kv_heads": ValueSource(4, "num_kv_heads", None),
+    "mlp_mult": ValueSource(4.0, "mlp_mult", None),
+    "num_layers": ValueSource(11, "num_layers", None),
+    "rope_dims": ValueSource(16, "rope_dims", None),
+    "rope_base": ValueSource(10000.0, "rope_base", None),
+    "qk_gain_init": ValueSource(5.0, "qk_gain_init", None),
+    "logit_softcap": ValueSource(30.0, "logit_softcap", None),
+    "loop_start": ValueSource(3, "loop_start", None),
+    "loop_end": ValueSource(5, "loop_end", None),
+    "train_loops": ValueSource(3, "num_loops", "2", "NUM_LOOPS=2 extra passes: the segment runs 3 times"),
+    "loop_enable_at": ValueSource(0.35, "enable_looping_at", None),
+    "block": ValueSource("sequential", "parallel_start_layer", "8", "blocks 0-7 sequential (R:1126-1139)"),
+    "lane_layers": ValueSource(3, "parallel_start_layer", "8", "two lanes from block 8: the coda's last 3 layers"),
+    "lane_keep_init": ValueSource(1.1, None, None, "R:1240 parallel_resid_lambdas init 1.1"),
+    "lane_x0_residual": ValueSource(False, None, None, "R:1310-1313: lanes keep the raw lane, x0 mix only feeds attention"),
+    "unet_skips": ValueSource(True, "skip_gates_enabled", "True", "R:1225 skip_weights"),
+    "skip_gates": ValueSource(True, "skip_gates_enabled", None, "R:1230, R:1365-1392 sigmoid-gated lerp, weights init 1"),
+    "xsa_last_n": ValueSource(11, "xsa_last_n", None),
+    "sparse_attn_gate": ValueSource(True, "sparse_attn_gate_enabled", None, "R:1060"),
+    "gate_window": ValueSource(12, "gate_window", None),
+    "sparse_attn_gate_scale": ValueSource(0.5, "sparse_attn_gate_scale", None),
+    "smear_gate": ValueSource(True, "smear_gate_enabled", None, "R:1331-1337, BOS fix R:1431-1436"),
+    "ln_scale": ValueSource(True, "ln_scale", None, "R:1124 1/sqrt(layer+1)"),
+    "orthogonal_init": ValueSource(True, None, None, "R:1254-1279"),
+    "doc_attention": ValueSource(True, None, None, "R:592-700 document packing, R:1029-1040 FA3 varlen"),
+    "train_seq_len": ValueSource(2048, "train_seq_len", None),
+    "train_batch_tokens": ValueSource(786432, "train_batch_tokens", None),
+    "iterations": ValueSource(20000, "iterations", None),
+    "compile_warmup_steps": ValueSource(20, "warmup_steps", None),
+    "ema_decay": ValueSource(0.9965, "ema_decay", None),
+    "matrix_optimizer": ValueSource("muoneq_r", "muon_row_normalize", "True"),
+    "orthogonalizer": ValueSource("polar_express", None, None, "R:1720-1726 per-iteration coefficients"),
+    "muon_steps": ValueSource(5, "muon_backend_steps", None),
+    "muon_sharded": ValueSource(True, "distributed", "True", "R:1800-1880 reduce-scatter, shard, all-gather"),
+    "matrix_lr": ValueSource(0.026, "matrix_lr", None),
+    "embed_lr": ValueSource(0.03, "tied_embed_lr", None),
+    "scalar_lr": ValueSource(0.02, "scalar_lr", None),
+    "muon_momentum": ValueSource(0.97, "muon_momentum", None),
+    "muon_momentum_warmup_start": ValueSource(0.92, "muon_momentum_warmup_start", None),
+    "muon_momentum_warmup_steps": ValueSource(1500, "muon_momentum_warmup_steps", None),
+    "muon_wd": ValueSource(0.095, "muon_wd", None),
+    "embed_wd": ValueSource(0.085, "embed_wd", None),
+    "scalar_wd": ValueSource(0.02, "adam_wd", None),
+    "adam_beta1": ValueSource(0.9, "beta1", None),
+    "adam_beta2": ValueSource(0.99, "beta2", None),
+    "adam_eps": ValueSource(1e-8, "adam_eps", "1e-08"),
+    "grad_clip_norm": ValueSource(0.3, "grad_clip_norm", None),
+    "warmdown_frac": ValueSource(0.85, "warmdown_frac", None),
+    "min_lr": ValueSource(0.1, "min_lr", None),
+}
+
+# golf's default before issue 13, field for field (git show 77cbd86:golf/config.py); the new pieces off.
+GPT_J_X0 = dataclasses.replace(
+    Config(), qk_gain_init=5.25, block="parallel", lane_layers=4, warmdown_frac=0.5, matrix_lr=0.04, embed_lr=0.05,
+    scalar_lr=0.04, muon_momentum=0.95, muon_wd=0.09, orthogonalizer="newton_schulz", adam_beta1=0.8, adam_beta2=0.95,
+    xsa_last_n=0, sparse_attn_gate=False, smear_gate=False, ln_scale=False, skip_gates=False, lane_keep_init=1.0,
+    lane_x0_residual=True, orthogonal_init=False, doc_attention=False, muon_momentum_warmup_steps=0, embed_wd=0.0,
+    scalar_wd=0.0, grad_clip_norm=0.0, min_lr=0.0)
+
 RECIPES = {
     "default": Config(),
-    # The upstream baseline's shape: a plain sequential stack of 9 blocks, MLP x2 with ReLU^2.
-    "baseline": Config(block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
+    "gpt_j_x0": GPT_J_X0,
+    "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
 }

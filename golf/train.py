@@ -24,7 +24,7 @@ from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
-from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
+from golf.optim import WeightEMA, build_optimizers, lr_multiplier, muon_momentum_at, set_lr, set_muon_momentum
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
@@ -113,7 +113,8 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     step, stop = 0, False
     while step < cfg.iterations and not stop:
         set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
-                                   cfg.warmdown_frac))
+                                   cfg.warmdown_frac, cfg.min_lr))
+        set_muon_momentum(opts, muon_momentum_at(step, cfg))
         model.set_progress(step, budget.progress(step, cfg.iterations))
         loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1

@@ -104,3 +104,39 @@ def test_ranks_stop_on_the_same_step(tmp_path):
     # Both stop on the step before the agreed clock would cross 2.0 s (steps take ~0.03 s on the slower rank).
     assert r0["step"] == r1["step"] and 1.85 <= r0["elapsed"] == r1["elapsed"] < 2.0
     assert r1["local"] < 1.8  # rank 1 stopped on the agreed (slowest) clock, not its own
+
+
+def muon_run(rank: int, world_size: int, sharded: bool) -> tuple[list[torch.Tensor], int]:
+    """3 MuonEq-R steps on 5 matrices of 2 shapes (so the shards are uneven), gradients a fixed function of the
+    step (identical on every rank, as after DDP's all-reduce); one matrix has no gradient on step 1."""
+    from golf.optim import MuonEqR, polar_express
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in [(16, 8)] * 3 + [(8, 24)] * 2]
+    opt = MuonEqR(params, lr=0.05, momentum=0.9, ns_steps=5, weight_decay=0.1, orthogonalize=polar_express,
+                  sharded=sharded)
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = None if (step, i) == (1, 2) else torch.randn(p.shape, generator=gen)
+        opt.step()
+    return [p.detach().clone() for p in params], len(opt.state)  # momentum buffers this rank keeps
+
+
+def sharded_muon_worker(rank: int, world_size: int, tmp: str) -> None:
+    init_gloo(rank, world_size, tmp)
+    torch.save(muon_run(rank, world_size, sharded=True), os.path.join(tmp, f"muon{rank}.pt"))
+    teardown_dist()
+
+
+@pytest.mark.slow
+def test_sharded_muon_on_two_gloo_processes_equals_one_process(tmp_path):
+    mp.spawn(sharded_muon_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    single, single_states = muon_run(0, 1, sharded=True)  # no process group: every matrix orthogonalised here
+    assert single_states == 5
+    owned = []
+    for rank in range(2):
+        params, states = torch.load(tmp_path / f"muon{rank}.pt")
+        owned.append(states)
+        for got, want in zip(params, single):
+            assert torch.equal(got, want), rank  # bit for bit: each update is computed once, by its owner
+    assert owned == [3, 2]  # shape (16, 8): ranks 0, 1, 0; shape (8, 24): ranks 0, 1

@@ -128,7 +128,7 @@ def test_flash_attention_matches_twin(batch, heads, kv_heads, seq_len, head_dim,
     q = torch.randn(batch, heads, seq_len, head_dim, generator=gen).to(DEVICE, dtype)
     k = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen).to(DEVICE, dtype)
     v = torch.randn(batch, kv_heads, seq_len, head_dim, generator=gen).to(DEVICE, dtype)
-    assert_matches_twin(lambda q, k, v: flash_attention(q, k, v, block_m, block_n), attention_torch, [q, k, v])
+    assert_matches_twin(lambda q, k, v: flash_attention(q, k, v, block_m=block_m, block_n=block_n), attention_torch, [q, k, v])
 
 
 @needs_triton
@@ -139,7 +139,37 @@ def test_flash_attention_takes_transposed_views():
     k = torch.randn(1, 23, 2, 16, generator=gen).to(DEVICE).transpose(1, 2)
     v = torch.randn(1, 23, 2, 16, generator=gen).to(DEVICE).transpose(1, 2)
     assert not q.is_contiguous()
-    assert_matches_twin(lambda q, k, v: flash_attention(q, k, v, 16, 16), attention_torch, [q, k, v])
+    assert_matches_twin(lambda q, k, v: flash_attention(q, k, v, block_m=16, block_n=16), attention_torch, [q, k, v])
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flash_attention_with_document_ids_matches_block_diagonal_twin(dtype):
+    # Documents of 5, 19, 1 and 15 tokens in row 0 (one starts mid-tile, one is a single token); row 1 is
+    # one document. Tiles of 16 straddle every boundary, so whole tiles are hidden from some rows.
+    gen = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 4, 40, 16, generator=gen).to(DEVICE, dtype)
+    k = torch.randn(2, 2, 40, 16, generator=gen).to(DEVICE, dtype)
+    v = torch.randn(2, 2, 40, 16, generator=gen).to(DEVICE, dtype)
+    doc_ids = torch.tensor([[0] * 5 + [1] * 19 + [2] + [3] * 15, [4] * 40], device=DEVICE)
+    assert_matches_twin(lambda q, k, v: flash_attention(q, k, v, doc_ids, block_m=16, block_n=16),
+                        lambda q, k, v: attention_torch(q, k, v, doc_ids), [q, k, v])
+
+
+def test_document_mask_twin_is_attention_within_each_document():
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(1, 2, 10, 8, generator=gen), torch.randn(1, 1, 10, 8, generator=gen), torch.randn(1, 1, 10, 8, generator=gen)
+    doc_ids = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    out = attention_torch(q, k, v, doc_ids)
+    torch.testing.assert_close(out[:, :, :4], attention_torch(q[:, :, :4], k[:, :, :4], v[:, :, :4]))
+    torch.testing.assert_close(out[:, :, 4:], attention_torch(q[:, :, 4:], k[:, :, 4:], v[:, :, 4:]))
+
+
+def test_varlen_boundaries_split_rows_and_documents():
+    from golf.kernels.attention import varlen_boundaries
+
+    doc_ids = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 2, 2]])  # row 1 starts a new segment even with the same id
+    assert varlen_boundaries(doc_ids).tolist() == [0, 2, 5, 8, 10]
 
 
 def test_attention_twin_is_causal_and_grouped():

@@ -102,7 +102,7 @@ def test_injection_adapter_starts_as_identity_on_the_state():
 
 def test_fresh_adapters_and_skips_leave_the_function_unchanged_and_learn_away_from_it():
     torch.manual_seed(0)
-    plain_cfg = dataclasses.replace(TINY, unet_skips=False, loop_enable_at=0.0)
+    plain_cfg = dataclasses.replace(TINY, unet_skips=False, skip_gates=False, loop_enable_at=0.0)
     plain = GPT(plain_cfg)
     randomize(plain.blocks)
     extras = GPT(dataclasses.replace(plain_cfg, unet_skips=True, pass_adapter_rank=2))

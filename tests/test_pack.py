@@ -343,8 +343,11 @@ def test_real_default_recipe_packs_only_the_chosen_pieces():
     src = pack_source(ROOT, "default", dataclasses.asdict(RECIPES["default"]))
     assert src == pack_source(ROOT, "default", dataclasses.asdict(RECIPES["default"]))
     assert not [m for m in imports_of(src) if m.split(".")[0] == "golf"]
-    assert "class ParallelBlock" in src and "class SequentialBlock" not in src
+    assert "class SequentialBlock" in src and "class ParallelBlock" not in src  # the frontier: sequential + lanes
     assert 'RECIPE = "default"' in src and "# ---- golf/train.py:" in src
+    gpt_j = pack_source(ROOT, "gpt_j_x0", dataclasses.asdict(RECIPES["gpt_j_x0"]))
+    assert "class ParallelBlock" in gpt_j and "class SequentialBlock" not in gpt_j
+    assert 'block: str = "parallel"' in gpt_j and "doc_attention: bool = False" in gpt_j
     base = pack_source(ROOT, "baseline", dataclasses.asdict(RECIPES["baseline"]))
     assert "class SequentialBlock" in base and "class ParallelBlock" not in base
     assert 'block: str = "sequential"' in base and "num_layers: int = 9" in base

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from golf.config import pick
+from golf.data import BOS_ID, document_ids
 from golf.kernels.softcap_ce import softcap_cross_entropy
 from golf.model.attention import sdpa_attention
 from golf.model.blocks import BLOCKS, rms_norm
@@ -17,6 +18,31 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.
     return nll.view(targets.shape)
 
 
+class SmearGate(nn.Module):
+    """x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} on the token embeddings (record R:1331-1337), except
+    where token t is BOS: a document's first position never reads the previous document (the BOS fix,
+    R:1431-1436). lam and w start at zero, so a fresh gate is the identity."""
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = window
+        self.weight = nn.Parameter(torch.zeros(1, window))
+        self.lam = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) embeddings of idx (B, T) -> (B, T, D)."""
+        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[:, 1:, : self.window], self.weight.to(x.dtype)))
+        not_bos = (idx[:, 1:] != BOS_ID).to(x.dtype).unsqueeze(-1)
+        return torch.cat((x[:, :1], x[:, 1:] + g * x[:, :-1] * not_bos), dim=1)
+
+
+def orthogonal_init_(model: nn.Module) -> None:
+    """The record's init (R:1254-1279): orthogonal q/k/v and MLP-up; attention-out and MLP-down stay zero."""
+    for block in model.blocks:
+        for linear in (block.attn.q, block.attn.k, block.attn.v, block.mlp.fc):
+            nn.init.orthogonal_(linear.weight)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg, attention_fn=sdpa_attention):
         super().__init__()
@@ -24,17 +50,26 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
-        self.blocks = nn.ModuleList(block_cls(cfg, attention_fn) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
+        self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
+        self.doc_attention = cfg.doc_attention
+        if cfg.orthogonal_init:
+            orthogonal_init_(self)
 
     def set_progress(self, step: int, frac: float) -> None:
         """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
         self.schedule.set_progress(step, frac)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (B, T) token ids -> final normed hidden states (B, T, D)."""
-        x = x0 = rms_norm(self.tok_emb(idx))
-        return rms_norm(self.schedule(self.blocks, x, x0))
+        """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
+        attends only within its own document (BOS starts one), in training and evaluation alike."""
+        x = self.tok_emb(idx)
+        if self.smear is not None:
+            x = self.smear(x, idx)
+        x = x0 = rms_norm(x)
+        doc_ids = document_ids(idx) if self.doc_attention else None
+        return rms_norm(self.schedule(self.blocks, x, x0, doc_ids))
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""

@@ -78,11 +78,18 @@ class LoopSchedule(nn.Module):
         self.adapters = nn.ModuleList(
             PassAdapter(cfg.model_dim, cfg.pass_adapter_rank) for _ in range(self.adapter_passes * seg)
         ) if cfg.pass_adapter_rank > 0 else None
-        # Skip weights (n, D), zero-init so a fresh model is the plain stack; weight j joins virtual layer j to
-        # the j-th layer from the end, so the pairing is stable when the depth changes.
+        # Skip weights (n, D). Without skip_gates: zero-init so a fresh model is the plain stack; weight j joins
+        # virtual layer j to the j-th layer from the end, so the pairing is stable when the depth changes.
+        # With skip_gates (the record, R:1225-1237, R:1365-1392): the first depth//2 virtual layers are the
+        # encoder, decoder layer j reads encoder layer depth//2-1-j, x = lerp(w_j * skip, x, sigmoid(gate_j)),
+        # w init 1 and gate init 0 (an even mix at the start).
         max_depth = cfg.num_layers + (max_train_passes - 1) * seg
-        self.skip_weights = nn.Parameter(torch.zeros(max_depth // 2, cfg.model_dim)) if cfg.unet_skips else None
-        self.lanes = nn.ModuleList(LaneMix() for _ in range(cfg.lane_layers))
+        n_weights = max_depth // 2 if cfg.unet_skips else 0
+        skip_init = torch.ones if cfg.skip_gates else torch.zeros
+        self.skip_weights = nn.Parameter(skip_init(n_weights, cfg.model_dim)) if cfg.unet_skips else None
+        self.skip_gates = nn.Parameter(torch.zeros(n_weights, cfg.model_dim)) if cfg.unet_skips and cfg.skip_gates \
+            else None
+        self.lanes = nn.ModuleList(LaneMix(cfg.lane_keep_init) for _ in range(cfg.lane_layers))
         # DDP must look for unused parameters when some extras idle on some steps (fewer passes than maximum).
         self.varying_graph = False
 
@@ -96,10 +103,27 @@ class LoopSchedule(nn.Module):
         passes = self.train_passes if self.training else self.eval_passes
         return virtual_layers(self.num_blocks, self.start, self.end, passes, min(passes, self.grad_passes))
 
-    def forward(self, blocks: nn.ModuleList, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def skip_pairing(self, depth: int) -> tuple[int, int]:
+        """(layers whose outputs are pushed as skips: the first n; first layer that receives one). Receiver v
+        pops the latest push, with weight index depth-1-v (golf) or v-first (skip_gates, the record's)."""
+        if self.skip_weights is None:
+            return 0, depth
+        if self.skip_gates is not None:
+            return depth // 2, depth // 2
+        n = min(depth // 2, len(self.skip_weights))
+        return n, depth - n
+
+    def join_skip(self, x: torch.Tensor, skip: torch.Tensor, v: int, depth: int, first: int) -> torch.Tensor:
+        if self.skip_gates is None:
+            return x + self.skip_weights[depth - 1 - v].to(x.dtype) * skip
+        j = v - first
+        return torch.lerp(self.skip_weights[j].to(x.dtype) * skip, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
+
+    def forward(self, blocks: nn.ModuleList, x: torch.Tensor, x0: torch.Tensor, doc_ids=None) -> torch.Tensor:
         plan = self.plan()
         depth = len(plan)
-        n_skips = min(depth // 2, len(self.skip_weights)) if self.skip_weights is not None else 0
+        n_push, first_skip = self.skip_pairing(depth)
+        last_skip = first_skip + (min(n_push, len(self.skip_weights)) if self.skip_weights is not None else 0)
         first_lane = depth - len(self.lanes)
         seg = self.end - self.start + 1
         skips, lanes, prelude_out = [], None, x
@@ -111,20 +135,19 @@ class LoopSchedule(nn.Module):
                     x = self.enter_pass(x, prelude_out)
                 if v == first_lane:
                     lanes = (x, x)
-                if v >= depth - n_skips:
-                    w = self.skip_weights[depth - 1 - v].to(x.dtype)
+                if first_skip <= v < last_skip:
                     if lanes is None:
-                        x = x + w * skips.pop()
+                        x = self.join_skip(x, skips.pop(), v, depth, first_skip)
                     else:
-                        lanes = (lanes[0] + w * skips.pop(), lanes[1])
+                        lanes = (self.join_skip(lanes[0], skips.pop(), v, depth, first_skip), lanes[1])
                 if lanes is None:
-                    x = blocks[layer.block](x, x0)
+                    x = blocks[layer.block](x, x0, doc_ids)
                 else:
-                    lanes = blocks[layer.block].forward_lanes(lanes, x0, self.lanes[v - first_lane])
+                    lanes = blocks[layer.block].forward_lanes(lanes, x0, self.lanes[v - first_lane], doc_ids)
                 if self.adapters is not None and layer.loop_pass >= 0:
                     p = min(layer.loop_pass, self.adapter_passes - 1)
                     x = self.adapters[p * seg + layer.block - self.start](x)
-                if v < n_skips:
+                if v < n_push:
                     skips.append(x)
         return x if lanes is None else (lanes[0] + lanes[1]) / 2
 
