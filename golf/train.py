@@ -21,7 +21,7 @@ from golf.budget import WallclockBudget
 from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
-from golf.evaluate import eval_bpb, eval_phase_started
+from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
 from golf.optim import WeightEMA, build_optimizers, lr_multiplier, set_lr
@@ -162,9 +162,10 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
-def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
+def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=None):
     return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
-                    env.rank, env.world_size, env.device, autocast_dtype(env.device))
+                    env.rank, env.world_size, env.device, autocast_dtype(env.device), context=cfg.eval_context,
+                    byte_counts=byte_counts)
 
 
 def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
@@ -215,13 +216,15 @@ def main(code_path: str) -> None:
     budget.start("eval")
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    byte_counts = target_byte_counts(val_tokens, luts)  # per-target bytes: every eval below sums these
     for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
         log(line)
-    pre = score(cfg, env, model, val_tokens, luts)
+    pre = score(cfg, env, model, val_tokens, luts, byte_counts)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
+    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log,
+               budget.phase_t0["eval"], byte_counts)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)

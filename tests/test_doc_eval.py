@@ -1,0 +1,209 @@
+"""Doc-isolated scoring, per-document batched LoRA TTT, phased global SGD, the eval plan and the budget guard."""
+
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_counts
+from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
+from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, global_sgd_phase,
+                      phase_steps)
+from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
+
+# Per-doc chunks of 16 targets in windows of 32, batches of 2 documents, phases after 2 and 4 documents.
+DOC = dataclasses.replace(TINY_EVAL, ttt_doc_chunk_tokens=16, ttt_doc_batch=2, ttt_doc_lora_rank=4,
+                          ttt_doc_lora_alpha=8.0, ttt_doc_lora_lr=1e-2, ttt_phases=2, ttt_phase_prefix_docs=4,
+                          ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=2, ttt_phase_lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def sp(sample_tokenizer):
+    return load_tokenizer(sample_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def luts(sp):
+    return build_byte_luts(sp, TINY_EVAL.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def val(sp, sample_docs):
+    # 6 documents of different lengths (~70-140 tokens): 3 batches of 2, several chunks each.
+    return torch.cat([val_stream(sp, [d], chars=200 + 60 * i) for i, d in enumerate(sample_docs[:6])])
+
+
+def run_doc_ttt(val, luts, cfg=DOC, **kw):
+    losses = torch.zeros(val.numel() - 1)
+    order = torch.zeros(val.numel() - 1, dtype=torch.int64)
+    result = doc_ttt(tiny_model(), val, luts, cfg, target_losses=losses, score_order=order, **kw)
+    return result, losses, order
+
+
+def test_doc_spans_cover_every_target_once_and_start_at_bos(val):
+    spans = doc_spans(val)
+    assert len(spans) == 6 and spans[0][0] == 0
+    assert sum(n for _, n in spans) == val.numel() - 1
+    for (s, n), (s2, _) in zip(spans, spans[1:]):
+        assert s + n == s2 and val[s] == SP_BOS_ID  # the last target of a document predicts the next BOS
+    assert doc_spans(val[3:])[0][0] == 0  # a stream not starting at BOS: its head is a document too
+
+
+def test_doc_windows_never_cross_a_document_start(val):
+    plan = doc_window_plan(val, 32, 8)
+    starts = [s for s, _ in doc_spans(val)]
+    for start, length, first in plan:
+        assert not any(start < b < start + length for b in starts)  # no earlier document in the window's input
+    covered = sorted(j for start, length, first in plan for j in range(start + first, start + length))
+    assert covered == list(range(val.numel() - 1))
+
+
+def test_doc_eval_counts_decoded_bytes_and_is_isolated_from_the_previous_document(sp, val, luts):
+    spans = doc_spans(val)
+    losses = torch.zeros(val.numel() - 1)
+    r = eval_bpb(tiny_model(), val, luts, 32, 8, 256, target_losses=losses, context="doc")
+    assert (r.tokens, r.bytes) == (val.numel() - 1, decoded_byte_count(sp, val.tolist()))
+    changed = val.clone()
+    s1, n1 = spans[1]
+    changed[s1 + 1 : s1 + n1] = torch.randint(4, 1000, (n1 - 1,), generator=torch.Generator().manual_seed(3))
+    other = torch.zeros_like(losses)
+    eval_bpb(tiny_model(), changed, luts, 32, 8, 256, target_losses=other, context="doc")
+    s2 = spans[2][0]
+    assert torch.allclose(losses[s2:], other[s2:], atol=1e-5)  # documents after the changed one: same scores
+    sliding = torch.zeros_like(losses)
+    eval_bpb(tiny_model(), changed, luts, 32, 8, 256, target_losses=sliding)
+    reference = torch.zeros_like(losses)
+    eval_bpb(tiny_model(), val, luts, 32, 8, 256, target_losses=reference)
+    assert not torch.allclose(reference[s2 : s2 + 8], sliding[s2 : s2 + 8], atol=1e-5)  # sliding crosses documents
+
+
+def test_byte_counts_are_the_one_source_of_bytes(val, luts):
+    base = eval_bpb(tiny_model(), val, luts, 32, 8, 256, context="doc")
+    doubled = eval_bpb(tiny_model(), val, luts, 32, 8, 256, context="doc",
+                       byte_counts=2 * target_byte_counts(val, luts))
+    assert doubled.bytes == 2 * base.bytes and doubled.val_bpb == pytest.approx(base.val_bpb / 2)
+    ttt_doubled, _, _ = run_doc_ttt(val, luts, byte_counts=2 * target_byte_counts(val, luts))
+    assert ttt_doubled.bytes == 2 * base.bytes
+
+
+def test_doc_ttt_scores_every_target_once_with_decoded_bytes(sp, val, luts):
+    result, losses, order = run_doc_ttt(val, luts)
+    assert (result.tokens, result.bytes) == (val.numel() - 1, decoded_byte_count(sp, val.tolist()))
+    assert (losses > 0).all()
+    assert result.val_loss == pytest.approx(losses.double().mean().item(), rel=1e-6)
+
+
+def test_doc_ttt_without_adapting_is_doc_eval_with_the_doc_chunk_windows(val, luts):
+    # lr 0 and no phases: each target is scored by the base model in its chunk's window (at most 32 back, in-doc).
+    cfg = dataclasses.replace(DOC, ttt_doc_lora_lr=0.0, ttt_phases=0)
+    _, losses, _ = run_doc_ttt(val, luts, cfg)
+    model = tiny_model().eval()  # the loop schedule's evaluation depth, as TTT scores
+    for s, n in doc_spans(val)[:2]:
+        for lo in range(0, n, 16):
+            hi = min(lo + 16, n)
+            ws = max(0, hi - 32)
+            x, y = val[s + ws : s + hi][None], val[s + ws + 1 : s + hi + 1][None]
+            expect = model.token_losses(x, y)[0, lo - ws :]
+            assert torch.allclose(losses[s + lo : s + hi], expect, atol=1e-5)
+
+
+def test_doc_ttt_adapts_and_changes_scores(val, luts):
+    _, frozen, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_doc_lora_lr=0.0, ttt_phases=0))
+    _, lora_only, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_phases=0))
+    first = [s for s, _ in doc_spans(val)]
+    # A document's first chunk is scored by fresh adapters (B = 0): exactly the base model.
+    for s in first:
+        assert torch.allclose(lora_only[s : s + 16], frozen[s : s + 16], atol=1e-6)
+    assert not torch.allclose(lora_only, frozen, atol=1e-4)  # later chunks see adapted weights
+
+
+def test_per_doc_adapters_reset_and_rows_are_independent(val, luts):
+    # A document's scores do not depend on its batch mate: change document 0 (batched with document 1's slot
+    # partner by length order), and every other document keeps its scores when no phase couples them.
+    cfg = dataclasses.replace(DOC, ttt_phases=0, ttt_doc_warm_start_a=False)
+    _, a, _ = run_doc_ttt(val, luts, cfg)
+    spans = doc_spans(val)
+    changed = val.clone()
+    s, n = spans[0]
+    changed[s + 1 : s + n] = torch.randint(4, 1000, (n - 1,), generator=torch.Generator().manual_seed(5))
+    _, b, _ = run_doc_ttt(changed, luts, cfg)
+    assert torch.allclose(a[spans[1][0] :], b[spans[1][0] :], atol=1e-5)
+
+
+def test_phases_train_only_on_documents_already_scored(val, luts):
+    spans = doc_spans(val)
+    sched = doc_schedule([n for _, n in spans], DOC, 1)
+    assert sched.phases == {0: 2, 1: 4}  # after round 0 (2 docs) and round 1 (4 docs)
+    done = []
+    for rnd in range(sched.rounds):
+        done += sched.batch_of(rnd, 0)
+        if rnd in sched.phases:
+            assert set(sched.order[: sched.phases[rnd]]) <= set(done)
+    _, losses, order = run_doc_ttt(val, luts)
+    _, no_phase, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_phases=0))
+    first_two = sched.order[:2]
+    for d in first_two:  # scored before any phase: identical with or without phases
+        s, n = spans[d]
+        assert torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-6)
+    later = sched.order[2]
+    s, n = spans[later]
+    assert not torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-5)
+    # the scoring order puts every target of a phase's documents before every target scored after that phase
+    for rnd, k in sched.phases.items():
+        trained = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in sched.order[:k]])
+        later = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for r in range(rnd + 1, sched.rounds)
+                           for d in sched.batch_of(r, 0)])
+        assert order[trained].max() < order[later].min()
+
+
+def test_phase_steps_follow_the_record_schedule():
+    cfg = dataclasses.replace(DOC, ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=1, sw_seq_len=32)
+    steps = phase_steps(64 * 3 + 10, cfg, world_size=1)  # 4 chunks: the last (lr 0) skipped
+    assert [s[0] for s in steps] == [0, 0, 64, 64, 128, 128]
+    assert steps[0][1] == cfg.ttt_phase_lr and steps[-1][1] < steps[0][1]
+    assert len(phase_steps(64 * 3 + 10, cfg, world_size=2)) == 3  # two ranks: a sequence each per step
+
+
+def test_global_phase_changes_weights_and_leaves_no_grads(val):
+    model = tiny_model()
+    before = [p.clone() for p in model.parameters()]
+    steps = global_sgd_phase(model, val[:200], DOC, 0, 1, torch.device("cpu"), None)
+    assert steps > 0 and any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+
+
+def test_lora_has_an_adapter_per_virtual_slot_and_starts_at_the_base_model(val):
+    model = tiny_model()
+    lora = DocLoRA(model, DOC, 2, torch.device("cpu"))
+    # 3 blocks, block 1 looped twice: 4 slots x (q, k, v, o, mlp) + the head
+    assert len(lora.a) == 4 * 5 + 1
+    x = val[:64].view(2, 32)
+    assert torch.allclose(doc_lora_losses(model, lora, torch.arange(2), x, x, None), model.token_losses(x, x))
+    lora.remove()
+
+
+def test_budget_guard_stops_adapting_and_keeps_scoring(sp, val, luts):
+    lines = []
+    result, losses, _ = run_doc_ttt(val, luts, deadline=time.perf_counter() - 1, log=lines.append)
+    assert (result.tokens, result.bytes) == (val.numel() - 1, decoded_byte_count(sp, val.tolist()))
+    assert any(line.startswith("ttt_guard: stopped adapting after round 1/") for line in lines)
+    assert sum(line.startswith("ttt_phase") for line in lines) == 1  # round 1's ran; round 2's was dropped
+
+
+def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
+    spans = doc_spans(val)
+    lengths = [n for _, n in spans]
+    passes = eval_passes(DOC, lengths, 1)
+    assert [p.name for p in passes] == ["prequant", "roundtrip", "ttt"]
+    assert [p.claimed for p in passes] == [False, False, True]
+    ttt = passes[-1]
+    sched = doc_schedule(lengths, DOC, 1)
+    work = [doc_batch_work([lengths[d] for d in sched.batch_of(r, 0)], DOC, True) for r in range(sched.rounds)]
+    assert (ttt.score_tokens, ttt.adapt_tokens) == (sum(f for f, _ in work), sum(b for _, b in work))
+    assert ttt.phase_tokens > 0 and ttt.targets == val.numel() - 1
+    two = eval_passes(DOC, lengths, 2)[-1]
+    assert two.adapt_tokens < ttt.adapt_tokens  # the busiest of two ranks does less
+    lines = eval_plan_lines(tiny_model(), val, DOC, 1, torch.device("cpu"), None)
+    assert lines[-1].startswith("eval_plan eval_phase_est:") and "budget:600s" in lines[-1]
+    assert sum(line.startswith("eval_plan pass:") for line in lines) == 3
