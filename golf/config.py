@@ -105,6 +105,9 @@ class Config:
     ttt_phase_batch_seqs: int = 32  # global_ttt_batch_seqs: 32 per rank per step
     ttt_phase_grad_clip: float = 1.0  # global_ttt_grad_clip: 1.0
     ttt_guard_margin: float = 0.05  # stop adapting when the eval phase is predicted past budget x (1 - margin)
+    # Stride of the unclaimed passes (prequant, and the round trip when TTT claims): the record's diagnostics score
+    # non-overlapping eval_seq_len rows (eval_stride unused; 6.7 s compiled on 8xH100). 0: sw_stride.
+    eval_diag_stride: int = 2048
     # ---- score-first test-time training on the reloaded artifact model (golf/ttt.py)
     ttt_enabled: bool = True  # adapt while scoring; the run then claims the TTT score (final_ttt)
     ttt_params: str = "lora"  # golf/ttt.py TTT_TARGETS: which weights adapt
@@ -161,12 +164,19 @@ def smoke(cfg: Config) -> Config:
         sw_stride=128,
         val_batch_tokens=16384,
         ttt_chunk_tokens=4096,  # ~26 chunks over the sample's 108K val tokens
-        # The sample's val split is 11 documents (2K-17K tokens): batches of 2 and phases after 2 / 4 / 6 documents
-        # keep the record's shape (several batches, phases between them); phase chunks of 4096 = 16 windows of 256.
+        # The sample's val split is 11 documents (2K-17K tokens): batches of 2 documents (several batches), one
+        # global phase over the 2 longest (33K tokens) once the first round is scored; phase chunks of 4096 = 16
+        # windows of 256. On a dim-128 model rank 80 would cost as much as the model: rank 8 at the record's
+        # alpha / rank (1.8); chunks of 128 in windows of 256 (the record's 48 in 2048 would re-run each token ~5x).
+        ttt_doc_lora_rank=8,
+        ttt_doc_lora_alpha=14.4,
+        ttt_doc_chunk_tokens=128,
         ttt_doc_batch=2,
-        ttt_phase_prefix_docs=6,
+        ttt_phases=1,
+        ttt_phase_prefix_docs=2,
         ttt_phase_chunk_tokens=4096,
         ttt_phase_batch_seqs=16,
+        eval_diag_stride=0,  # at 256 / 128 the diagnostics are cheap: score them as the claimed context would
         compile=False,
         device="cpu",
     )

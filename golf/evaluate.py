@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from golf.config import pick
 from golf.data import SHARD_READS
 from golf.dist import all_reduce_
 from golf.tokenizer import SP_BOS_ID, token_bytes
@@ -69,14 +70,17 @@ def doc_window_plan(val_tokens: torch.Tensor, seq_len: int, stride: int) -> list
             for start, length, first in window_plan(n, seq_len, stride)]
 
 
-EVAL_CONTEXTS = {"doc": doc_window_plan,
-                 "sliding": lambda val_tokens, seq_len, stride: window_plan(val_tokens.numel() - 1, seq_len, stride)}
+def sliding_window_plan(val_tokens: torch.Tensor, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """window_plan over the whole stream: windows run across document boundaries."""
+    return window_plan(val_tokens.numel() - 1, seq_len, stride)
+
+
+EVAL_CONTEXTS = {"doc": doc_window_plan, "sliding": sliding_window_plan}
 
 
 def eval_windows(val_tokens: torch.Tensor, context: str, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
-    if context not in EVAL_CONTEXTS:
-        raise ValueError(f"EVAL_CONTEXT={context!r}: choices {', '.join(EVAL_CONTEXTS)}")
-    return EVAL_CONTEXTS[context](val_tokens, seq_len, stride)
+    """The windows that score every target once in this EVAL_CONTEXT."""
+    return pick(EVAL_CONTEXTS, context, "EVAL_CONTEXT")(val_tokens, seq_len, stride)
 
 
 def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list[tuple[int, int, int]]]:

@@ -30,7 +30,7 @@ from golf.quant.gptq import collect_hessians
 from golf.quant.state import dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
-from golf.ttt import eval_plan_lines, final_eval
+from golf.ttt import eval_plan_lines, final_eval, pass_stride
 
 
 class RunLog:
@@ -163,7 +163,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
 
 
 def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=None):
-    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
+    """The prequant diagnostic: the trained model before quantisation (never the claimed score)."""
+    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, pass_stride(cfg, False), cfg.val_batch_tokens,
                     env.rank, env.world_size, env.device, autocast_dtype(env.device), context=cfg.eval_context,
                     byte_counts=byte_counts)
 

@@ -361,7 +361,7 @@ def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float,
     return steps
 
 
-def global_sgd_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
+def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
     """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken."""
     params = list(model.parameters())
     for p in params:
@@ -395,7 +395,7 @@ def global_sgd_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: in
     return len(steps)
 
 
-def score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
+def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
                     autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
     """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
     adapters on the chunk just scored (the chunk's scores are summed before the step exists)."""
@@ -472,12 +472,12 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     for rnd in range(sched.rounds):
         batch = [docs[d] for d in sched.batch_of(rnd, rank)]
         if batch:
-            score_doc_batch(model, lora if adapting else None, val_tokens, batch, cfg, device, autocast_dtype,
+            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, batch, cfg, device, autocast_dtype,
                             byte_counts, sums, target_losses, score_order, rnd * ROUND_TICKS)
         if adapting and rnd in sched.phases:
             n = sched.phases[rnd]
             tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in sched.order[:n]])
-            steps = global_sgd_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
+            steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
             if lora is not None:
                 lora.reset(redraw_a=True)  # the record rebuilds its adapters after each phase
             if log:
@@ -528,6 +528,11 @@ class EvalPass:
         return self.score_tokens * fwd_s_per_token + (self.adapt_tokens + self.phase_tokens) * fwdbwd_s_per_token
 
 
+def pass_stride(cfg, claimed: bool) -> int:
+    """Window stride of a scoring pass: sw_stride for the claimed one, EVAL_DIAG_STRIDE (0: sw_stride) otherwise."""
+    return cfg.sw_stride if claimed or not cfg.eval_diag_stride else min(cfg.eval_diag_stride, cfg.sw_seq_len)
+
+
 def scoring_tokens(windows: list[tuple[int, int, int]], batch_tokens: int, world_size: int) -> int:
     """Padded tokens rank 0 (the busiest) feeds to score `windows` (as score_windows batches them)."""
     return sum(len(b) * b[0][1] for b in window_batches(windows[0::world_size], batch_tokens))
@@ -545,14 +550,16 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
     """The final evaluation's passes for documents of these target counts (golf.evaluate.doc_spans; their sum is
     the val tokens - 1) on world_size ranks: what golf.train runs after eval_phase_started, in order."""
     n = sum(doc_lengths)
-    if cfg.eval_context == "doc":
-        windows = doc_windows_from_lengths(doc_lengths, cfg.sw_seq_len, cfg.sw_stride)
-    else:
-        windows = window_plan(n, cfg.sw_seq_len, cfg.sw_stride)
-    scoring = scoring_tokens(windows, cfg.val_batch_tokens, world_size)
-    what = f"{cfg.eval_context} windows {cfg.sw_seq_len}/{cfg.sw_stride}: {len(windows)}"
-    passes = [EvalPass("prequant", f"trained model, {what}", False, n, scoring, 0, 0, 0),
-              EvalPass("roundtrip", f"artifact model, {what}", not cfg.ttt_enabled, n, scoring, 0, 0, 0)]
+    passes = []
+    for name, model, claimed in (("prequant", "trained", False), ("roundtrip", "artifact", not cfg.ttt_enabled)):
+        stride = pass_stride(cfg, claimed)
+        if cfg.eval_context == "doc":
+            windows = doc_windows_from_lengths(doc_lengths, cfg.sw_seq_len, stride)
+        else:
+            windows = window_plan(n, cfg.sw_seq_len, stride)
+        what = f"{model} model, {cfg.eval_context} windows {cfg.sw_seq_len}/{stride}: {len(windows)}"
+        passes.append(EvalPass(name, what, claimed, n, scoring_tokens(windows, cfg.val_batch_tokens, world_size),
+                               0, 0, 0))
     if not cfg.ttt_enabled:
         return passes
     if cfg.ttt_mode == "doc":
@@ -662,7 +669,8 @@ def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size
     dump = torch.zeros(n, device=device) if cfg.dump_val_losses else None
     order = torch.zeros(n, dtype=torch.int64, device=device) if cfg.dump_val_losses else None
     t0 = time.perf_counter()
-    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank, world_size,
+    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, pass_stride(cfg, not cfg.ttt_enabled),
+                     cfg.val_batch_tokens, rank, world_size,
                      device, autocast_dtype, None if cfg.ttt_enabled else dump, cfg.eval_context, byte_counts)
     plain_s = time.perf_counter() - t0
     log(f"roundtrip val_tokens:{plain.tokens} val_bytes:{plain.bytes} time:{plain_s:.1f}s")

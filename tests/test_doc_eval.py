@@ -8,7 +8,7 @@ import torch
 
 from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_counts
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
-from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, global_sgd_phase,
+from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, ttt_global_phase,
                       phase_steps)
 from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
 
@@ -168,7 +168,7 @@ def test_phase_steps_follow_the_record_schedule():
 def test_global_phase_changes_weights_and_leaves_no_grads(val):
     model = tiny_model()
     before = [p.clone() for p in model.parameters()]
-    steps = global_sgd_phase(model, val[:200], DOC, 0, 1, torch.device("cpu"), None)
+    steps = ttt_global_phase(model, val[:200], DOC, 0, 1, torch.device("cpu"), None)
     assert steps > 0 and any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
 
@@ -207,3 +207,58 @@ def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
     lines = eval_plan_lines(tiny_model(), val, DOC, 1, torch.device("cpu"), None)
     assert lines[-1].startswith("eval_plan eval_phase_est:") and "budget:600s" in lines[-1]
     assert sum(line.startswith("eval_plan pass:") for line in lines) == 3
+
+
+# ---------------------------------------------------------------- legality: the audit's verdict on leaky variants
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from audit import order_is_causal, perturbation_verdict  # noqa: E402
+from tests.leaky_ttt import LEAKY  # noqa: E402
+
+
+def perturbation_of(fn, val, luts, t, cfg=DOC):
+    runs = []
+    for tokens in (val, perturbed_at(val, t)):
+        losses = torch.zeros(tokens.numel() - 1)
+        order = torch.zeros(tokens.numel() - 1, dtype=torch.int64)
+        fn(tiny_model(), tokens, luts, cfg, target_losses=losses, score_order=order)
+        runs.append((losses.numpy(), order.numpy()))
+    (a, order), (b, order_b) = runs
+    assert (order == order_b).all()  # the order depends on document lengths only
+    ok, _ = order_is_causal(order, val.numpy())
+    assert ok
+    return perturbation_verdict(a, b, t, order)
+
+
+def perturbed_at(val, t):
+    changed = val.clone()
+    changed[t] = 5 if val[t] != 5 else 6
+    return changed
+
+
+def token_in(val, doc_rank: int, offset: int) -> int:
+    """A token `offset` targets into the document scored doc_rank-th (longest first), past its first chunk."""
+    spans = doc_spans(val)
+    d = doc_schedule([n for _, n in spans], DOC, 1).order[doc_rank]
+    return spans[d][0] + offset
+
+
+@pytest.mark.parametrize("doc_rank", [0, 3])
+def test_audit_verdict_passes_the_default_doc_ttt(val, luts, doc_rank):
+    ok, why = perturbation_of(doc_ttt, val, luts, token_in(val, doc_rank, 41))
+    assert ok, why
+
+
+@pytest.mark.parametrize("name,doc_rank", [("update_first", 0), ("rescore_best", 0), ("phase_ahead", 3)])
+def test_audit_verdict_fails_each_leaky_variant(val, luts, name, doc_rank):
+    # doc_rank 3 is scored in round 1; the leaky phase after round 0 trained on it before it was scored.
+    ok, why = perturbation_of(LEAKY[name], val, luts, token_in(val, doc_rank, 41))
+    assert not ok and "changed though scored before" in why, why
+
+
+def test_a_declared_order_that_goes_back_inside_a_document_is_rejected(val):
+    order = torch.zeros(val.numel() - 1, dtype=torch.int64).numpy()
+    order[5] = 1  # target 6 declared scored before target 5 of the same document
+    assert not order_is_causal(order, val.numpy())[0]
