@@ -3,7 +3,7 @@ rule broken:
 
   leaky_ttt            stream TTT that learns from each chunk BEFORE scoring it
   doc_update_first     per-doc LoRA that takes each chunk's step before scoring the chunk
-  doc_phase_ahead      global phases that also train on the next round's documents, not yet scored
+  doc_phase_ahead      global phases that also train on the next segment's documents, not yet scored
   doc_rescore_best     per-doc LoRA that scores a chunk, adapts on it, re-scores it and keeps the better score
 """
 
@@ -103,10 +103,10 @@ def doc_rescore_best(*args, **kw):
 
 
 def schedule_ahead(doc_lengths, cfg, world_size) -> DocSchedule:
-    """Each phase also takes the next round's documents, which are scored only after the phase."""
+    """Each phase also takes the next segment's first batch per rank: documents scored only after the phase."""
     s = doc_schedule(doc_lengths, cfg, world_size)
-    ahead = {r: min(len(s.order), n + cfg.ttt_doc_batch * world_size) for r, n in s.phases.items()}
-    return DocSchedule(s.order, s.batches, ahead, s.world_size)
+    ahead = [min(len(s.order), n + cfg.ttt_doc_batch * world_size) for n in s.phases]
+    return DocSchedule(s.order, s.segments, ahead)
 
 
 def doc_phase_ahead(*args, **kw):

@@ -134,27 +134,30 @@ def test_per_doc_adapters_reset_and_rows_are_independent(val, luts):
 def test_phases_train_only_on_documents_already_scored(val, luts):
     spans = doc_spans(val)
     sched = doc_schedule([n for _, n in spans], DOC, 1)
-    assert sched.phases == {0: 2, 1: 4}  # after round 0 (2 docs) and round 1 (4 docs)
-    done = []
-    for rnd in range(sched.rounds):
-        done += sched.batch_of(rnd, 0)
-        if rnd in sched.phases:
-            assert set(sched.order[: sched.phases[rnd]]) <= set(done)
+    assert sched.phases == [2, 4]  # phase 1 after the first 2 documents, phase 2 after 4
+    assert [sum(len(b) for b in seg[0]) for seg in sched.segments] == [2, 2, 2]
+    for i, n in enumerate(sched.phases):  # a phase's documents are exactly those of the segments before it
+        assert sorted(sched.order[:n]) == sorted(d for seg in sched.segments[: i + 1] for b in seg[0] for d in b)
     _, losses, order = run_doc_ttt(val, luts)
     _, no_phase, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_phases=0))
-    first_two = sched.order[:2]
-    for d in first_two:  # scored before any phase: identical with or without phases
+    for d in sched.order[:2]:  # scored before any phase: identical with or without phases
         s, n = spans[d]
         assert torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-6)
-    later = sched.order[2]
-    s, n = spans[later]
+    s, n = spans[sched.order[2]]
     assert not torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-5)
     # the scoring order puts every target of a phase's documents before every target scored after that phase
-    for rnd, k in sched.phases.items():
+    for i, k in enumerate(sched.phases):
         trained = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in sched.order[:k]])
-        later = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for r in range(rnd + 1, sched.rounds)
-                           for d in sched.batch_of(r, 0)])
+        later = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in sched.order[k:]])
         assert order[trained].max() < order[later].min()
+
+
+def test_batches_are_balanced_over_ranks():
+    lengths = [1000, 900, 500, 400, 300, 200, 100, 50]
+    cfg = dataclasses.replace(DOC, ttt_doc_batch=1, ttt_phases=0)
+    sched = doc_schedule(lengths, cfg, 2)
+    assert [sorted(d for b in seg for d in b) for seg in sched.segments[0]] == [[0, 3, 4, 7], [1, 2, 5, 6]]
+    assert sorted(d for _, _, b in sched.batches_of(0) + sched.batches_of(1) for d in b) == list(range(8))
 
 
 def test_phase_steps_follow_the_record_schedule():
@@ -187,8 +190,8 @@ def test_budget_guard_stops_adapting_and_keeps_scoring(sp, val, luts):
     lines = []
     result, losses, _ = run_doc_ttt(val, luts, deadline=time.perf_counter() - 1, log=lines.append)
     assert (result.tokens, result.bytes) == (val.numel() - 1, decoded_byte_count(sp, val.tolist()))
-    assert any(line.startswith("ttt_guard: stopped adapting after round 1/") for line in lines)
-    assert sum(line.startswith("ttt_phase") for line in lines) == 1  # round 1's ran; round 2's was dropped
+    assert any(line.startswith("ttt_guard: rank 0 stopped adapting after 1/3 batches") for line in lines)
+    assert not any(line.startswith("ttt_phase") for line in lines)  # and no phase ran after it
 
 
 def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
@@ -199,11 +202,11 @@ def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
     assert [p.claimed for p in passes] == [False, False, True]
     ttt = passes[-1]
     sched = doc_schedule(lengths, DOC, 1)
-    work = [doc_batch_work([lengths[d] for d in sched.batch_of(r, 0)], DOC, True) for r in range(sched.rounds)]
+    work = [doc_batch_work([lengths[d] for d in batch], DOC, True) for _, _, batch in sched.batches_of(0)]
     assert (ttt.score_tokens, ttt.adapt_tokens) == (sum(f for f, _ in work), sum(b for _, b in work))
     assert ttt.phase_tokens > 0 and ttt.targets == val.numel() - 1
-    two = eval_passes(DOC, lengths, 2)[-1]
-    assert two.adapt_tokens < ttt.adapt_tokens  # the busiest of two ranks does less
+    no_phase = dataclasses.replace(DOC, ttt_phases=0)  # one segment of 3 batches: two ranks share it
+    assert eval_passes(no_phase, lengths, 2)[-1].adapt_tokens < eval_passes(no_phase, lengths, 1)[-1].adapt_tokens
     lines = eval_plan_lines(tiny_model(), val, DOC, 1, torch.device("cpu"), None)
     assert lines[-1].startswith("eval_plan eval_phase_est:") and "budget:600s" in lines[-1]
     assert sum(line.startswith("eval_plan pass:") for line in lines) == 3
@@ -253,7 +256,7 @@ def test_audit_verdict_passes_the_default_doc_ttt(val, luts, doc_rank):
 
 @pytest.mark.parametrize("name,doc_rank", [("update_first", 0), ("rescore_best", 0), ("phase_ahead", 3)])
 def test_audit_verdict_fails_each_leaky_variant(val, luts, name, doc_rank):
-    # doc_rank 3 is scored in round 1; the leaky phase after round 0 trained on it before it was scored.
+    # doc_rank 3 is scored in segment 2; the leaky phase after segment 1 trained on it before it was scored.
     ok, why = perturbation_of(LEAKY[name], val, luts, token_in(val, doc_rank, 41))
     assert not ok and "changed though scored before" in why, why
 
