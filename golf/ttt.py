@@ -197,6 +197,7 @@ class DocLoRA(nn.Module):
         super().__init__()
         self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
         self.warm_start_a = cfg.ttt_doc_warm_start_a
+        self.seed = cfg.seed
         self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
         self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
         slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
@@ -228,13 +229,16 @@ class DocLoRA(nn.Module):
         self.a.append(nn.Parameter(a.to(device)))
         self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
 
-    def reset(self, redraw_a: bool = False) -> None:
+    def reset(self, key: int, redraw_a: bool = False) -> None:
+        """Zero B; redraw A (without warm start, or redraw_a) from a generator seeded by (seed, key), so the draw
+        depends on which batch or phase this is, not on which rank runs it or what it ran before."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
         with torch.no_grad():
             for a, b in zip(self.a, self.b):
                 b.zero_()
                 if redraw_a or not self.warm_start_a:
                     bound = 1.0 / math.sqrt(a.shape[-1])
-                    a.copy_((torch.rand(a.shape, generator=self.gen) * 2 - 1) * bound)
+                    a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
 
     def begin(self, rows: torch.Tensor | None) -> None:
         """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
@@ -402,7 +406,7 @@ def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, d
     chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
     opt = None
     if lora is not None:
-        lora.reset()
+        lora.reset(key=docs[0][0])  # keyed by the batch's first document (its first target)
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
     model.eval()
@@ -494,7 +498,7 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
             steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
             done_units += phase_units[si]
             if lora is not None:
-                lora.reset(redraw_a=True)  # the record rebuilds its adapters after each phase
+                lora.reset(key=-1 - si, redraw_a=True)  # the record rebuilds its adapters after each phase
             if log:
                 log(f"ttt_phase {si + 1}/{len(sched.phases)} docs:{n} tokens:{tokens.numel()} steps:{steps} "
                     f"t:{time.perf_counter() - t0:.1f}s")

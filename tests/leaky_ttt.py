@@ -46,7 +46,7 @@ def leaky_score_doc_batch(how: str):
               score_order, tick):
         c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
         chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
-        lora.reset()
+        lora.reset(key=docs[0][0])
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
         for ci in range(max(len(ch) for ch in chunks)):

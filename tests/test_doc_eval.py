@@ -10,12 +10,11 @@ from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_coun
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
 from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, ttt_global_phase,
                       phase_steps)
-from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
+import torch.multiprocessing as mp
 
-# Per-doc chunks of 16 targets in windows of 32, batches of 2 documents, phases after 2 and 4 documents.
-DOC = dataclasses.replace(TINY_EVAL, ttt_doc_chunk_tokens=16, ttt_doc_batch=2, ttt_doc_lora_rank=4,
-                          ttt_doc_lora_alpha=8.0, ttt_doc_lora_lr=1e-2, ttt_phases=2, ttt_phase_prefix_docs=4,
-                          ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=2, ttt_phase_lr=1e-2)
+from tests.tiny_eval import TINY_DOC, TINY_EVAL, doc_ttt_rank_worker, doc_val_stream, tiny_model
+
+DOC = TINY_DOC
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def luts(sp):
 @pytest.fixture(scope="module")
 def val(sp, sample_docs):
     # 6 documents of different lengths (~70-140 tokens): 3 batches of 2, several chunks each.
-    return torch.cat([val_stream(sp, [d], chars=200 + 60 * i) for i, d in enumerate(sample_docs[:6])])
+    return doc_val_stream(sp, sample_docs[:6])
 
 
 def run_doc_ttt(val, luts, cfg=DOC, **kw):
@@ -265,3 +264,15 @@ def test_a_declared_order_that_goes_back_inside_a_document_is_rejected(val):
     order = torch.zeros(val.numel() - 1, dtype=torch.int64).numpy()
     order[5] = 1  # target 6 declared scored before target 5 of the same document
     assert not order_is_causal(order, val.numpy())[0]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_match_one_process(tmp_path, sample_tokenizer, sample_docs, val, luts):
+    # Without warm start a batch's result does not depend on its rank; phases all-reduce the same gradient.
+    out = tmp_path / "rank0.pt"
+    mp.spawn(doc_ttt_rank_worker, args=(2, str(tmp_path / "init"), sample_tokenizer, sample_docs[:6], str(out)),
+             nprocs=2)
+    two = torch.load(out)
+    one, losses, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_doc_warm_start_a=False))
+    assert (two["result"]["tokens"], two["result"]["bytes"]) == (one.tokens, one.bytes)
+    assert torch.allclose(two["losses"], losses, atol=1e-4)
