@@ -2281,6 +2281,7 @@ class DocLoRA(nn.Module):
         super().__init__()
         self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
         self.warm_start_a = cfg.ttt_doc_warm_start_a
+        self.seed = cfg.seed
         self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
         self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
         slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
@@ -2312,13 +2313,16 @@ class DocLoRA(nn.Module):
         self.a.append(nn.Parameter(a.to(device)))
         self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
 
-    def reset(self, redraw_a: bool = False) -> None:
+    def reset(self, key: int, redraw_a: bool = False) -> None:
+        """Zero B; redraw A (without warm start, or redraw_a) from a generator seeded by (seed, key), so the draw
+        depends on which batch or phase this is, not on which rank runs it or what it ran before."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
         with torch.no_grad():
             for a, b in zip(self.a, self.b):
                 b.zero_()
                 if redraw_a or not self.warm_start_a:
                     bound = 1.0 / math.sqrt(a.shape[-1])
-                    a.copy_((torch.rand(a.shape, generator=self.gen) * 2 - 1) * bound)
+                    a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
 
     def begin(self, rows: torch.Tensor | None) -> None:
         """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
@@ -2372,36 +2376,35 @@ def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: t
 
 @dataclass(frozen=True)
 class DocSchedule:
-    """Who scores which documents when: rounds of world_size batches (batch k: round k // W, rank k % W), and the
-    global phases, each after a round, over the first `docs` documents of the processing order."""
-    order: list[int]  # document indices, longest first (stable)
-    batches: list[list[int]]  # positions in `order`
-    phases: dict[int, int]  # round -> documents the phase after it trains on (all scored by then)
-    world_size: int
+    """Who scores which documents when. Documents go longest first (stable); the global phases cut that order into
+    segments: segment i holds the documents up to the i-th phase boundary, and phase i (after segment i, all ranks
+    together) trains on the first phases[i] documents, all scored by then. Inside a segment each rank works through
+    its own batches (assigned longest first to the least loaded rank) with no synchronisation."""
+    order: list[int]  # document indices, longest first
+    segments: list[list[list[list[int]]]]  # segment -> rank -> batches -> document indices
+    phases: list[int]  # documents phase i trains on; phase i follows segment i
 
-    @property
-    def rounds(self) -> int:
-        return math.ceil(len(self.batches) / self.world_size)
-
-    def batch_of(self, rnd: int, rank: int) -> list[int]:
-        k = rnd * self.world_size + rank
-        return [self.order[p] for p in self.batches[k]] if k < len(self.batches) else []
+    def batches_of(self, rank: int) -> list[tuple[int, int, list[int]]]:
+        """(segment, position on this rank, documents) of every batch this rank scores, in order."""
+        return [(si, bi, batch) for si, seg in enumerate(self.segments) for bi, batch in enumerate(seg[rank])]
 
 
 def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
     order = sorted(range(len(doc_lengths)), key=lambda d: -doc_lengths[d])
-    size = cfg.ttt_doc_batch
-    batches = [list(range(i, min(i + size, len(order)))) for i in range(0, len(order), size)]
     prefix = min(cfg.ttt_phase_prefix_docs, len(order)) if cfg.ttt_phases > 0 else 0
     bounds = sorted({prefix * (i + 1) // cfg.ttt_phases for i in range(cfg.ttt_phases)} - {0}) if prefix else []
-    phases, done = {}, 0
-    for rnd in range(math.ceil(len(batches) / world_size)):
-        done += sum(len(b) for b in batches[rnd * world_size : (rnd + 1) * world_size])
-        due = [b for b in bounds if b <= done]
-        if due:  # one phase per round, over the last boundary reached (several can fall in one round at small scale)
-            phases[rnd] = due[-1]
-            bounds = [b for b in bounds if b > done]
-    return DocSchedule(order, batches, phases, world_size)
+    bounds = [b for b in bounds if b < len(order)]  # a phase after the last document would train for nothing
+    edges, segments = [0] + bounds + [len(order)], []
+    for lo, hi in zip(edges, edges[1:]):
+        per_rank, load = [[] for _ in range(world_size)], [0] * world_size
+        for i in range(lo, hi, cfg.ttt_doc_batch):
+            batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
+            r = load.index(min(load))
+            per_rank[r].append(batch)
+            f, b = doc_batch_work([doc_lengths[d] for d in batch], cfg, True)
+            load[r] += f + 3 * b
+        segments.append(per_rank)
+    return DocSchedule(order, segments, bounds)
 
 
 def doc_chunks(n: int, chunk: int, seq_len: int):
@@ -2487,7 +2490,7 @@ def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, d
     chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
     opt = None
     if lora is not None:
-        lora.reset()
+        lora.reset(key=docs[0][0])  # keyed by the batch's first document (its first target)
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
     model.eval()
@@ -2526,7 +2529,7 @@ def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, d
             opt.step()
 
 
-ROUND_TICKS = 1 << 20  # score_order of a per-doc target: round * ROUND_TICKS + chunk index
+SEGMENT_TICKS, BATCH_TICKS = 1 << 40, 1 << 20  # score_order: segment * SEGMENT_TICKS + batch * BATCH_TICKS + chunk
 
 
 def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
@@ -2534,10 +2537,11 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
             deadline: float | None = None, log=None):
     """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
 
-    Each rank scores its batches of a round; after a round that completes a phase's documents, every rank trains
-    the same global SGD phase on them. deadline (time.perf_counter() value): when the measured rate says finishing
-    with adaptation would pass it, adapting stops (no more LoRA steps or phases) and scoring goes on; logged.
-    score_order: optional int64[num_targets] of each target's scoring step (round * ROUND_TICKS + chunk).
+    doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
+    on the documents scored so far. deadline (a time.perf_counter() value): when this rank's measured rate says
+    finishing with adaptation would pass it, the rank stops adapting (no more LoRA steps; phases stop for all ranks
+    at the next phase) and keeps scoring; logged. score_order: optional int64[num_targets] of each target's scoring
+    step on its rank (segment, batch, chunk), for tools/audit.py.
     """
     if byte_counts is None:
         byte_counts = target_byte_counts(val_tokens, luts)
@@ -2548,35 +2552,40 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     sched = doc_schedule([n for _, n in docs], cfg, world_size)
     adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phases)
     lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device) if cfg.ttt_doc_lora_lr > 0 else None
-    work = [doc_batch_work([docs[d][1] for d in sched.batch_of(r, rank)], cfg, True) for r in range(sched.rounds)]
-    units = [f + 3 * b for f, b in work]  # forward-token units: a backward costs about two forwards
-    phase_units = {r: 3 * (n_docs_tokens(docs, sched, n) // world_size) for r, n in sched.phases.items()}
+    mine = sched.batches_of(rank)
+    units = [sum(f + 3 * b for f, b in [doc_batch_work([docs[d][1] for d in batch], cfg, True)]) for _, _, batch in mine]
+    phase_units = [3 * (n_docs_tokens(docs, sched, n) // world_size) for n in sched.phases]
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    t0, done_units = time.perf_counter(), 0
-    for rnd in range(sched.rounds):
-        batch = [docs[d] for d in sched.batch_of(rnd, rank)]
-        if batch:
-            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, batch, cfg, device, autocast_dtype,
-                            byte_counts, sums, target_losses, score_order, rnd * ROUND_TICKS)
-        if adapting and rnd in sched.phases:
-            n = sched.phases[rnd]
+    t0, done_units, k = time.perf_counter(), 0, 0
+    for si, seg in enumerate(sched.segments):
+        for bi, batch in enumerate(seg[rank]):
+            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, [docs[d] for d in batch], cfg, device,
+                                autocast_dtype, byte_counts, sums, target_losses, score_order,
+                                si * SEGMENT_TICKS + bi * BATCH_TICKS)
+            done_units += units[k]
+            k += 1
+            if adapting and deadline is not None:
+                now = time.perf_counter()
+                rest = sum(units[k:]) + sum(phase_units[si:])
+                if now + (now - t0) / max(done_units, 1) * rest > deadline:
+                    adapting = False
+                    if log:
+                        log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
+                            f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
+        if si < len(sched.phases):
+            stopped = torch.tensor([float(not adapting)], device=device)
+            if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
+                adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
+                continue
+            n = sched.phases[si]
             tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in sched.order[:n]])
             steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
+            done_units += phase_units[si]
             if lora is not None:
-                lora.reset(redraw_a=True)  # the record rebuilds its adapters after each phase
+                lora.reset(key=-1 - si, redraw_a=True)  # the record rebuilds its adapters after each phase
             if log:
-                log(f"ttt_phase after_round:{rnd + 1}/{sched.rounds} docs:{n} tokens:{tokens.numel()} steps:{steps} "
+                log(f"ttt_phase {si + 1}/{len(sched.phases)} docs:{n} tokens:{tokens.numel()} steps:{steps} "
                     f"t:{time.perf_counter() - t0:.1f}s")
-        done_units += units[rnd] + phase_units.get(rnd, 0)
-        if adapting and deadline is not None:
-            now = time.perf_counter()
-            rest = sum(units[rnd + 1 :]) + sum(u for r, u in phase_units.items() if r > rnd)
-            late = torch.tensor([float(now + (now - t0) / max(done_units, 1) * rest > deadline)], device=device)
-            if all_reduce_(late, op=torch.distributed.ReduceOp.MAX).item() > 0:
-                adapting = False
-                if log:
-                    log(f"ttt_guard: stopped adapting after round {rnd + 1}/{sched.rounds} at {now - t0:.1f}s: "
-                        f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
     if lora is not None:
         lora.remove()
     all_reduce_(sums)
@@ -2649,23 +2658,25 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
     if cfg.ttt_mode == "doc":
         sched = doc_schedule(doc_lengths, cfg, world_size)
         fwd = bwd = lora_steps = 0
-        for rnd in range(sched.rounds):
-            batch = [doc_lengths[d] for d in sched.batch_of(rnd, 0)]
-            f, b = doc_batch_work(batch, cfg, cfg.ttt_doc_lora_lr > 0)
-            fwd, bwd = fwd + f, bwd + b
-            lora_steps += sum(1 for ci in range(max((math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in batch),
-                                                    default=0))
-                              if any(ci < math.ceil(k / cfg.ttt_doc_chunk_tokens) - 1 for k in batch))
+        for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
+            work = [[doc_batch_work([doc_lengths[d] for d in batch], cfg, cfg.ttt_doc_lora_lr > 0) for batch in mine]
+                    for mine in seg]
+            busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
+            fwd += sum(f for f, _ in work[busiest])
+            bwd += sum(b for _, b in work[busiest])
+            for batch in seg[busiest]:
+                nch = [math.ceil(doc_lengths[d] / cfg.ttt_doc_chunk_tokens) for d in batch]
+                lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
         spans = [(0, k) for k in doc_lengths]
         phase_tok = phase_n = 0
-        for docs_in in sched.phases.values():
+        for docs_in in sched.phases:
             toks = n_docs_tokens(spans, sched, docs_in)
             steps = phase_steps(toks - 1, cfg, world_size)
             phase_n += len(steps)
             phase_tok += sum(math.ceil(len(s) / world_size) for _, _, s in steps) * cfg.sw_seq_len
         what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, {len(sched.phases)} global SGD phases "
-                f"after docs {sorted(sched.phases.values())}")
+                f"{sum(len(m) for seg in sched.segments for m in seg)} batches of {cfg.ttt_doc_batch} docs, "
+                f"{len(sched.phases)} global SGD phases after docs {sched.phases}")
         passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
     else:
         val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
