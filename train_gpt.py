@@ -2401,8 +2401,7 @@ def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
             batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
             r = load.index(min(load))
             per_rank[r].append(batch)
-            f, b = doc_batch_work([doc_lengths[d] for d in batch], cfg, True)
-            load[r] += f + 3 * b
+            load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
         segments.append(per_rank)
     return DocSchedule(order, segments, bounds)
 
@@ -2428,6 +2427,12 @@ def doc_batch_work(lengths: list[int], cfg, adapt: bool) -> tuple[int, int]:
         else:
             fwd += tokens
     return fwd, bwd
+
+
+def batch_units(lengths: list[int], cfg) -> int:
+    """A batch's work in forward-token units (a forward + backward counts three): the guard's and balancer's measure."""
+    fwd, bwd = doc_batch_work(lengths, cfg, True)
+    return fwd + 3 * bwd
 
 
 def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float, list[int]]]:
@@ -2553,7 +2558,7 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phases)
     lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device) if cfg.ttt_doc_lora_lr > 0 else None
     mine = sched.batches_of(rank)
-    units = [sum(f + 3 * b for f, b in [doc_batch_work([docs[d][1] for d in batch], cfg, True)]) for _, _, batch in mine]
+    units = [batch_units([docs[d][1] for d in batch], cfg) for _, _, batch in mine]
     phase_units = [3 * (n_docs_tokens(docs, sched, n) // world_size) for n in sched.phases]
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     t0, done_units, k = time.perf_counter(), 0, 0
@@ -2575,6 +2580,8 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
         if si < len(sched.phases):
             stopped = torch.tensor([float(not adapting)], device=device)
             if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
+                if adapting and log:
+                    log(f"ttt_guard: phase {si + 1}/{len(sched.phases)} and later skipped: another rank stopped adapting")
                 adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
                 continue
             n = sched.phases[si]

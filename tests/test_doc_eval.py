@@ -193,6 +193,17 @@ def test_budget_guard_stops_adapting_and_keeps_scoring(sp, val, luts):
     assert not any(line.startswith("ttt_phase") for line in lines)  # and no phase ran after it
 
 
+def test_timing_and_slot_counting_never_feed_val_tokens(val):
+    # Warm-up-like forwards (rate timing, adapter slot discovery) run before TTT: they must see random tokens only.
+    model = tiny_model()
+    seen = []
+    model.tok_emb.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten().tolist()))
+    eval_plan_lines(model, val, DOC, 1, torch.device("cpu"), None)
+    DocLoRA(model, DOC, 2, torch.device("cpu")).remove()
+    grams = {tuple(val[i : i + 6].tolist()) for i in range(val.numel() - 6)}
+    assert seen and not any(tuple(row[i : i + 6]) in grams for row in seen for i in range(len(row) - 6))
+
+
 def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
     spans = doc_spans(val)
     lengths = [n for _, n in spans]
