@@ -1,5 +1,5 @@
 """Wallclock budget: a plan of seconds per phase before step 0, the training stop rule, planned vs actual at the end,
-the eval passes the final phase runs, and the violation lines a run ends with when it broke a limit.
+and the violation lines a run ends with when it broke a limit.
 
 Where each phase counts, as the accepted records and issue #1017 (openai/parameter-golf) place it:
 - train + reserve share the training 600 s: everything that reads training data. GPTQ calibration reads training
@@ -17,13 +17,10 @@ Compile warm-up is untimed because it resets weights, optimiser and data afterwa
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
 from golf.dist import all_reduce_
-from golf.evaluate import split_plan, window_plan
-from golf.ttt import ttt_chunk_bounds
 
 # Phases counted in neither 600 s budget (see above); they are timed and reported all the same.
 UNCOUNTED_PHASES = ("warmup", "serialise", "diagnostic")
@@ -130,45 +127,6 @@ def size_violation_line(artifact_bytes: int, code_bytes: int, limit: int) -> str
         return None
     return (f"size_violation total_bytes:{total} limit:{limit} over:{total - limit} "
             f"(artifact {artifact_bytes} + code {code_bytes})")
-
-
-@dataclass(frozen=True)
-class EvalPass:
-    """One pass the final phase runs over the val split, in the units its cost scales with.
-
-    rows: forward rows of `seq_len` tokens (a sliding window or a chunk's cut of one; a short row costs as much as
-    a full one), over all ranks. train_steps x train_rows: optimiser steps of TTT, each a forward+backward over
-    train_rows rows of seq_len, over all ranks. timed: inside the eval 600 s (False: a diagnostic, uncounted)."""
-    name: str
-    rows: int
-    seq_len: int
-    train_steps: int = 0
-    train_rows: int = 0
-    timed: bool = True
-
-    def line(self) -> str:
-        train = f" train_steps:{self.train_steps} train_rows:{self.train_rows}" if self.train_steps else ""
-        return (f"eval_pass {self.name}: rows:{self.rows} seq_len:{self.seq_len}{train} "
-                f"{'timed' if self.timed else 'uncounted'}")
-
-
-def eval_passes(cfg, num_targets: int, val_tokens: torch.Tensor | None = None) -> list[EvalPass]:
-    """The passes main() and golf.ttt.final_eval run over `num_targets` val targets, in order: the uncounted
-    pre-quantisation diagnostic, the round trip, and (TTT_ENABLED) score-first TTT. The one list preflight costs:
-    a change to the eval phase's passes is a change here. val_tokens (optional) places document starts for
-    TTT_RESET_PER_DOC; without it the chunks are the plain TTT_CHUNK_TOKENS split."""
-    plan = window_plan(num_targets, cfg.sw_seq_len, cfg.sw_stride)
-    passes = [EvalPass("prequant", len(plan), cfg.sw_seq_len, timed=False),
-              EvalPass("roundtrip", len(plan), cfg.sw_seq_len)]
-    if cfg.ttt_enabled:
-        if val_tokens is None:
-            val_tokens = torch.zeros(num_targets + 1, dtype=torch.int64)
-        bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-        chunks = split_plan(plan, bounds)
-        adapted = sum(1 for i in range(len(chunks) - 1) if not resets[i + 1])  # no update after the last chunk
-        passes.append(EvalPass("ttt", sum(len(w) for w in chunks), cfg.sw_seq_len, train_steps=cfg.ttt_steps * adapted,
-                               train_rows=math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len)))
-    return passes
 
 
 # ---- calibration facts for tools/preflight.py (published record logs in openai/parameter-golf,

@@ -1,4 +1,8 @@
-"""Bits per byte on the val tokens: sliding windows, every target scored exactly once, exact byte counts."""
+"""Bits per byte on the val tokens: every target scored exactly once, exact byte counts.
+
+Two contexts (EVAL_CONTEXT): "doc" scores each document from its own BOS, never seeing the document before it
+(long documents in sliding windows inside the document); "sliding" runs the windows across document boundaries.
+"""
 
 import math
 import os
@@ -6,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from golf.config import pick
 from golf.data import SHARD_READS
 from golf.dist import all_reduce_
-from golf.tokenizer import token_bytes
+from golf.tokenizer import SP_BOS_ID, token_bytes
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,15 @@ class EvalResult:
     val_bpb: float
     tokens: int  # targets scored
     bytes: int  # bytes those targets decode to
+
+
+def target_byte_counts(val_tokens: torch.Tensor, luts) -> torch.Tensor:
+    """int64[len(val_tokens) - 1]: the bytes target j (val token j+1) adds to the decoded text.
+
+    The one place evaluation and TTT get byte counts from: every scorer sums this array over the targets it
+    scores. A per-token byte sidecar (CaseOps) replaces this array, nothing else."""
+    device = luts[0].device
+    return token_bytes(val_tokens[:-1].to(device), val_tokens[1:].to(device), luts)
 
 
 def window_plan(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
@@ -35,6 +49,38 @@ def window_plan(num_targets: int, seq_len: int, stride: int) -> list[tuple[int, 
         if start + seq_len >= num_targets:
             return plan
         start += stride
+
+
+def doc_spans(val_tokens: torch.Tensor) -> list[tuple[int, int]]:
+    """(first target, targets) of each document: token s is its BOS and it predicts tokens s+1 .. the next BOS.
+
+    Document d's targets are s_d .. s_{d+1} - 1 (the last one predicts the next document's BOS, the end of this
+    one, from this document alone); the last document runs to the end of the stream. Tokens before the first BOS
+    (a stream that does not start with one) form a document of their own. Together: every target once."""
+    n = val_tokens.numel() - 1
+    starts = (val_tokens[:n] == SP_BOS_ID).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    return [(s, e - s) for s, e in zip(starts, starts[1:] + [n])]
+
+
+def doc_window_plan(val_tokens: torch.Tensor, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """window_plan inside each document: no window reaches back across a BOS into the previous document."""
+    return [(s + start, length, first) for s, n in doc_spans(val_tokens)
+            for start, length, first in window_plan(n, seq_len, stride)]
+
+
+def sliding_window_plan(val_tokens: torch.Tensor, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """window_plan over the whole stream: windows run across document boundaries."""
+    return window_plan(val_tokens.numel() - 1, seq_len, stride)
+
+
+EVAL_CONTEXTS = {"doc": doc_window_plan, "sliding": sliding_window_plan}
+
+
+def eval_windows(val_tokens: torch.Tensor, context: str, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """The windows that score every target once in this EVAL_CONTEXT."""
+    return pick(EVAL_CONTEXTS, context, "EVAL_CONTEXT")(val_tokens, seq_len, stride)
 
 
 def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list[tuple[int, int, int]]]:
@@ -57,19 +103,31 @@ def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list
     return chunks
 
 
-@torch.no_grad()
-def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int, int]], seq_len: int,
-                  batch_tokens: int, luts, device, autocast_dtype=None, target_losses=None) -> torch.Tensor:
-    """This rank's sums float64[3] (nll, targets, bytes) over `windows`, batch_tokens // seq_len rows at a time.
+def window_batches(windows: list[tuple[int, int, int]], batch_tokens: int) -> list[list[tuple[int, int, int]]]:
+    """Windows grouped longest first into batches of about batch_tokens: rows of one batch have similar lengths,
+    so short documents are not padded to a full window. Deterministic (a stable sort)."""
+    ordered = sorted(windows, key=lambda w: -w[1])
+    batches, i = [], 0
+    while i < len(ordered):
+        rows = max(1, batch_tokens // ordered[i][1])
+        batches.append(ordered[i : i + rows])
+        i += rows
+    return batches
 
+
+@torch.no_grad()
+def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int, int]], batch_tokens: int,
+                  byte_counts: torch.Tensor, device, autocast_dtype=None, target_losses=None) -> torch.Tensor:
+    """This rank's sums float64[3] (nll, targets, bytes) over `windows`, about batch_tokens tokens per forward.
+
+    byte_counts: target_byte_counts(...) (or a sidecar's), on `device`.
     target_losses: optional float32[num_targets]; each scored target's NLL is written at its index.
     """
-    per_batch = max(1, batch_tokens // seq_len)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     model.eval()
-    for i in range(0, len(windows), per_batch):
-        batch = windows[i : i + per_batch]
-        x = torch.zeros(len(batch), seq_len, dtype=torch.int64)
+    for batch in window_batches(windows, batch_tokens):
+        width = batch[0][1]
+        x = torch.zeros(len(batch), width, dtype=torch.int64)
         y = torch.zeros_like(x)
         pos = torch.zeros_like(x)
         scored = torch.zeros_like(x, dtype=torch.bool)
@@ -78,15 +136,15 @@ def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int,
             y[row, :length] = val_tokens[start + 1 : start + length + 1]
             pos[row, :length] = torch.arange(start, start + length)
             scored[row, first:length] = True  # padding past `length` is never scored; attention is causal
-        x, y, scored = x.to(device), y.to(device), scored.to(device)
+        x, y, scored, pos = x.to(device), y.to(device), scored.to(device), pos.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             nll = model.token_losses(x, y)
-        nll = nll[scored].float()
+        nll, idx = nll[scored].float(), pos[scored]
         sums[0] += nll.double().sum()
-        sums[1] += scored.sum()
-        sums[2] += token_bytes(x[scored], y[scored], luts).double().sum()
+        sums[1] += idx.numel()
+        sums[2] += byte_counts[idx].double().sum()
         if target_losses is not None:
-            target_losses[pos.to(device)[scored]] = nll
+            target_losses[idx] = nll
     model.train()
     return sums
 
@@ -99,13 +157,16 @@ def eval_result(sums: torch.Tensor) -> EvalResult:
 
 def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, batch_tokens: int,
              rank: int = 0, world_size: int = 1, device=torch.device("cpu"), autocast_dtype=None,
-             target_losses=None) -> EvalResult:
+             target_losses=None, context: str = "sliding", byte_counts=None) -> EvalResult:
     """Score every val target once; windows are split over ranks and the sums reduced in float64.
 
+    context: EVAL_CONTEXTS name. byte_counts: per-target bytes (default target_byte_counts(val_tokens, luts)).
     target_losses: optional zeroed float32[len(val_tokens) - 1], filled with every target's NLL on all ranks.
     """
-    plan = window_plan(val_tokens.numel() - 1, seq_len, stride)
-    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, luts, device,
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    plan = eval_windows(val_tokens, context, seq_len, stride)
+    sums = score_windows(model, val_tokens, plan[rank::world_size], batch_tokens, byte_counts.to(device), device,
                          autocast_dtype, target_losses)
     all_reduce_(sums)
     if target_losses is not None:
@@ -123,4 +184,3 @@ def eval_phase_started() -> str:
     val = [n for n in names if "_val_" in n]
     return (f"eval_phase_started shard_reads:{len(names)} val_reads:{len(val)} "
             f"read:{','.join(sorted(set(names)))}")
-

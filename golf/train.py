@@ -17,11 +17,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import encode_artifact, read_artifact, write_artifact
-from golf.budget import WallclockBudget, eval_passes, size_violation_line
+from golf.budget import WallclockBudget, size_violation_line
 from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
-from golf.evaluate import eval_bpb, eval_phase_started
+from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
 from golf.optim import WeightEMA, build_optimizers, lr_multiplier, muon_momentum_at, set_lr, set_muon_momentum
@@ -30,7 +30,7 @@ from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer
-from golf.ttt import eval_plan_lines, final_eval
+from golf.ttt import eval_plan_lines, final_eval, pass_stride
 
 SIZE_LIMIT = 16_000_000  # decimal bytes: code + compressed model (the challenge's artifact limit)
 
@@ -168,9 +168,11 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
-def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
-    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
-                    env.rank, env.world_size, env.device, autocast_dtype(env.device))
+def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=None):
+    """The prequant diagnostic: the trained model before quantisation (never the claimed score)."""
+    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, pass_stride(cfg, False), cfg.val_batch_tokens,
+                    env.rank, env.world_size, env.device, autocast_dtype(env.device), context=cfg.eval_context,
+                    byte_counts=byte_counts)
 
 
 def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
@@ -224,10 +226,9 @@ def main(code_path: str) -> int:
     # Evaluation starts here: training and calibration are done, and the val split is first read now.
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    for eval_pass in eval_passes(cfg, val_tokens.numel() - 1, val_tokens):
-        log(eval_pass.line())
+    byte_counts = target_byte_counts(val_tokens, luts)  # per-target bytes: every eval below sums these
     budget.start("diagnostic")  # the trained weights' own score: uncounted, as the records run it
-    pre = score(cfg, env, model, val_tokens, luts)
+    pre = score(cfg, env, model, val_tokens, luts, byte_counts)
     budget.stop("diagnostic")
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
@@ -235,7 +236,8 @@ def main(code_path: str) -> int:
     for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
         log(line)
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
+    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log,
+               budget.phase_t0["eval"], byte_counts)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)

@@ -1,8 +1,16 @@
-"""Score-first test-time training: stream the val targets in chunks; score a chunk, then adapt on it.
+"""Score-first test-time training, and the plan of the whole final evaluation.
 
-Legality (DESIGN.md): every target is scored once, by weights that have only been updated on targets
-scored before it; one pass; never revisit a chunk. All ranks share one stream: they score different
-windows of a chunk, then take the same step with gradients all-reduced over the whole chunk.
+Two TTT modes (TTT_MODE):
+  "doc" (default, the 2026-04-27 record's design): documents one by one from their own BOS, in batches of
+      TTT_DOC_BATCH documents of similar length, longest first; each document's targets in chunks of
+      TTT_DOC_CHUNK_TOKENS: a chunk is scored, then one AdamW step of that document's own LoRA on it; adapters
+      reset per document. Between batches, after TTT_PHASE_PREFIX_DOCS / TTT_PHASES documents are scored, a global
+      SGD phase trains all weights on the documents scored so far, never on one not yet scored.
+  "stream": one LoRA stream over sliding windows across documents, chunk by chunk (the earlier golf default).
+Legality (DESIGN.md, issues #677 / #1017): every target is scored once, by weights updated only on targets scored
+before it; one pass; nothing is re-scored. Warm-up and timing forwards use random tokens, never val.
+The eval plan (eval_passes) is the one declaration of what the final evaluation does, pass by pass; the run logs
+it, tools/preflight.py predicts its seconds from it, and the TTT loop's budget guard counts its work in its units.
 """
 
 import copy
@@ -10,6 +18,7 @@ import io
 import math
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,7 +28,9 @@ from torch import nn
 from golf.config import pick
 from golf.data import write_bytes_atomic
 from golf.dist import all_reduce_
-from golf.evaluate import eval_bpb, eval_result, score_windows, split_plan, window_plan
+from golf.evaluate import (doc_spans, eval_bpb, eval_result, eval_windows, score_windows, split_plan,
+                           target_byte_counts, window_batches, window_plan)
+from golf.model.gpt import token_nll
 from golf.tokenizer import SP_BOS_ID
 
 
@@ -131,12 +142,18 @@ def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps:
 
 
 def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
-                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None):
-    """BPB of the val tokens under score-first TTT (one pass). The caller's model is not changed.
+                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None,
+                    score_order=None, **_):
+    """BPB of the val tokens under stream score-first TTT (TTT_MODE=stream, one pass). The caller's model is not
+    changed.
 
     Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
-    target gets the context plain sliding-window eval gives it. target_losses: as in eval_bpb.
+    target gets the context plain sliding-window eval gives it. target_losses, byte_counts: as in eval_bpb.
+    score_order: optional int64[num_targets], filled with each target's chunk index (its scoring step).
     """
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    byte_counts = byte_counts.to(device)
     model, params = ttt_model(model, cfg)
     initial = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
@@ -151,8 +168,10 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
                     p.copy_(p0)
             opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
         # Score first, with the weights as they are; only then learn from this chunk.
-        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
-                              luts, device, autocast_dtype, target_losses)
+        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.val_batch_tokens, byte_counts,
+                              device, autocast_dtype, target_losses)
+        if score_order is not None:
+            score_order[bounds[i] : bounds[i + 1]] = i
         if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
             adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
                            cfg.ttt_steps, rank, world_size, device, autocast_dtype)
@@ -160,6 +179,444 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
     if target_losses is not None:
         all_reduce_(target_losses)
     return eval_result(sums)
+
+
+# ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
+DOC_LORA_MODULES = re.compile(r"\.attn\.(q|k|v|proj)$|\.mlp$")  # Q, K, V, O, and a bypass around each MLP
+
+
+class DocLoRA(nn.Module):
+    """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
+    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head.
+
+    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)), B (rows, out, rank)
+    zero, so a fresh batch starts exactly at the base model. reset() zeroes B (and, without warm start, redraws A).
+    """
+
+    def __init__(self, model: nn.Module, cfg, rows: int, device):
+        super().__init__()
+        self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
+        self.warm_start_a = cfg.ttt_doc_warm_start_a
+        self.seed = cfg.seed
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
+        self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
+        slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
+        self.a, self.b = nn.ParameterList(), nn.ParameterList()
+        self.index = {}  # module -> first adapter of its slots
+        for name, m in self.modules_:
+            out_f, in_f = self.shape_of(m)
+            self.index[m] = len(self.a)
+            for _ in range(slots[m]):
+                self.add(rows, in_f, out_f, cfg.ttt_doc_lora_rank, device)
+        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
+        self.head = len(self.a)
+        self.add(rows, dim, vocab, cfg.ttt_doc_lora_rank, device)
+        self.calls: dict[nn.Module, int] = {}
+        self.rows = None
+        self.enabled = False
+        self.handles = [m.register_forward_hook(self.hook) for _, m in self.modules_]
+
+    @staticmethod
+    def shape_of(m: nn.Module) -> tuple[int, int]:
+        if isinstance(m, nn.Linear):
+            return m.weight.shape
+        dim = m.fc.weight.shape[1]  # an MLP: bypass dim -> dim
+        return dim, dim
+
+    def add(self, rows: int, in_f: int, out_f: int, rank: int, device) -> None:
+        bound = 1.0 / math.sqrt(in_f)
+        a = (torch.rand(rows, rank, in_f, generator=self.gen) * 2 - 1) * bound
+        self.a.append(nn.Parameter(a.to(device)))
+        self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
+
+    def reset(self, key: int, redraw_a: bool = False) -> None:
+        """Zero B; redraw A (without warm start, or redraw_a) from a generator seeded by (seed, key), so the draw
+        depends on which batch or phase this is, not on which rank runs it or what it ran before."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+        with torch.no_grad():
+            for a, b in zip(self.a, self.b):
+                b.zero_()
+                if redraw_a or not self.warm_start_a:
+                    bound = 1.0 / math.sqrt(a.shape[-1])
+                    a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
+
+    def begin(self, rows: torch.Tensor | None) -> None:
+        """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
+        self.enabled = rows is not None
+        self.rows = rows
+        self.calls = {}
+
+    def delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.a[i][self.rows], self.b[i][self.rows]
+        return torch.bmm(torch.bmm(x, a.transpose(1, 2).to(x.dtype)), b.transpose(1, 2).to(x.dtype)) * self.scale
+
+    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        k = self.calls.get(module, 0)
+        self.calls[module] = k + 1
+        return out + self.delta(self.index[module] + k, args[0]).to(out.dtype)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def slot_counts(model: nn.Module, modules: list[nn.Module], cfg, device) -> dict[nn.Module, int]:
+    """How often each module runs in one evaluation forward (random tokens, never val)."""
+    counts = {m: 0 for m in modules}
+    handles = [m.register_forward_hook(lambda mod, a, o: counts.__setitem__(mod, counts[mod] + 1)) for m in modules]
+    model.eval()
+    with torch.no_grad():
+        model.token_losses(torch.randint(4, cfg.vocab_size, (1, 8), device=device),
+                           torch.randint(4, cfg.vocab_size, (1, 8), device=device))
+    for h in handles:
+        h.remove()
+    return counts
+
+
+def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
+                    autocast_dtype) -> torch.Tensor:
+    """Per-token NLL (len(rows), T) of the model (as GPT.token_losses) with adapter rows `rows` (lora None: none)."""
+    if lora is not None:
+        lora.begin(rows)
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        h = model.hidden(x)
+        logits = F.linear(h, model.tok_emb.weight)
+        if lora is not None:
+            logits = logits + lora.delta(lora.head, h).to(logits.dtype)
+    if lora is not None:
+        lora.begin(None)
+    return token_nll(logits, y, model.logit_softcap)
+
+
+@dataclass(frozen=True)
+class DocSchedule:
+    """Who scores which documents when. Documents go longest first (stable); the global phases cut that order into
+    segments: segment i holds the documents up to the i-th phase boundary, and phase i (after segment i, all ranks
+    together) trains on the first phases[i] documents, all scored by then. Inside a segment each rank works through
+    its own batches (assigned longest first to the least loaded rank) with no synchronisation."""
+    order: list[int]  # document indices, longest first
+    segments: list[list[list[list[int]]]]  # segment -> rank -> batches -> document indices
+    phases: list[int]  # documents phase i trains on; phase i follows segment i
+
+    def batches_of(self, rank: int) -> list[tuple[int, int, list[int]]]:
+        """(segment, position on this rank, documents) of every batch this rank scores, in order."""
+        return [(si, bi, batch) for si, seg in enumerate(self.segments) for bi, batch in enumerate(seg[rank])]
+
+
+def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
+    order = sorted(range(len(doc_lengths)), key=lambda d: -doc_lengths[d])
+    prefix = min(cfg.ttt_phase_prefix_docs, len(order)) if cfg.ttt_phases > 0 else 0
+    bounds = sorted({prefix * (i + 1) // cfg.ttt_phases for i in range(cfg.ttt_phases)} - {0}) if prefix else []
+    bounds = [b for b in bounds if b < len(order)]  # a phase after the last document would train for nothing
+    edges, segments = [0] + bounds + [len(order)], []
+    for lo, hi in zip(edges, edges[1:]):
+        per_rank, load = [[] for _ in range(world_size)], [0] * world_size
+        for i in range(lo, hi, cfg.ttt_doc_batch):
+            batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
+            r = load.index(min(load))
+            per_rank[r].append(batch)
+            load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
+        segments.append(per_rank)
+    return DocSchedule(order, segments, bounds)
+
+
+def doc_chunks(n: int, chunk: int, seq_len: int):
+    """(lo, hi, window start) per chunk of a document's n targets: targets [lo, hi) scored in a window of at most
+    seq_len tokens ending at hi, i.e. targets [ws, hi) of the document fed (doc-isolated: ws >= 0)."""
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        yield lo, hi, max(0, hi - seq_len)
+
+
+def doc_batch_work(lengths: list[int], cfg, adapt: bool) -> tuple[int, int]:
+    """(tokens forward only, tokens forward + backward) of one batch of documents, padding included."""
+    c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
+    nch = [math.ceil(n / c) for n in lengths]
+    fwd = bwd = 0
+    for ci in range(max(nch, default=0)):
+        rows = sum(ci < k for k in nch)
+        tokens = rows * min(L, (ci + 1) * c)
+        if adapt and any(ci < k - 1 for k in nch):
+            bwd += tokens
+        else:
+            fwd += tokens
+    return fwd, bwd
+
+
+def batch_units(lengths: list[int], cfg) -> int:
+    """A batch's work in forward-token units (a forward + backward counts three): the guard's and balancer's measure."""
+    fwd, bwd = doc_batch_work(lengths, cfg, True)
+    return fwd + 3 * bwd
+
+
+def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float, list[int]]]:
+    """Global SGD over num_tokens + 1 tokens: (chunk start, lr, sequence offsets of one step) for every step.
+
+    Chunks of TTT_PHASE_CHUNK_TOKENS, cosine lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr is 0, so
+    it is skipped, as in the record); a chunk's whole sequences of sw_seq_len go in steps of at most
+    TTT_PHASE_BATCH_SEQS per rank. Every rank takes every step (gradients all-reduced)."""
+    chunk, L = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len
+    num_chunks = math.ceil(num_tokens / chunk)
+    steps = []
+    for ci in range(num_chunks - 1):
+        lr = cfg.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * ci / (num_chunks - 1)))
+        lo, hi = ci * chunk, min((ci + 1) * chunk, num_tokens)
+        seqs = [lo + i * L for i in range((hi - lo) // L)]
+        per_step = cfg.ttt_phase_batch_seqs * world_size
+        steps += [(lo, lr, seqs[i : i + per_step]) for i in range(0, len(seqs), per_step)]
+    return steps
+
+
+def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
+    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken."""
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=cfg.ttt_phase_lr, momentum=cfg.ttt_phase_momentum)
+    L = cfg.sw_seq_len
+    steps = phase_steps(tokens.numel() - 1, cfg, world_size)
+    model.eval()  # learn the forward that scores (the loop schedule's evaluation depth)
+    for _, lr, seqs in steps:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        mine = seqs[rank::world_size]
+        if mine:
+            x = torch.stack([tokens[s : s + L] for s in mine]).to(device)
+            y = torch.stack([tokens[s + 1 : s + L + 1] for s in mine]).to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                nll = model.token_losses(x, y)
+            (nll.float().sum() / (len(seqs) * L)).backward()
+        for p in params:
+            all_reduce_(p.grad)
+        if cfg.ttt_phase_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.ttt_phase_grad_clip)
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return len(steps)
+
+
+def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
+                    autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
+    """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
+    adapters on the chunk just scored (the chunk's scores are summed before the step exists)."""
+    c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
+    chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
+    opt = None
+    if lora is not None:
+        lora.reset(key=docs[0][0])  # keyed by the batch's first document (its first target)
+        opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
+                                betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
+    model.eval()
+    for ci in range(max(len(ch) for ch in chunks)):
+        rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
+        train = lora is not None and any(ci < len(chunks[b]) - 1 for b in rows)
+        width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.int64)
+        y, pos = torch.zeros_like(x), torch.zeros_like(x)
+        scored = torch.zeros_like(x, dtype=torch.bool)
+        weight = torch.zeros(len(rows), width)
+        for r, b in enumerate(rows):
+            s, _ = docs[b]
+            lo, hi, ws = chunks[b][ci]
+            x[r, : hi - ws] = val_tokens[s + ws : s + hi]
+            y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
+            pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
+            scored[r, lo - ws : hi - ws] = True
+            if ci < len(chunks[b]) - 1:
+                weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
+        x, y, pos, scored, weight = (t.to(device) for t in (x, y, pos, scored, weight))
+        with torch.set_grad_enabled(train):
+            nll = doc_lora_losses(model, lora, torch.tensor(rows, device=device), x, y, autocast_dtype)
+        # Score first: the chunk's losses are summed now, by adapters that have not seen it.
+        got, idx = nll.detach()[scored].float(), pos[scored]
+        sums[0] += got.double().sum()
+        sums[1] += idx.numel()
+        sums[2] += byte_counts[idx].double().sum()
+        if target_losses is not None:
+            target_losses[idx] = got
+        if score_order is not None:
+            score_order[idx] = tick + ci
+        if train:
+            opt.zero_grad(set_to_none=False)
+            (nll.float() * weight).sum().backward()  # rows have their own adapters: one sum trains each alone
+            opt.step()
+
+
+SEGMENT_TICKS, BATCH_TICKS = 1 << 40, 1 << 20  # score_order: segment * SEGMENT_TICKS + batch * BATCH_TICKS + chunk
+
+
+def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+            device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None, score_order=None,
+            deadline: float | None = None, log=None):
+    """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
+
+    doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
+    on the documents scored so far. deadline (a time.perf_counter() value): when this rank's measured rate says
+    finishing with adaptation would pass it, the rank stops adapting (no more LoRA steps; phases stop for all ranks
+    at the next phase) and keeps scoring; logged. score_order: optional int64[num_targets] of each target's scoring
+    step on its rank (segment, batch, chunk), for tools/audit.py.
+    """
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    byte_counts = byte_counts.to(device)
+    model = copy.deepcopy(model)
+    model.requires_grad_(False)
+    docs = doc_spans(val_tokens)
+    sched = doc_schedule([n for _, n in docs], cfg, world_size)
+    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phases)
+    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device) if cfg.ttt_doc_lora_lr > 0 else None
+    mine = sched.batches_of(rank)
+    units = [batch_units([docs[d][1] for d in batch], cfg) for _, _, batch in mine]
+    phase_units = [3 * (n_docs_tokens(docs, sched, n) // world_size) for n in sched.phases]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    t0, done_units, k = time.perf_counter(), 0, 0
+    for si, seg in enumerate(sched.segments):
+        for bi, batch in enumerate(seg[rank]):
+            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, [docs[d] for d in batch], cfg, device,
+                                autocast_dtype, byte_counts, sums, target_losses, score_order,
+                                si * SEGMENT_TICKS + bi * BATCH_TICKS)
+            done_units += units[k]
+            k += 1
+            if adapting and deadline is not None:
+                now = time.perf_counter()
+                rest = sum(units[k:]) + sum(phase_units[si:])
+                if now + (now - t0) / max(done_units, 1) * rest > deadline:
+                    adapting = False
+                    if log:
+                        log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
+                            f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
+        if si < len(sched.phases):
+            stopped = torch.tensor([float(not adapting)], device=device)
+            if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
+                if adapting and log:
+                    log(f"ttt_guard: phase {si + 1}/{len(sched.phases)} and later skipped: another rank stopped adapting")
+                adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
+                continue
+            n = sched.phases[si]
+            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in sched.order[:n]])
+            steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
+            done_units += phase_units[si]
+            if lora is not None:
+                lora.reset(key=-1 - si, redraw_a=True)  # the record rebuilds its adapters after each phase
+            if log:
+                log(f"ttt_phase {si + 1}/{len(sched.phases)} docs:{n} tokens:{tokens.numel()} steps:{steps} "
+                    f"t:{time.perf_counter() - t0:.1f}s")
+    if lora is not None:
+        lora.remove()
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)
+    if score_order is not None:
+        all_reduce_(score_order)
+    return eval_result(sums)
+
+
+def n_docs_tokens(docs: list[tuple[int, int]], sched: DocSchedule, n: int) -> int:
+    """Tokens a phase over the first n documents of the processing order trains on."""
+    return sum(docs[d][1] + 1 for d in sched.order[:n])
+
+
+TTT_MODES = {"doc": doc_ttt, "stream": score_first_ttt}
+
+
+# ---------------------------------------------------------------- the eval plan: one declaration of the passes
+@dataclass(frozen=True)
+class EvalPass:
+    """One pass of the final evaluation and its work on the busiest rank (tokens include padding)."""
+    name: str  # the log line it reports under: prequant | roundtrip | ttt
+    what: str
+    claimed: bool  # the score the run reports
+    targets: int
+    score_tokens: int  # tokens through a forward only
+    adapt_tokens: int  # tokens through forward + backward (LoRA chunks, stream TTT steps)
+    phase_tokens: int  # tokens through forward + backward in global SGD phases (this rank's share)
+    steps: int  # optimiser steps (LoRA batch steps + phase steps)
+    timed: bool = True  # inside the eval 600 s; the prequant diagnostic is not (golf/budget.py says why)
+
+    def seconds(self, fwd_s_per_token: float, fwdbwd_s_per_token: float) -> float:
+        return self.score_tokens * fwd_s_per_token + (self.adapt_tokens + self.phase_tokens) * fwdbwd_s_per_token
+
+
+def pass_stride(cfg, claimed: bool) -> int:
+    """Window stride of a scoring pass: sw_stride for the claimed one, EVAL_DIAG_STRIDE (0: sw_stride) otherwise."""
+    return cfg.sw_stride if claimed or not cfg.eval_diag_stride else min(cfg.eval_diag_stride, cfg.sw_seq_len)
+
+
+def scoring_tokens(windows: list[tuple[int, int, int]], batch_tokens: int, world_size: int) -> int:
+    """Padded tokens rank 0 (the busiest) feeds to score `windows` (as score_windows batches them)."""
+    return sum(len(b) * b[0][1] for b in window_batches(windows[0::world_size], batch_tokens))
+
+
+def doc_windows_from_lengths(doc_lengths: list[int], seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    out, s = [], 0
+    for n in doc_lengths:
+        out += [(s + a, b, c) for a, b, c in window_plan(n, seq_len, stride)]
+        s += n
+    return out
+
+
+def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
+    """The final evaluation's passes for documents of these target counts (golf.evaluate.doc_spans; their sum is
+    the val tokens - 1) on world_size ranks: what golf.train runs after eval_phase_started, in order."""
+    n = sum(doc_lengths)
+    passes = []
+    for name, model, claimed in (("prequant", "trained", False), ("roundtrip", "artifact", not cfg.ttt_enabled)):
+        stride = pass_stride(cfg, claimed)
+        if cfg.eval_context == "doc":
+            windows = doc_windows_from_lengths(doc_lengths, cfg.sw_seq_len, stride)
+        else:
+            windows = window_plan(n, cfg.sw_seq_len, stride)
+        what = f"{model} model, {cfg.eval_context} windows {cfg.sw_seq_len}/{stride}: {len(windows)}"
+        passes.append(EvalPass(name, what, claimed, n, scoring_tokens(windows, cfg.val_batch_tokens, world_size),
+                               0, 0, 0, timed=name != "prequant"))
+    if not cfg.ttt_enabled:
+        return passes
+    if cfg.ttt_mode == "doc":
+        sched = doc_schedule(doc_lengths, cfg, world_size)
+        fwd = bwd = lora_steps = 0
+        for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
+            work = [[doc_batch_work([doc_lengths[d] for d in batch], cfg, cfg.ttt_doc_lora_lr > 0) for batch in mine]
+                    for mine in seg]
+            busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
+            fwd += sum(f for f, _ in work[busiest])
+            bwd += sum(b for _, b in work[busiest])
+            for batch in seg[busiest]:
+                nch = [math.ceil(doc_lengths[d] / cfg.ttt_doc_chunk_tokens) for d in batch]
+                lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
+        spans = [(0, k) for k in doc_lengths]
+        phase_tok = phase_n = 0
+        for docs_in in sched.phases:
+            toks = n_docs_tokens(spans, sched, docs_in)
+            steps = phase_steps(toks - 1, cfg, world_size)
+            phase_n += len(steps)
+            phase_tok += sum(math.ceil(len(s) / world_size) for _, _, s in steps) * cfg.sw_seq_len
+        what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
+                f"{sum(len(m) for seg in sched.segments for m in seg)} batches of {cfg.ttt_doc_batch} docs, "
+                f"{len(sched.phases)} global SGD phases after docs {sched.phases}")
+        passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
+    else:
+        val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
+        starts = [0]
+        for k in doc_lengths[:-1]:
+            starts.append(starts[-1] + k)
+        val[starts] = SP_BOS_ID
+        bounds, _ = ttt_chunk_bounds(val, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+        chunks = split_plan(window_plan(n, cfg.sw_seq_len, cfg.sw_stride), bounds)
+        score = sum(scoring_tokens(w, cfg.val_batch_tokens, world_size) for w in chunks if w)
+        rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len) / world_size)
+        steps = cfg.ttt_steps * (len(chunks) - 1)
+        passes.append(EvalPass("ttt", f"stream LoRA r{cfg.ttt_lora_rank}, {len(chunks)} chunks of "
+                               f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps each", True, n, score,
+                               steps * rows * cfg.sw_seq_len, 0, steps))
+    return passes
 
 
 def seconds_of(fn, device) -> float:
@@ -173,72 +630,89 @@ def seconds_of(fn, device) -> float:
     return time.perf_counter() - t0
 
 
-def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, device, autocast_dtype) -> list[str]:
-    """What the final eval will do and how long it should take, against the eval budget (EVAL_MAX_SECONDS).
-
-    One full batch of windows (and, with TTT, one adaptation step's forward+backward) is timed on random
-    tokens; the estimate is seconds per row times the rows each rank scores (padding rows cost as much as
-    full ones), plus seconds per step times the steps (every chunk but the last).
-    """
-    seq_len, per_batch = cfg.sw_seq_len, max(1, cfg.val_batch_tokens // cfg.sw_seq_len)
-    plan = window_plan(val_tokens.numel() - 1, seq_len, cfg.sw_stride)
-    x = torch.randint(0, cfg.vocab_size, (per_batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+def token_rates(model, cfg, device, autocast_dtype) -> tuple[float, float]:
+    """Seconds per token of a scoring forward and of a forward + backward (all weights), at window length,
+    timed on random tokens (never val)."""
+    seq_len = cfg.sw_seq_len
+    rows = max(1, cfg.val_batch_tokens // seq_len)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(4, cfg.vocab_size, (rows, seq_len), generator=gen).to(device)
 
     def score_batch():
         with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             model.token_losses(x, x)
 
-    row_s = seconds_of(score_batch, device) / per_batch
-    sliding_rows = math.ceil(len(plan) / world_size)
-    claimed_s = sliding_rows * row_s
-    lines = [f"eval_plan sliding: targets:{val_tokens.numel() - 1} windows:{len(plan)} seq_len:{seq_len} "
-             f"stride:{cfg.sw_stride} rows_per_rank:{sliding_rows} row_ms:{row_s * 1000:.2f} est:{claimed_s:.1f}s"]
-    if cfg.ttt_enabled:
-        adapted, _ = ttt_model(model, cfg)
-        adapted.eval()
-        bounds, _ = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-        chunks = split_plan(plan, bounds)
-        step_rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / seq_len) / world_size)  # a rank's rows per TTT step
+    fwd = seconds_of(score_batch, device) / x.numel()
+    adapted = copy.deepcopy(model).eval()
+    xt = x[: max(1, min(rows, cfg.ttt_doc_batch))]
 
-        xt = torch.randint(0, cfg.vocab_size, (step_rows, seq_len), generator=torch.Generator().manual_seed(1)).to(device)
+    def train_batch():
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            adapted.token_losses(xt, xt).float().mean().backward()
 
-        def train_step_batch():
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                adapted.token_losses(xt, xt).mean().backward()
+    return fwd, seconds_of(train_batch, device) / xt.numel()
 
-        step_s = seconds_of(train_step_batch, device)
-        score_rows = sum(math.ceil(len(w) / world_size) for w in chunks)
-        claimed_s = score_rows * row_s + cfg.ttt_steps * (len(chunks) - 1) * step_s
-        lines.append(f"eval_plan ttt: chunks:{len(chunks)} chunk_tokens:{cfg.ttt_chunk_tokens} steps:{cfg.ttt_steps} "
-                     f"params:{cfg.ttt_params} score_rows_per_rank:{score_rows} rows_per_step:{step_rows} "
-                     f"step_ms:{step_s * 1000:.1f} est:{claimed_s:.1f}s")
-    lines.append(f"eval_plan claimed_eval_est:{claimed_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s "
-                 f"({'ttt' if cfg.ttt_enabled else 'sliding'}; timed on one batch of random tokens)")
+
+def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, device, autocast_dtype) -> list[str]:
+    """The eval plan (eval_passes) with each pass's predicted seconds, against the eval budget (EVAL_MAX_SECONDS).
+
+    Rates are timed on random tokens; a prediction is tokens x seconds per token on the busiest rank."""
+    passes = eval_passes(cfg, [n for _, n in doc_spans(val_tokens)], world_size)
+    fwd, fwdbwd = token_rates(model, cfg, device, autocast_dtype)
+    lines, total = [], 0.0
+    for p in passes:
+        s = p.seconds(fwd, fwdbwd)
+        total += s if p.timed else 0.0
+        lines.append(f"eval_plan pass:{p.name} claimed:{int(p.claimed)} targets:{p.targets} "
+                     f"score_tokens:{p.score_tokens} adapt_tokens:{p.adapt_tokens} phase_tokens:{p.phase_tokens} "
+                     f"steps:{p.steps} est:{s:.1f}s{'' if p.timed else ' uncounted'} ({p.what})")
+    lines.append(f"eval_plan eval_phase_est:{total:.1f}s budget:{cfg.eval_max_seconds:.0f}s "
+                 f"fwd_us_per_token:{fwd * 1e6:.2f} fwdbwd_us_per_token:{fwdbwd * 1e6:.2f} "
+                 f"(predicted; rates timed on random tokens on this device)")
     return lines
 
 
 def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size: int, device, autocast_dtype,
-               log) -> None:
-    """Score the reloaded artifact model: the plain round trip, then (TTT_ENABLED) score-first TTT.
+               log, eval_started: float | None = None, byte_counts=None) -> None:
+    """Score the reloaded artifact model: the round trip, then (TTT_ENABLED) TTT in TTT_MODE.
 
     Logs the targets, bytes and seconds of each eval, then `final_roundtrip` and `final_ttt` lines.
-    With DUMP_VAL_LOSSES, rank 0 writes the claimed eval's (TTT's when on) per-target NLL as float32 .npy.
+    eval_started: time.perf_counter() when the eval phase began; TTT stops adapting when its rate says the phase
+    would otherwise end past EVAL_MAX_SECONDS x (1 - TTT_GUARD_MARGIN).
+    With DUMP_VAL_LOSSES, rank 0 writes the claimed eval's per-target NLL as float32 .npy, and its per-target
+    scoring order as int64 <name>_order.npy (targets scored in one step share a value; tools/audit.py reads it).
     """
-    dump = torch.zeros(val_tokens.numel() - 1, device=device) if cfg.dump_val_losses else None
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    n = val_tokens.numel() - 1
+    dump = torch.zeros(n, device=device) if cfg.dump_val_losses else None
+    order = torch.zeros(n, dtype=torch.int64, device=device) if cfg.dump_val_losses else None
     t0 = time.perf_counter()
-    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank, world_size,
-                     device, autocast_dtype, None if cfg.ttt_enabled else dump)
+    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, pass_stride(cfg, not cfg.ttt_enabled),
+                     cfg.val_batch_tokens, rank, world_size,
+                     device, autocast_dtype, None if cfg.ttt_enabled else dump, cfg.eval_context, byte_counts)
     plain_s = time.perf_counter() - t0
     log(f"roundtrip val_tokens:{plain.tokens} val_bytes:{plain.bytes} time:{plain_s:.1f}s")
     if cfg.ttt_enabled:
         t0 = time.perf_counter()
-        ttt = score_first_ttt(model, val_tokens, luts, cfg, rank, world_size, device, autocast_dtype, dump)
+        start = t0 if eval_started is None else eval_started
+        deadline = start + cfg.eval_max_seconds * (1 - cfg.ttt_guard_margin)
+        ttt_fn = pick(TTT_MODES, cfg.ttt_mode, "TTT_MODE")
+        ttt = ttt_fn(model, val_tokens, luts, cfg, rank, world_size, device, autocast_dtype, dump,
+                     byte_counts=byte_counts, score_order=order, deadline=deadline, log=log)
         log(f"ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f} val_tokens:{ttt.tokens} "
-            f"val_bytes:{ttt.bytes} time:{time.perf_counter() - t0:.1f}s")
+            f"val_bytes:{ttt.bytes} time:{time.perf_counter() - t0:.1f}s mode:{cfg.ttt_mode}")
     log(f"final_roundtrip val_loss:{plain.val_loss:.8f} val_bpb:{plain.val_bpb:.8f}")
     if cfg.ttt_enabled:
         log(f"final_ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f}")
     if dump is not None and rank == 0:
-        buf = io.BytesIO()
-        np.save(buf, dump.cpu().numpy())
-        write_bytes_atomic(cfg.dump_val_losses, buf.getvalue())
+        for path, array in ((cfg.dump_val_losses, dump), (order_path(cfg.dump_val_losses), order)):
+            buf = io.BytesIO()
+            np.save(buf, array.cpu().numpy())
+            write_bytes_atomic(path, buf.getvalue())
+
+
+def order_path(dump_path: str) -> str:
+    """Where the scoring order of a DUMP_VAL_LOSSES dump goes: x.npy -> x_order.npy."""
+    root = dump_path[:-4] if dump_path.endswith(".npy") else dump_path
+    return root + "_order.npy"

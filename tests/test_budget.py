@@ -4,8 +4,8 @@ import time
 
 import torch
 
-from golf.budget import WallclockBudget, eval_passes, size_violation_line
-from golf.evaluate import window_plan
+from golf.budget import WallclockBudget, size_violation_line
+from golf.ttt import eval_passes
 from tests.test_model import TINY
 from tools.smoke import budget_summary
 
@@ -70,9 +70,10 @@ def test_smoke_summary_cannot_say_ok_after_an_overrun():
 
 
 def test_eval_passes_declare_the_diagnostic_uncounted_and_ttt_steps():
-    cfg = dataclasses.replace(TINY, sw_seq_len=64, sw_stride=32, ttt_enabled=True, ttt_chunk_tokens=256, ttt_steps=2)
-    passes = eval_passes(cfg, 1000)
+    cfg = dataclasses.replace(TINY, sw_seq_len=64, sw_stride=32, ttt_enabled=True, ttt_mode="stream",
+                              ttt_chunk_tokens=256, ttt_steps=2, eval_context="sliding")
+    passes = eval_passes(cfg, [1000], 1)
     assert [(p.name, p.timed) for p in passes] == [("prequant", False), ("roundtrip", True), ("ttt", True)]
-    assert passes[1].rows == len(window_plan(1000, 64, 32))
-    assert passes[2].train_steps == 2 * 3 and passes[2].train_rows == 4  # 4 chunks, no update after the last
-    assert [p.name for p in eval_passes(dataclasses.replace(cfg, ttt_enabled=False), 1000)] == ["prequant", "roundtrip"]
+    assert passes[2].steps == 2 * 3  # 4 chunks, no update after the last
+    assert [p.name for p in eval_passes(dataclasses.replace(cfg, ttt_enabled=False), [1000], 1)] == ["prequant",
+                                                                                                   "roundtrip"]

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from golf.data import SHARD_READS
-from golf.evaluate import eval_bpb, eval_phase_started, score_windows, split_plan, window_plan
+from golf.evaluate import eval_bpb, eval_phase_started, score_windows, split_plan, target_byte_counts, window_plan
 from golf.tokenizer import build_byte_luts, decoded_byte_count, load_tokenizer
 from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
 
@@ -76,8 +76,9 @@ def test_ranks_split_windows_and_their_sums_add_up(sp, val):
     model = tiny_model()
     plan = window_plan(val.numel() - 1, 32, 8)
     device = torch.device("cpu")
-    whole = score_windows(model, val, plan, 32, 256, luts, device)
-    per_rank = sum(score_windows(model, val, plan[r::3], 32, 256, luts, device) for r in range(3))
+    nbytes = target_byte_counts(val, luts)
+    whole = score_windows(model, val, plan, 256, nbytes, device)
+    per_rank = sum(score_windows(model, val, plan[r::3], 256, nbytes, device) for r in range(3))
     assert per_rank[1:].tolist() == whole[1:].tolist()
     assert abs(per_rank[0].item() - whole[0].item()) < 1e-6 * whole[0].item()
 

@@ -128,11 +128,12 @@ def test_reset_per_doc_adapts_within_documents_only(val, luts):
 
 
 def test_eval_plan_lines_name_windows_chunks_and_budget(val):
-    lines = eval_plan_lines(tiny_model(), val, TINY_EVAL, 1, torch.device("cpu"), None)
+    cfg = dataclasses.replace(TINY_EVAL, ttt_mode="stream", eval_context="sliding")
+    lines = eval_plan_lines(tiny_model(), val, cfg, 1, torch.device("cpu"), None)
     windows = len(range(0, val.numel() - 1 - 32 + 8, 8))  # starts 0, 8, ... until a window reaches the end
-    assert f"windows:{windows}" in lines[0]
-    assert f"chunks:{-(-(val.numel() - 1) // 64)}" in lines[1]
-    assert lines[-1].startswith("eval_plan claimed_eval_est:") and "budget:600s" in lines[-1]
+    assert f"sliding windows 32/8: {windows})" in lines[0] and lines[0].startswith("eval_plan pass:prequant")
+    assert f"{-(-(val.numel() - 1) // 64)} chunks of 64" in lines[2] and "pass:ttt claimed:1" in lines[2]
+    assert lines[-1].startswith("eval_plan eval_phase_est:") and "budget:600s" in lines[-1]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from golf.dist import teardown_dist
 from golf.evaluate import eval_bpb
 from golf.model.gpt import GPT
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, load_tokenizer
-from golf.ttt import score_first_ttt
+from golf.ttt import doc_ttt, score_first_ttt
 
 # Windows of 32 moving by 8; TTT chunks of 64 targets: a few hundred val tokens give many of each.
 # Block 1 is looped (the smoke preset's 2 passes), so eval and TTT run the loop schedule's eval depth.
@@ -18,6 +18,17 @@ TINY_EVAL = dataclasses.replace(
     smoke(Config()), vocab_size=1024, model_dim=32, num_heads=4, num_kv_heads=2, num_layers=3, rope_dims=4,
     loop_start=1, loop_end=1, lane_layers=1, train_seq_len=32, sw_seq_len=32, sw_stride=8, val_batch_tokens=256, ttt_chunk_tokens=64, ttt_steps=2,
     ttt_lr=1e-2, ttt_lora_rank=4, seed=0)
+
+
+# Per-doc TTT: chunks of 16 targets in windows of 32, batches of 2 documents, phases after 2 and 4 documents.
+TINY_DOC = dataclasses.replace(TINY_EVAL, ttt_doc_chunk_tokens=16, ttt_doc_batch=2, ttt_doc_lora_rank=4,
+                               ttt_doc_lora_alpha=8.0, ttt_doc_lora_lr=1e-2, ttt_phases=2, ttt_phase_prefix_docs=4,
+                               ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=2, ttt_phase_lr=1e-2)
+
+
+def doc_val_stream(sp, docs: list[str]) -> torch.Tensor:
+    """Documents of growing length (200, 260, ... characters): several batches and chunks per document."""
+    return torch.cat([val_stream(sp, [d], chars=200 + 60 * i) for i, d in enumerate(docs)])
 
 
 def tiny_model(cfg=TINY_EVAL, seed: int = 0) -> GPT:
@@ -51,4 +62,19 @@ def ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: 
     if rank == 0:
         torch.save(dict(ttt=dataclasses.asdict(ttt), plain=dataclasses.asdict(plain), ttt_losses=ttt_losses,
                         plain_losses=plain_losses), out)
+    teardown_dist()
+
+
+def doc_ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: str, docs: list[str], out: str):
+    """One gloo rank of doc_ttt (no warm start: batches do not depend on what their rank ran before)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    sp = load_tokenizer(tokenizer_path)
+    val = doc_val_stream(sp, docs)
+    luts = build_byte_luts(sp, TINY_DOC.vocab_size)
+    losses = torch.zeros(val.numel() - 1)
+    cfg = dataclasses.replace(TINY_DOC, ttt_doc_warm_start_a=False)
+    result = doc_ttt(tiny_model(), val, luts, cfg, rank, world_size, target_losses=losses)
+    if rank == 0:
+        torch.save(dict(result=dataclasses.asdict(result), losses=losses), out)
     teardown_dist()

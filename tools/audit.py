@@ -12,8 +12,11 @@ The file (packed, or one that imports golf) is only run as a subprocess and read
   2. two runs (PRESET=smoke, fixed ITERATIONS, no wallclock stop so both train identically), one on
      the val split as is, one with val token t swapped for another id (temp data dirs that share
      the train shards); each run dumps the per-target NLL of the eval it reports (DUMP_VAL_LOSSES).
-  3. perturbation: targets before token t (j < t - 1; target j is token j+1) score bit for bit the
-     same in both runs, and some later target does not (else the check proved nothing).
+  3. perturbation: every target scored before token t was first scored (target t - 1; target j is token j+1)
+     scores bit for bit the same in both runs, and some later target does not (else the check proved
+     nothing). "Before" is the run's own scoring order when it dumps one (<dump>_order.npy: the step that
+     scored each target; per-doc TTT scores documents longest first), else stream order; within one step,
+     targets j < t - 1 count as before. The dumped order must itself run forward inside each document.
   4. coverage: every `val_tokens:<n> val_bytes:<n>` the log reports is (val tokens - 1, the
      sentencepiece-decoded UTF-8 bytes of the val stream), and the dump's mean is the claimed loss.
   5. data separation: the run logged `eval_phase_started ... val_reads:0` (golf.data.SHARD_READS
@@ -92,6 +95,37 @@ def claimed_loss(log: str) -> float | None:
     return None
 
 
+def perturbation_verdict(a: np.ndarray, b: np.ndarray, t: int, order: np.ndarray | None = None) -> tuple[bool, str]:
+    """Token t was changed between the runs that scored a and b (per-target NLL). Legal: every target scored
+    before target t - 1 ((order, index) lexicographically smaller; order None: stream order) is bit-identical,
+    and something after it moved."""
+    if a.shape != b.shape:
+        return False, f"dump shapes {a.shape} {b.shape} differ"
+    j = np.arange(len(a))
+    if order is None:
+        order = np.zeros(len(a), dtype=np.int64)
+    before = (order < order[t - 1]) | ((order == order[t - 1]) & (j < t - 1))
+    same = a.view(np.uint32) == b.view(np.uint32)
+    if not same[before].all():
+        first = int(j[before & ~same][0])
+        return False, (f"target {first} (scoring step {int(order[first])}) changed though scored before target "
+                       f"{t - 1} (step {int(order[t - 1])})")
+    moved = not same[~before].all()
+    return moved, f"{int(before.sum())} targets scored before token {t} bit-identical" + (
+        "" if moved else "; but nothing after it changed either")
+
+
+def order_is_causal(order: np.ndarray, val: np.ndarray) -> tuple[bool, str]:
+    """Inside each document (BOS to BOS) the dumped scoring order never goes back: no target is declared scored
+    before an earlier target of its own document."""
+    starts = list(np.flatnonzero(val[:-1] == SP_BOS_ID)) + [len(val) - 1]
+    for s, e in zip(starts, starts[1:]):
+        back = np.flatnonzero(np.diff(order[s:e]) < 0)
+        if back.size:
+            return False, f"target {s + int(back[0]) + 1} declared scored before target {s + int(back[0])}"
+    return True, "forward within every document"
+
+
 # ---------------------------------------------------------------- checklist
 def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) -> list[tuple[str, bool, str]]:
     results = [(c["name"], c["verdict"] != "FAIL", c["verdict"] + ": " + c["detail"] if c["verdict"] == "WARN"
@@ -119,16 +153,16 @@ def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) 
     (_, log, dump_a), (_, _, dump_b) = runs
     a, b = np.load(dump_a), np.load(dump_b)
 
-    same = a.shape == b.shape == (len(val) - 1,)
-    before = same and np.array_equal(a[: t - 1].view(np.uint32), b[: t - 1].view(np.uint32))
-    moved = same and not np.array_equal(a[t - 1 :], b[t - 1 :])
-    if not same:
-        why = f"dump shapes {a.shape} {b.shape}, expected ({len(val) - 1},)"
-    elif not before:
-        why = f"target {int(np.flatnonzero(a[: t - 1] != b[: t - 1])[0])} changed (before t - 1 = {t - 1})"
+    order_file = dump_a.with_name(dump_a.stem + "_order.npy")
+    order = np.load(order_file) if order_file.exists() else None
+    if a.shape != (len(val) - 1,) or (order is not None and order.shape != a.shape):
+        ok, why = False, f"dump shapes {a.shape} {b.shape}, expected ({len(val) - 1},)"
     else:
-        why = f"{t - 1} targets bit-identical" + ("" if moved else "; but nothing after t changed either")
-    results.append(("perturbation: scores before the changed token are unchanged", before and moved, why))
+        ok, why = order_is_causal(order, val) if order is not None else (True, "")
+        if ok:
+            ok, why = perturbation_verdict(a, b, t, order)
+            why += " (the run's scoring order)" if order is not None else " (stream order)"
+    results.append(("perturbation: scores before the changed token are unchanged", ok, why))
 
     expected = (len(val) - 1, decoded_byte_count(sp, val.tolist()))
     counts = [(int(n), int(m)) for n, m in COVERAGE.findall(log)]

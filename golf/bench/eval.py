@@ -1,10 +1,13 @@
-"""Plain (non-overlapping) vs sliding-window vs sliding + score-first TTT BPB of one model, with eval seconds.
+"""Every final-eval variant on one model, side by side: val_bpb and seconds.
 
-python -m golf.bench eval [--seconds 90] [--artifact final_model.golf] [--val-tokens 32768]
-                          [--ttt-params lora,mlp_proj] [--ttt-lr F] [--ttt-steps N] [--ttt-chunk-tokens N]
-Without --artifact, trains a smoke-preset model for --seconds with the real training loop (CPU, or the GPU
-when there is one); with it, scores the dequantised artifact under the config stored in it. Every eval
-scores the same val tokens; TTT runs once per --ttt-params entry. Needs: python data/prepare_sample.py.
+python -m golf.bench eval [--train-seconds 90] [--artifact final_model.golf] [--val-tokens 0]
+                          [--ttt-params lora] [--ttt-lr F] [--ttt-steps N] [--ttt-chunk-tokens N]
+Rows: plain (non-overlapping windows), sliding windows across documents, doc-isolated windows, stream LoRA TTT
+(TTT_MODE=stream, over sliding windows; once per --ttt-params entry), per-doc batched LoRA TTT without phases,
+and phased global SGD + per-doc LoRA (TTT_MODE=doc, the default). All are legal (score-first, one pass); the
+claimed row is the config's own (EVAL_CONTEXT / TTT_MODE). Without --artifact, trains a smoke-preset model for
+--train-seconds with the real training loop (CPU, or the GPU when there is one); with it, scores the dequantised
+artifact under the config stored in it. Every eval scores the same val tokens. Needs: python data/prepare_sample.py.
 """
 
 import argparse
@@ -16,13 +19,13 @@ from golf.budget import WallclockBudget
 from golf.config import Config, config_from_dict, smoke
 from golf.data import load_val_tokens
 from golf.dist import setup_dist
-from golf.evaluate import eval_bpb
+from golf.evaluate import eval_bpb, target_byte_counts
 from golf.model.attention import sdpa_attention
 from golf.model.gpt import GPT
 from golf.step import autocast_dtype
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.train import RunLog, build_and_train, load_artifact_model
-from golf.ttt import score_first_ttt
+from golf.ttt import doc_ttt, score_first_ttt
 
 
 def trained_model(cfg: Config, env) -> GPT:
@@ -40,9 +43,10 @@ def artifact_model(path: str, cfg: Config, env) -> tuple[GPT, Config]:
 
 def main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m golf.bench eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=90.0, help="training wallclock (without --artifact)")
+    parser.add_argument("--train-seconds", "--seconds", dest="seconds", type=float, default=90.0,
+                        help="training wallclock (without --artifact)")
     parser.add_argument("--artifact", help="score this .golf artifact instead of training")
-    parser.add_argument("--val-tokens", type=int, default=32768, help="val tokens scored (0: all)")
+    parser.add_argument("--val-tokens", type=int, default=0, help="val tokens scored (0: all)")
     parser.add_argument("--ttt-params", default="lora", help="comma list of golf.ttt.TTT_TARGETS names")
     parser.add_argument("--ttt-lr", type=float)
     parser.add_argument("--ttt-steps", type=int)
@@ -57,24 +61,37 @@ def main(argv) -> int:
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     luts = tuple(t.to(env.device) for t in build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size))
     val_tokens = load_val_tokens(cfg.data_path, args.val_tokens)
+    nbytes = target_byte_counts(val_tokens, luts)
     amp = autocast_dtype(env.device)
-    print(f"{val_tokens.numel()} val tokens; window {cfg.sw_seq_len}, stride {cfg.sw_stride}; TTT chunks of "
-          f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps, lr {cfg.ttt_lr}, LoRA rank {cfg.ttt_lora_rank}")
-    runs = [("plain (stride = window)", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_seq_len,
-                                                         cfg.val_batch_tokens, device=env.device, autocast_dtype=amp)),
-            ("sliding window", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride,
-                                                cfg.val_batch_tokens, device=env.device, autocast_dtype=amp))]
+    print(f"{val_tokens.numel()} val tokens; window {cfg.sw_seq_len}, stride {cfg.sw_stride}; stream TTT chunks of "
+          f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps, lr {cfg.ttt_lr}, LoRA rank {cfg.ttt_lora_rank}; per-doc "
+          f"LoRA rank {cfg.ttt_doc_lora_rank} lr {cfg.ttt_doc_lora_lr} chunks {cfg.ttt_doc_chunk_tokens} batch "
+          f"{cfg.ttt_doc_batch}; {cfg.ttt_phases} phases over {cfg.ttt_phase_prefix_docs} docs")
+
+    def windows(context, stride):
+        return lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, stride, cfg.val_batch_tokens,
+                                device=env.device, autocast_dtype=amp, context=context, byte_counts=nbytes)
+
+    def ttt(fn, **changes):
+        c = dataclasses.replace(cfg, **changes)
+        return lambda: fn(model, val_tokens, luts, c, device=env.device, autocast_dtype=amp, byte_counts=nbytes)
+
+    runs = [("plain (stride = window)", "", windows("sliding", cfg.sw_seq_len)),
+            ("sliding window", "sliding:", windows("sliding", cfg.sw_stride)),
+            ("doc-isolated", "doc:", windows("doc", cfg.sw_stride))]
     for params in args.ttt_params.split(","):
-        ttt_cfg = dataclasses.replace(cfg, ttt_params=params)
-        runs.append((f"sliding + TTT {params}", lambda c=ttt_cfg: score_first_ttt(
-            model, val_tokens, luts, c, device=env.device, autocast_dtype=amp)))
-    print(f"{'eval':<28} {'val_loss':>10} {'val_bpb':>10} {'vs plain':>9} {'seconds':>8}")
+        runs.append((f"stream TTT {params}", "sliding:stream", ttt(score_first_ttt, ttt_params=params)))
+    runs += [("per-doc LoRA TTT", "doc:doc-nophase", ttt(doc_ttt, ttt_phases=0)),
+             ("phased + per-doc LoRA TTT", "doc:doc", ttt(doc_ttt))]
+    claimed = f"{cfg.eval_context}:{cfg.ttt_mode if cfg.ttt_enabled else ''}"
+    claimed += "-nophase" if claimed == "doc:doc" and cfg.ttt_phases == 0 else ""
+    print(f"{'eval':<28} {'val_loss':>10} {'val_bpb':>10} {'vs plain':>9} {'seconds':>8}  claimed")
     plain_bpb = None
-    for name, run in runs:
+    for name, key, run in runs:
         t0 = time.perf_counter()
         r = run()
         seconds = time.perf_counter() - t0
         plain_bpb = plain_bpb or r.val_bpb
-        print(f"{name:<28} {r.val_loss:>10.5f} {r.val_bpb:>10.5f} {r.val_bpb - plain_bpb:>+9.5f} {seconds:>8.1f}",
-              flush=True)
+        print(f"{name:<28} {r.val_loss:>10.5f} {r.val_bpb:>10.5f} {r.val_bpb - plain_bpb:>+9.5f} {seconds:>8.1f}"
+              f"  {'<- claimed by the config' if key == claimed else ''}", flush=True)
     return 0
