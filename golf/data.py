@@ -198,23 +198,30 @@ def sidecar_path(val_shard: str) -> str:
     return os.path.join(directory, head + SIDECAR_TAG + tail)
 
 
-def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
-    """The val shards' byte sidecars concatenated as int64[N] (cut like load_val_tokens), or None when there are none.
+def has_val_byte_sidecar(data_path: str) -> bool:
+    """Whether the val shards have byte sidecars (file names only, nothing is read).
 
-    Each sidecar is verified like a shard, and its count must equal its val shard's token count.
     Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
     """
     shards = shard_paths(data_path, "val")
     present = [os.path.isfile(sidecar_path(p)) for p in shards]
-    if not any(present):
-        return None
-    if not all(present):
+    if any(present) and not all(present):
         missing = shards[present.index(False)]
         raise GolfError(f"{sidecar_path(missing)}: byte sidecar missing while other val shards have one; "
                         f"rebuild the data ({MAKE_DATA_HINT})")
+    return all(present)
+
+
+def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
+    """The val shards' byte sidecars concatenated as int64[N] (cut like load_val_tokens), or None when there are none.
+
+    Each sidecar is verified like a shard, and its count must equal its val shard's token count.
+    """
+    if not has_val_byte_sidecar(data_path):
+        return None
     chunks = []
     total = 0
-    for shard in shards:
+    for shard in shard_paths(data_path, "val"):
         path = sidecar_path(shard)
         chunks.append(read_shard(path))
         if len(chunks[-1]) != shard_token_count(shard):

@@ -8,7 +8,6 @@ import torch
 
 from golf.data import SHARD_READS
 from golf.dist import all_reduce_
-from golf.tokenizer import token_bytes
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,11 @@ def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list
 
 @torch.no_grad()
 def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int, int]], seq_len: int,
-                  batch_tokens: int, luts, device, autocast_dtype=None, target_losses=None) -> torch.Tensor:
+                  batch_tokens: int, target_bytes: torch.Tensor, device, autocast_dtype=None,
+                  target_losses=None) -> torch.Tensor:
     """This rank's sums float64[3] (nll, targets, bytes) over `windows`, batch_tokens // seq_len rows at a time.
+
+    target_bytes: int64[num_targets] on CPU, the bytes each target counts (golf.tokenizer.val_target_bytes).
 
     target_losses: optional float32[num_targets]; each scored target's NLL is written at its index.
     """
@@ -78,13 +80,13 @@ def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int,
             y[row, :length] = val_tokens[start + 1 : start + length + 1]
             pos[row, :length] = torch.arange(start, start + length)
             scored[row, first:length] = True  # padding past `length` is never scored; attention is causal
+        sums[2] += float(target_bytes[pos[scored]].sum())  # on CPU, before `scored` moves to the device
         x, y, scored = x.to(device), y.to(device), scored.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             nll = model.token_losses(x, y)
         nll = nll[scored].float()
         sums[0] += nll.double().sum()
         sums[1] += scored.sum()
-        sums[2] += token_bytes(x[scored], y[scored], luts).double().sum()
         if target_losses is not None:
             target_losses[pos.to(device)[scored]] = nll
     model.train()
@@ -97,7 +99,8 @@ def eval_result(sums: torch.Tensor) -> EvalResult:
     return EvalResult(nll / tokens, nll / math.log(2) / nbytes, int(tokens), int(nbytes))
 
 
-def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, batch_tokens: int,
+def eval_bpb(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, seq_len: int, stride: int,
+             batch_tokens: int,
              rank: int = 0, world_size: int = 1, device=torch.device("cpu"), autocast_dtype=None,
              target_losses=None) -> EvalResult:
     """Score every val target once; windows are split over ranks and the sums reduced in float64.
@@ -105,7 +108,7 @@ def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, b
     target_losses: optional zeroed float32[len(val_tokens) - 1], filled with every target's NLL on all ranks.
     """
     plan = window_plan(val_tokens.numel() - 1, seq_len, stride)
-    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, luts, device,
+    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, target_bytes, device,
                          autocast_dtype, target_losses)
     all_reduce_(sums)
     if target_losses is not None:

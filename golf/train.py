@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget
 from golf.config import RECIPE, Config, GolfError, from_env
-from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
+from golf.data import (DistributedTokenLoader, data_fingerprint, has_val_byte_sidecar, load_val_byte_sidecar,
+                       load_val_tokens, shard_paths)
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
@@ -29,7 +30,7 @@ from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
-from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.tokenizer import build_byte_luts, load_tokenizer, tokenizer_transform, val_target_bytes
 from golf.ttt import eval_plan_lines, final_eval
 
 
@@ -162,8 +163,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
-def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
-    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
+def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, target_bytes):
+    return eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
                     env.rank, env.world_size, env.device, autocast_dtype(env.device))
 
 
@@ -193,7 +194,10 @@ def main(code_path: str) -> None:
     sp = load_tokenizer(cfg.tokenizer_path)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
-    luts = tuple(t.to(env.device) for t in build_byte_luts(sp, cfg.vocab_size))
+    luts = build_byte_luts(sp, cfg.vocab_size)
+    if tokenizer_transform(sp) == "caseops" and not has_val_byte_sidecar(cfg.data_path):
+        raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
+                        f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
     log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
@@ -215,13 +219,16 @@ def main(code_path: str) -> None:
     budget.start("eval")
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    sidecar = load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens)
+    target_bytes = val_target_bytes(val_tokens, luts, sidecar)
+    log(f"val_byte_rule:{'sidecar' if sidecar is not None else 'lut'}")
     for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
         log(line)
-    pre = score(cfg, env, model, val_tokens, luts)
+    pre = score(cfg, env, model, val_tokens, target_bytes)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
+    final_eval(reloaded, val_tokens, target_bytes, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)

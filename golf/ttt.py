@@ -130,7 +130,8 @@ def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps:
         opt.step()
 
 
-def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+def score_first_ttt(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, cfg, rank: int = 0,
+                    world_size: int = 1,
                     device=torch.device("cpu"), autocast_dtype=None, target_losses=None):
     """BPB of the val tokens under score-first TTT (one pass). The caller's model is not changed.
 
@@ -152,7 +153,7 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
             opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
         # Score first, with the weights as they are; only then learn from this chunk.
         sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
-                              luts, device, autocast_dtype, target_losses)
+                              target_bytes, device, autocast_dtype, target_losses)
         if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
             adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
                            cfg.ttt_steps, rank, world_size, device, autocast_dtype)
@@ -217,7 +218,8 @@ def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, devic
     return lines
 
 
-def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size: int, device, autocast_dtype,
+def final_eval(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, cfg, rank: int, world_size: int, device,
+               autocast_dtype,
                log) -> None:
     """Score the reloaded artifact model: the plain round trip, then (TTT_ENABLED) score-first TTT.
 
@@ -226,13 +228,13 @@ def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size
     """
     dump = torch.zeros(val_tokens.numel() - 1, device=device) if cfg.dump_val_losses else None
     t0 = time.perf_counter()
-    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank, world_size,
-                     device, autocast_dtype, None if cfg.ttt_enabled else dump)
+    plain = eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank,
+                     world_size, device, autocast_dtype, None if cfg.ttt_enabled else dump)
     plain_s = time.perf_counter() - t0
     log(f"roundtrip val_tokens:{plain.tokens} val_bytes:{plain.bytes} time:{plain_s:.1f}s")
     if cfg.ttt_enabled:
         t0 = time.perf_counter()
-        ttt = score_first_ttt(model, val_tokens, luts, cfg, rank, world_size, device, autocast_dtype, dump)
+        ttt = score_first_ttt(model, val_tokens, target_bytes, cfg, rank, world_size, device, autocast_dtype, dump)
         log(f"ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f} val_tokens:{ttt.tokens} "
             f"val_bytes:{ttt.bytes} time:{time.perf_counter() - t0:.1f}s")
     log(f"final_roundtrip val_loss:{plain.val_loss:.8f} val_bpb:{plain.val_bpb:.8f}")

@@ -10,7 +10,7 @@ from golf.evaluate import eval_result, score_windows, split_plan, window_plan
 from golf.ttt import adapt_on_chunk, ttt_chunk_bounds, ttt_model
 
 
-def leaky_ttt(model, val_tokens, luts, cfg, rank=0, world_size=1, device=torch.device("cpu"), autocast_dtype=None,
+def leaky_ttt(model, val_tokens, target_bytes, cfg, rank=0, world_size=1, device=torch.device("cpu"), autocast_dtype=None,
               target_losses=None):
     model, params = ttt_model(model, cfg)
     opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
@@ -21,7 +21,7 @@ def leaky_ttt(model, val_tokens, luts, cfg, rank=0, world_size=1, device=torch.d
         adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len, cfg.ttt_steps,
                        rank, world_size, device, autocast_dtype)
         sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
-                              luts, device, autocast_dtype, target_losses)
+                              target_bytes, device, autocast_dtype, target_losses)
     all_reduce_(sums)
     if target_losses is not None:
         all_reduce_(target_losses)

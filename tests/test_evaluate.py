@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from golf.data import SHARD_READS
 from golf.evaluate import eval_bpb, eval_phase_started, score_windows, split_plan, window_plan
-from golf.tokenizer import build_byte_luts, decoded_byte_count, load_tokenizer
+from golf.tokenizer import build_byte_luts, decoded_byte_count, load_tokenizer, val_target_bytes
 from tests.tiny_eval import TINY_EVAL, tiny_model, val_stream
 
 
@@ -60,14 +60,14 @@ def val(sp, sample_docs):
 def test_eval_bpb_scores_every_target_once_and_counts_decoded_bytes(sp, val):
     luts = build_byte_luts(sp, TINY_EVAL.vocab_size)
     losses = torch.zeros(val.numel() - 1)
-    r = eval_bpb(tiny_model(), val, luts, 32, 8, 256, target_losses=losses)
+    r = eval_bpb(tiny_model(), val, val_target_bytes(val, luts), 32, 8, 256, target_losses=losses)
     assert r.tokens == val.numel() - 1
     assert r.bytes == decoded_byte_count(sp, val.tolist())  # the stream starts with BOS: nothing unscored
     assert (losses > 0).all()
     assert abs(losses.double().sum().item() / r.tokens - r.val_loss) < 1e-9
     # Scoring each window alone (batch of 1) gives the same per-target losses: padding and batching do not leak.
     alone = torch.zeros_like(losses)
-    eval_bpb(tiny_model(), val, luts, 32, 8, 32, target_losses=alone)
+    eval_bpb(tiny_model(), val, val_target_bytes(val, luts), 32, 8, 32, target_losses=alone)
     assert torch.allclose(alone, losses, atol=1e-5)
 
 
@@ -76,8 +76,9 @@ def test_ranks_split_windows_and_their_sums_add_up(sp, val):
     model = tiny_model()
     plan = window_plan(val.numel() - 1, 32, 8)
     device = torch.device("cpu")
-    whole = score_windows(model, val, plan, 32, 256, luts, device)
-    per_rank = sum(score_windows(model, val, plan[r::3], 32, 256, luts, device) for r in range(3))
+    target_bytes = val_target_bytes(val, luts)
+    whole = score_windows(model, val, plan, 32, 256, target_bytes, device)
+    per_rank = sum(score_windows(model, val, plan[r::3], 32, 256, target_bytes, device) for r in range(3))
     assert per_rank[1:].tolist() == whole[1:].tolist()
     assert abs(per_rank[0].item() - whole[0].item()) < 1e-6 * whole[0].item()
 

@@ -5,7 +5,7 @@ import torch
 import torch.multiprocessing as mp
 
 from golf.evaluate import eval_bpb
-from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
+from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer, val_target_bytes
 from golf.ttt import TTT_TARGETS, eval_plan_lines, score_first_ttt, ttt_chunk_bounds, ttt_model
 from tests.leaky_ttt import leaky_ttt
 from tests.tiny_eval import TINY_EVAL, tiny_model, ttt_rank_worker, val_stream
@@ -28,7 +28,7 @@ def val(sp, sample_docs):
 
 def per_target(ttt_fn, model, val, luts, cfg):
     losses = torch.zeros(val.numel() - 1)
-    result = ttt_fn(model, val, luts, cfg, target_losses=losses)
+    result = ttt_fn(model, val, val_target_bytes(val, luts), cfg, target_losses=losses)
     return result, losses
 
 
@@ -57,7 +57,8 @@ def test_ttt_without_learning_equals_sliding_window_eval(val, luts):
     model = tiny_model()
     ttt, ttt_losses = per_target(score_first_ttt, model, val, luts, cfg)
     plain_losses = torch.zeros_like(ttt_losses)
-    plain = eval_bpb(model, val, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, target_losses=plain_losses)
+    plain = eval_bpb(model, val, val_target_bytes(val, luts), cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
+                     target_losses=plain_losses)
     assert torch.allclose(ttt_losses, plain_losses, atol=1e-5)
     assert (ttt.tokens, ttt.bytes) == (plain.tokens, plain.bytes)
 
@@ -66,9 +67,10 @@ def test_ttt_learns_a_repeated_document(luts):
     # The same 64-token text over and over: adapting on what was scored must help score what follows.
     val = torch.randint(4, 1024, (64,), generator=torch.Generator().manual_seed(1)).repeat(8)
     model = tiny_model()
-    plain = eval_bpb(model, val, luts, 32, 8, 256)
+    plain = eval_bpb(model, val, val_target_bytes(val, luts), 32, 8, 256)
     for params in TTT_TARGETS:
-        ttt = score_first_ttt(model, val, luts, dataclasses.replace(TINY_EVAL, ttt_params=params, ttt_steps=4))
+        ttt = score_first_ttt(model, val, val_target_bytes(val, luts),
+                              dataclasses.replace(TINY_EVAL, ttt_params=params, ttt_steps=4))
         assert ttt.val_loss < plain.val_loss - 0.1, params
 
 
@@ -87,9 +89,10 @@ def test_scores_before_a_perturbed_token_do_not_change(params, val, luts):
     def losses_of(tokens):
         out = torch.zeros(tokens.numel() - 1)
         if params == "off":
-            eval_bpb(model, tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, target_losses=out)
+            eval_bpb(model, tokens, val_target_bytes(tokens, luts), cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
+                     target_losses=out)
         else:
-            score_first_ttt(model, tokens, luts, cfg, target_losses=out)
+            score_first_ttt(model, tokens, val_target_bytes(tokens, luts), cfg, target_losses=out)
         return out
 
     for t in (100, 301):  # mid-chunk positions (chunks of 64 targets)
@@ -120,7 +123,7 @@ def test_reset_per_doc_adapts_within_documents_only(val, luts):
     _, reset = per_target(score_first_ttt, model, val, luts, cfg)
     _, carried = per_target(score_first_ttt, model, val, luts, TINY_EVAL)
     frozen = torch.zeros_like(reset)
-    eval_bpb(model, val, luts, 32, 8, 256, target_losses=frozen)
+    eval_bpb(model, val, val_target_bytes(val, luts), 32, 8, 256, target_losses=frozen)
     second_doc = (val[1:] == SP_BOS_ID).nonzero()[0].item() + 1  # its first target
     # The first chunk of each document is scored by the unadapted model after a reset.
     assert torch.allclose(reset[second_doc : second_doc + 64], frozen[second_doc : second_doc + 64], atol=1e-5)
@@ -147,5 +150,5 @@ def test_two_gloo_ranks_share_one_stream_and_match_one_process(tmp_path, sample_
     assert abs(two["ttt"]["val_loss"] - one.val_loss) < 1e-5
     assert torch.allclose(two["ttt_losses"], one_losses, atol=1e-4)  # gradient sums differ only in rounding
     plain_losses = torch.zeros_like(one_losses)
-    plain = eval_bpb(tiny_model(), val, luts, 32, 8, 256, target_losses=plain_losses)
+    plain = eval_bpb(tiny_model(), val, val_target_bytes(val, luts), 32, 8, 256, target_losses=plain_losses)
     assert torch.allclose(two["plain_losses"], plain_losses, atol=1e-6) and two["plain"]["tokens"] == plain.tokens

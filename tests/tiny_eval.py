@@ -9,7 +9,7 @@ from golf.config import Config, smoke
 from golf.dist import teardown_dist
 from golf.evaluate import eval_bpb
 from golf.model.gpt import GPT
-from golf.tokenizer import SP_BOS_ID, build_byte_luts, load_tokenizer
+from golf.tokenizer import SP_BOS_ID, build_byte_luts, load_tokenizer, val_target_bytes
 from golf.ttt import score_first_ttt
 
 # Windows of 32 moving by 8; TTT chunks of 64 targets: a few hundred val tokens give many of each.
@@ -45,8 +45,9 @@ def ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: 
     val = val_stream(sp, docs)
     luts = build_byte_luts(sp, TINY_EVAL.vocab_size)
     ttt_losses, plain_losses = torch.zeros(val.numel() - 1), torch.zeros(val.numel() - 1)
-    ttt = score_first_ttt(tiny_model(), val, luts, TINY_EVAL, rank, world_size, target_losses=ttt_losses)
-    plain = eval_bpb(tiny_model(), val, luts, TINY_EVAL.sw_seq_len, TINY_EVAL.sw_stride, TINY_EVAL.val_batch_tokens,
+    target_bytes = val_target_bytes(val, luts)
+    ttt = score_first_ttt(tiny_model(), val, target_bytes, TINY_EVAL, rank, world_size, target_losses=ttt_losses)
+    plain = eval_bpb(tiny_model(), val, target_bytes, TINY_EVAL.sw_seq_len, TINY_EVAL.sw_stride, TINY_EVAL.val_batch_tokens,
                      rank, world_size, target_losses=plain_losses)
     if rank == 0:
         torch.save(dict(ttt=dataclasses.asdict(ttt), plain=dataclasses.asdict(plain), ttt_losses=ttt_losses,

@@ -14,13 +14,13 @@ import time
 from golf.artifact import read_artifact_meta
 from golf.budget import WallclockBudget
 from golf.config import Config, config_from_dict, smoke
-from golf.data import load_val_tokens
+from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb
 from golf.model.attention import sdpa_attention
 from golf.model.gpt import GPT
 from golf.step import autocast_dtype
-from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.tokenizer import build_byte_luts, load_tokenizer, val_target_bytes
 from golf.train import RunLog, build_and_train, load_artifact_model
 from golf.ttt import score_first_ttt
 
@@ -55,19 +55,20 @@ def main(argv) -> int:
     model, cfg = artifact_model(args.artifact, cfg, env) if args.artifact else (trained_model(cfg, env), cfg)
     overrides = dict(ttt_lr=args.ttt_lr, ttt_steps=args.ttt_steps, ttt_chunk_tokens=args.ttt_chunk_tokens)
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    luts = tuple(t.to(env.device) for t in build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size))
     val_tokens = load_val_tokens(cfg.data_path, args.val_tokens)
+    target_bytes = val_target_bytes(val_tokens, build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size),
+                                    load_val_byte_sidecar(cfg.data_path, args.val_tokens))
     amp = autocast_dtype(env.device)
     print(f"{val_tokens.numel()} val tokens; window {cfg.sw_seq_len}, stride {cfg.sw_stride}; TTT chunks of "
           f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps, lr {cfg.ttt_lr}, LoRA rank {cfg.ttt_lora_rank}")
-    runs = [("plain (stride = window)", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_seq_len,
+    runs = [("plain (stride = window)", lambda: eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_seq_len,
                                                          cfg.val_batch_tokens, device=env.device, autocast_dtype=amp)),
-            ("sliding window", lambda: eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride,
+            ("sliding window", lambda: eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_stride,
                                                 cfg.val_batch_tokens, device=env.device, autocast_dtype=amp))]
     for params in args.ttt_params.split(","):
         ttt_cfg = dataclasses.replace(cfg, ttt_params=params)
         runs.append((f"sliding + TTT {params}", lambda c=ttt_cfg: score_first_ttt(
-            model, val_tokens, luts, c, device=env.device, autocast_dtype=amp)))
+            model, val_tokens, target_bytes, c, device=env.device, autocast_dtype=amp)))
     print(f"{'eval':<28} {'val_loss':>10} {'val_bpb':>10} {'vs plain':>9} {'seconds':>8}")
     plain_bpb = None
     for name, run in runs:

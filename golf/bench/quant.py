@@ -18,13 +18,13 @@ import torch
 from golf.budget import WallclockBudget
 from golf.compress import CODECS
 from golf.config import from_env
-from golf.data import load_val_tokens
+from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb
 from golf.model.attention import sdpa_attention
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows
 from golf.quant.state import dequantize_state, quantize_state
-from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.tokenizer import build_byte_luts, load_tokenizer, val_target_bytes
 from golf.train import RunLog, build_and_train, calibrate_hessians
 
 # (rows, cols) of the synthetic layers: an attention projection and the MLP pair of dim 512.
@@ -98,8 +98,9 @@ def smoke_model_bpb(seconds: float, bits: int) -> tuple[dict, dict, dict, dict]:
     hessians = calibrate_hessians(cfg, env, model, rules, loader)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     val = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    luts = build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size)
-    score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens).val_bpb  # noqa: E731
+    target_bytes = val_target_bytes(val, build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size),
+                                    load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens))
+    score = lambda m: eval_bpb(m, val, target_bytes, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens).val_bpb  # noqa: E731
     bpb = {"fp32": score(model)}
     plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
     for method in ("rtn", "gptq"):
