@@ -281,6 +281,7 @@ SHARD_VERSION = 1
 SHARD_HEADER_WORDS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
 SHARD_SPLITS = ("train", "val")
+SIDECAR_TAG = "_val_bytes_"  # X_val_bytes_NNNNNN.bin beside X_val_NNNNNN.bin; it also matches *_val_*.bin
 MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
@@ -341,7 +342,8 @@ def shard_paths(data_path: str, split: str) -> list[str]:
     if split not in SHARD_SPLITS:
         raise GolfError(f"{data_path}: unknown split {split!r}; use one of {SHARD_SPLITS}")
     pattern = f"*_{split}_*.bin"
-    paths = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
+    paths = sorted(p for p in glob.glob(os.path.join(glob.escape(data_path), pattern))
+                   if SIDECAR_TAG not in os.path.basename(p))
     if not paths:
         raise GolfError(f"{data_path}: no shards matching {pattern}; {MAKE_DATA_HINT}")
     return paths
@@ -429,6 +431,53 @@ def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
     return torch.from_numpy(tokens.astype(np.int64))
 
 
+def sidecar_path(val_shard: str) -> str:
+    """The byte sidecar's path for a val shard: .../X_val_NNNNNN.bin -> .../X_val_bytes_NNNNNN.bin."""
+    directory, name = os.path.split(val_shard)
+    head, sep, tail = name.rpartition("_val_")
+    if not sep:
+        raise GolfError(f"{val_shard}: not a val shard name (*_val_NNNNNN.bin)")
+    return os.path.join(directory, head + SIDECAR_TAG + tail)
+
+
+def has_val_byte_sidecar(data_path: str) -> bool:
+    """Whether the val shards have byte sidecars (file names only, nothing is read).
+
+    Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
+    """
+    shards = shard_paths(data_path, "val")
+    present = [os.path.isfile(sidecar_path(p)) for p in shards]
+    if any(present) and not all(present):
+        missing = shards[present.index(False)]
+        raise GolfError(f"{sidecar_path(missing)}: byte sidecar missing while other val shards have one; "
+                        f"rebuild the data ({MAKE_DATA_HINT})")
+    return all(present)
+
+
+def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
+    """The val shards' byte sidecars concatenated as int64[N] (cut like load_val_tokens), or None when there are none.
+
+    Each sidecar is verified like a shard, and its count must equal its val shard's token count.
+    """
+    if not has_val_byte_sidecar(data_path):
+        return None
+    chunks = []
+    total = 0
+    for shard in shard_paths(data_path, "val"):
+        path = sidecar_path(shard)
+        chunks.append(read_shard(path))
+        if len(chunks[-1]) != shard_token_count(shard):
+            raise GolfError(f"{path}: {len(chunks[-1])} byte counts for the {shard_token_count(shard)} tokens of "
+                            f"{os.path.basename(shard)}; rebuild the data ({MAKE_DATA_HINT})")
+        total += len(chunks[-1])
+        if 0 < max_tokens <= total:
+            break
+    counts = np.concatenate(chunks)
+    if max_tokens > 0:
+        counts = counts[:max_tokens]
+    return torch.from_numpy(counts.astype(np.int64))
+
+
 def data_fingerprint(paths: list[str]) -> str:
     """First 16 hex chars of sha256 over each shard's file name and bytes, in path order.
 
@@ -443,11 +492,31 @@ def data_fingerprint(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+# ---- golf/caseops.py: CaseOps: a lossless text transform that writes ASCII capitalisation as operator characters. ----
+TITLE = "\ue001"  # next word: first letter upper-case
+ALLCAPS = "\ue002"  # next word: every letter upper-case
+CAPNEXT = "\ue003"  # next letter upper-case
+ESC = "\ue004"  # next character is a literal operator character
+OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)  # reserved in this order as sentencepiece ids 4, 5, 6, 7
+
+
 # ---- golf/tokenizer.py: Train and load the sentencepiece BPE tokenizer, and count UTF-8 bytes per token for BPB. ----
 SP_BOS_ID = 1
+# A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
+# at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
+CASEOPS_FIRST_ID = 4
+
 SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 
 MAKE_TOKENIZER_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
+
+
+def tokenizer_transform(sp: sentencepiece.SentencePieceProcessor) -> str:
+    """"caseops" when ids 4-7 are the CaseOps operators (text is caseops_encode()d first), else "plain"."""
+    ids = range(CASEOPS_FIRST_ID, CASEOPS_FIRST_ID + len(OPERATORS))
+    if sp.vocab_size() > ids[-1] and tuple(sp.id_to_piece(i) for i in ids) == OPERATORS:
+        return "caseops"
+    return "plain"
 
 
 def load_tokenizer(path: str) -> sentencepiece.SentencePieceProcessor:
@@ -502,6 +571,20 @@ def token_bytes(prev: torch.Tensor, target: torch.Tensor, luts: tuple[torch.Tens
     base_bytes, has_leading_space, is_boundary = luts
     space = has_leading_space[target] & ~is_boundary[prev]
     return base_bytes[target].to(torch.int64) + space.to(torch.int64)
+
+
+def val_target_bytes(val_tokens: torch.Tensor, luts: tuple[torch.Tensor, ...],
+                     sidecar: torch.Tensor | None = None) -> torch.Tensor:
+    """Bytes each val target counts toward BPB, int64[N-1] on CPU (target j is val token j+1).
+
+    The data's byte sidecar (int64[N], from golf.data.load_val_byte_sidecar) when it has one, else the
+    LUT rule; luts on CPU.
+    """
+    if sidecar is not None:
+        if sidecar.shape != val_tokens.shape:
+            raise GolfError(f"byte sidecar has {sidecar.numel()} entries for {val_tokens.numel()} val tokens")
+        return sidecar[1:].to(torch.int64)
+    return token_bytes(val_tokens[:-1], val_tokens[1:], luts)
 
 
 # ---- golf/model/attention.py: Causal GQA self-attention with QK RMS-norm, learned per-head QK gain and partial RoPE. ----
@@ -2094,8 +2177,11 @@ def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list
 
 @torch.no_grad()
 def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int, int]], seq_len: int,
-                  batch_tokens: int, luts, device, autocast_dtype=None, target_losses=None) -> torch.Tensor:
+                  batch_tokens: int, target_bytes: torch.Tensor, device, autocast_dtype=None,
+                  target_losses=None) -> torch.Tensor:
     """This rank's sums float64[3] (nll, targets, bytes) over `windows`, batch_tokens // seq_len rows at a time.
+
+    target_bytes: int64[num_targets] on CPU, the bytes each target counts (golf.tokenizer.val_target_bytes).
 
     target_losses: optional float32[num_targets]; each scored target's NLL is written at its index.
     """
@@ -2113,13 +2199,13 @@ def score_windows(model, val_tokens: torch.Tensor, windows: list[tuple[int, int,
             y[row, :length] = val_tokens[start + 1 : start + length + 1]
             pos[row, :length] = torch.arange(start, start + length)
             scored[row, first:length] = True  # padding past `length` is never scored; attention is causal
+        sums[2] += float(target_bytes[pos[scored]].sum())  # on CPU, before `scored` moves to the device
         x, y, scored = x.to(device), y.to(device), scored.to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             nll = model.token_losses(x, y)
         nll = nll[scored].float()
         sums[0] += nll.double().sum()
         sums[1] += scored.sum()
-        sums[2] += token_bytes(x[scored], y[scored], luts).double().sum()
         if target_losses is not None:
             target_losses[pos.to(device)[scored]] = nll
     model.train()
@@ -2132,7 +2218,8 @@ def eval_result(sums: torch.Tensor) -> EvalResult:
     return EvalResult(nll / tokens, nll / math.log(2) / nbytes, int(tokens), int(nbytes))
 
 
-def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, batch_tokens: int,
+def eval_bpb(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, seq_len: int, stride: int,
+             batch_tokens: int,
              rank: int = 0, world_size: int = 1, device=torch.device("cpu"), autocast_dtype=None,
              target_losses=None) -> EvalResult:
     """Score every val target once; windows are split over ranks and the sums reduced in float64.
@@ -2140,7 +2227,7 @@ def eval_bpb(model, val_tokens: torch.Tensor, luts, seq_len: int, stride: int, b
     target_losses: optional zeroed float32[len(val_tokens) - 1], filled with every target's NLL on all ranks.
     """
     plan = window_plan(val_tokens.numel() - 1, seq_len, stride)
-    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, luts, device,
+    sums = score_windows(model, val_tokens, plan[rank::world_size], seq_len, batch_tokens, target_bytes, device,
                          autocast_dtype, target_losses)
     all_reduce_(sums)
     if target_losses is not None:
@@ -2258,7 +2345,8 @@ def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps:
         opt.step()
 
 
-def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+def score_first_ttt(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, cfg, rank: int = 0,
+                    world_size: int = 1,
                     device=torch.device("cpu"), autocast_dtype=None, target_losses=None):
     """BPB of the val tokens under score-first TTT (one pass). The caller's model is not changed.
 
@@ -2280,7 +2368,7 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
             opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
         # Score first, with the weights as they are; only then learn from this chunk.
         sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.sw_seq_len, cfg.val_batch_tokens,
-                              luts, device, autocast_dtype, target_losses)
+                              target_bytes, device, autocast_dtype, target_losses)
         if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
             adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
                            cfg.ttt_steps, rank, world_size, device, autocast_dtype)
@@ -2345,7 +2433,8 @@ def eval_plan_lines(model, val_tokens: torch.Tensor, cfg, world_size: int, devic
     return lines
 
 
-def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size: int, device, autocast_dtype,
+def final_eval(model, val_tokens: torch.Tensor, target_bytes: torch.Tensor, cfg, rank: int, world_size: int, device,
+               autocast_dtype,
                log) -> None:
     """Score the reloaded artifact model: the plain round trip, then (TTT_ENABLED) score-first TTT.
 
@@ -2354,13 +2443,13 @@ def final_eval(model, val_tokens: torch.Tensor, luts, cfg, rank: int, world_size
     """
     dump = torch.zeros(val_tokens.numel() - 1, device=device) if cfg.dump_val_losses else None
     t0 = time.perf_counter()
-    plain = eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank, world_size,
-                     device, autocast_dtype, None if cfg.ttt_enabled else dump)
+    plain = eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, rank,
+                     world_size, device, autocast_dtype, None if cfg.ttt_enabled else dump)
     plain_s = time.perf_counter() - t0
     log(f"roundtrip val_tokens:{plain.tokens} val_bytes:{plain.bytes} time:{plain_s:.1f}s")
     if cfg.ttt_enabled:
         t0 = time.perf_counter()
-        ttt = score_first_ttt(model, val_tokens, luts, cfg, rank, world_size, device, autocast_dtype, dump)
+        ttt = score_first_ttt(model, val_tokens, target_bytes, cfg, rank, world_size, device, autocast_dtype, dump)
         log(f"ttt val_loss:{ttt.val_loss:.8f} val_bpb:{ttt.val_bpb:.8f} val_tokens:{ttt.tokens} "
             f"val_bytes:{ttt.bytes} time:{time.perf_counter() - t0:.1f}s")
     log(f"final_roundtrip val_loss:{plain.val_loss:.8f} val_bpb:{plain.val_bpb:.8f}")
@@ -2600,8 +2689,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
-def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts):
-    return eval_bpb(model, val_tokens, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
+def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, target_bytes):
+    return eval_bpb(model, val_tokens, target_bytes, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens,
                     env.rank, env.world_size, env.device, autocast_dtype(env.device))
 
 
@@ -2631,7 +2720,10 @@ def main(code_path: str) -> None:
     sp = load_tokenizer(cfg.tokenizer_path)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
-    luts = tuple(t.to(env.device) for t in build_byte_luts(sp, cfg.vocab_size))
+    luts = build_byte_luts(sp, cfg.vocab_size)
+    if tokenizer_transform(sp) == "caseops" and not has_val_byte_sidecar(cfg.data_path):
+        raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
+                        f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
     log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
@@ -2653,13 +2745,16 @@ def main(code_path: str) -> None:
     budget.start("eval")
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
+    sidecar = load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens)
+    target_bytes = val_target_bytes(val_tokens, luts, sidecar)
+    log(f"val_byte_rule:{'sidecar' if sidecar is not None else 'lut'}")
     for line in eval_plan_lines(model, val_tokens, cfg, env.world_size, env.device, autocast_dtype(env.device)):
         log(line)
-    pre = score(cfg, env, model, val_tokens, luts)
+    pre = score(cfg, env, model, val_tokens, target_bytes)
     log(f"prequant val_loss:{pre.val_loss:.8f} val_bpb:{pre.val_bpb:.8f}")
     log(f"val_tokens:{pre.tokens} val_bytes:{pre.bytes}")
     reloaded = load_artifact_model(artifact_path, cfg, attention_fn, env.device)
-    final_eval(reloaded, val_tokens, luts, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
+    final_eval(reloaded, val_tokens, target_bytes, cfg, env.rank, env.world_size, env.device, autocast_dtype(env.device), log)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
     code_bytes = os.path.getsize(code_path)

@@ -1,8 +1,8 @@
 """CaseOps: a lossless text transform that writes ASCII capitalisation as operator characters.
 
-encode() lower-cases every ASCII word and puts the case in front of it as private-use operator
-characters; decode() puts it back; decode(encode(s)) == s for every str. A tokenizer trained on
-encoded text then shares one lower-case subword between "the", "The" and "THE".
+caseops_encode() lower-cases every ASCII word and puts its case in front of it as private-use operator
+characters; caseops_decode() puts it back: caseops_decode(caseops_encode(s)) == s for every str. A tokenizer
+trained on encoded text then shares one lower-case subword between "the", "The" and "THE".
 
 Rules over each maximal run of ASCII letters (a "word"; non-ASCII letters are left as they are):
   lower-case ("iphone")       -> unchanged
@@ -32,7 +32,7 @@ _DECODE_UNIT = re.compile(r"[A-Za-z\ue001-\ue004]+")
 
 
 class CaseOpsError(GolfError):
-    """Text that encode() cannot have produced (an operator out of place)."""
+    """Text that caseops_encode() cannot have produced (an operator out of place)."""
 
 
 def _encode_unit(match: re.Match) -> str:
@@ -48,7 +48,7 @@ def _encode_unit(match: re.Match) -> str:
     return head + lower[0] + "".join(CAPNEXT + c.lower() if c.isupper() else c for c in unit[1:])
 
 
-def encode(text: str) -> str:
+def caseops_encode(text: str) -> str:
     """The CaseOps form of text: ASCII words lower-cased, their case written as operators."""
     return _ENCODE_UNIT.sub(_encode_unit, text)
 
@@ -86,10 +86,10 @@ def _decode_unit(unit: str, where: int) -> str:
     return "".join(out)
 
 
-def decode(text: str) -> str:
-    """The original of encode()'s output; CaseOpsError (one line, with the offset) on text encode() cannot make.
+def caseops_decode(text: str) -> str:
+    """The original of caseops_encode()'s output; CaseOpsError (one line, with the offset) on text it cannot make.
 
-    Upper-case ASCII letters pass through unchanged: encode() never writes them, but a tokenizer's NFKC
+    Upper-case ASCII letters pass through unchanged: caseops_encode() never writes them, but a tokenizer's NFKC
     normaliser can (full-width "Ａ" becomes "A"), and they have one obvious meaning.
     """
     return _DECODE_UNIT.sub(lambda m: _decode_unit(m.group(), m.start()), text)

@@ -14,7 +14,7 @@ import numpy as np
 import sentencepiece
 import torch
 
-from golf import caseops
+from golf.caseops import ESC, OPERATORS, caseops_decode, caseops_encode
 from golf.config import GolfError
 from golf.data import write_bytes_atomic
 
@@ -28,9 +28,9 @@ SP_BOS_ID = 1
 # A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
 # at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
 CASEOPS_FIRST_ID = 4
-CASEOPS_ESC_ID = CASEOPS_FIRST_ID + caseops.OPERATORS.index(caseops.ESC)
-TEXT_TRANSFORMS = {"plain": lambda text: text, "caseops": caseops.encode}
-TEXT_INVERSES = {"plain": lambda text: text, "caseops": caseops.decode}
+CASEOPS_ESC_ID = CASEOPS_FIRST_ID + OPERATORS.index(ESC)
+TEXT_TRANSFORMS = {"plain": lambda text: text, "caseops": caseops_encode}
+TEXT_INVERSES = {"plain": lambda text: text, "caseops": caseops_decode}
 SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 # Settings of the challenge tokenizers (upstream data/download_hf_docs_and_tokenize.py).
 SP_TRAINER_SETTINGS = dict(
@@ -77,12 +77,12 @@ def trainer_sentences(docs: Iterable[str], max_bytes: int = SP_MAX_SENTENCE_BYTE
 def train_tokenizer(docs: Iterable[str], vocab_size: int, model_path: str, transform: str = "plain") -> str:
     """Train a BPE model on docs with the challenge settings; write it atomically to model_path.
 
-    transform "caseops": trains on caseops.encode(doc) with the operators reserved as user-defined
+    transform "caseops": trains on caseops_encode(doc) with the operators reserved as user-defined
     symbols at ids 4-7 (BOS stays 1). Deterministic: the same docs and vocab_size give a byte-identical
     file (the model is built in memory, so no temp path ends up in its trainer_spec).
     """
     encode = TEXT_TRANSFORMS[transform]
-    reserved = dict(user_defined_symbols=list(caseops.OPERATORS)) if transform == "caseops" else {}
+    reserved = dict(user_defined_symbols=list(OPERATORS)) if transform == "caseops" else {}
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=trainer_sentences(encode(doc) for doc in docs),
@@ -106,9 +106,9 @@ def train_tokenizer(docs: Iterable[str], vocab_size: int, model_path: str, trans
 
 
 def tokenizer_transform(sp: sentencepiece.SentencePieceProcessor) -> str:
-    """ "caseops" when ids 4-7 are the CaseOps operators (its text is caseops.encode'd first), else "plain"."""
-    ids = range(CASEOPS_FIRST_ID, CASEOPS_FIRST_ID + len(caseops.OPERATORS))
-    if sp.vocab_size() > ids[-1] and tuple(sp.id_to_piece(i) for i in ids) == caseops.OPERATORS:
+    """"caseops" when ids 4-7 are the CaseOps operators (text is caseops_encode()d first), else "plain"."""
+    ids = range(CASEOPS_FIRST_ID, CASEOPS_FIRST_ID + len(OPERATORS))
+    if sp.vocab_size() > ids[-1] and tuple(sp.id_to_piece(i) for i in ids) == OPERATORS:
         return "caseops"
     return "plain"
 
@@ -184,7 +184,7 @@ def caseops_token_bytes(tokens: np.ndarray, luts: tuple[torch.Tensor, ...]) -> n
     ids = torch.from_numpy(np.asarray(tokens).astype(np.int64))
     prev = torch.cat([torch.tensor([SP_BOS_ID]), ids[:-1]])
     counts = token_bytes(prev, ids, luts)
-    operator = (ids >= CASEOPS_FIRST_ID) & (ids < CASEOPS_FIRST_ID + len(caseops.OPERATORS))
+    operator = (ids >= CASEOPS_FIRST_ID) & (ids < CASEOPS_FIRST_ID + len(OPERATORS))
     literal = torch.zeros_like(operator)
     for p in (ids == CASEOPS_ESC_ID).nonzero().flatten().tolist():  # in order, so ESC ESC is one literal ESC
         if not literal[p] and p + 1 < len(ids):

@@ -6,7 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golf.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsError, decode, encode
+from golf.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsError
+from golf.caseops import caseops_decode as decode
+from golf.caseops import caseops_encode as encode
 from golf.config import GolfError
 from golf.data import has_val_byte_sidecar, load_val_byte_sidecar, shard_paths, sidecar_path, write_shard
 from golf.tokenizer import (
