@@ -68,7 +68,8 @@ needs_train = pytest.mark.skipif(not (ROOT / "golf" / "artifact.py").exists(),
 def test_audit_passes_on_the_default_recipe(tmp_path):
     proc = audit_run(ROOT / "train_gpt.py", tmp_path / "audit")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "FAIL" not in proc.stdout and "8/8 PASS" in proc.stdout
+    assert "FAIL" not in proc.stdout and "16/16 PASS" in proc.stdout  # 8 of them bpb_check's
+    assert "PASS  bpb_check: decoded = source documents (normalised), byte for byte" in proc.stdout
 
 
 LEAKY_WRAPPER = """

@@ -15,6 +15,8 @@ The file (packed, or one that imports golf) is only run as a subprocess and read
      sentencepiece-decoded UTF-8 bytes of the val stream), and the dump's mean is the claimed loss.
   5. data separation: the run logged `eval_phase_started ... val_reads:0` (golf.data.SHARD_READS
      before the val split is loaded) ahead of any val result.
+  6. byte accounting: tools/bpb_check.py on the data (decoded val stream vs byte counts vs documents;
+     the sample's documents when auditing the sample).
 Exit 0 all PASS, 1 any FAIL, 2 bad input (missing file, data or tokenizer).
 """
 
@@ -34,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
-from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
+from golf.data import load_val_tokens, read_shard, shard_paths, sidecar_path, write_shard  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
+from tools.bpb_check import check as bpb_check  # noqa: E402
 
 VAL_NAME = re.compile(r"(^|_)val($|_)", re.IGNORECASE)
 COVERAGE = re.compile(r"val_tokens:(\d+) val_bytes:(\d+)")
@@ -148,6 +151,8 @@ def make_data_dir(path: Path, train: list[str], val_paths: list[str], change: tu
             tokens[change[0] - offset] = change[1]
         offset += len(tokens)
         write_shard(str(path / os.path.basename(p)), tokens)
+        if os.path.isfile(sidecar_path(p)):  # CaseOps data: its byte counts go along (unchanged)
+            os.symlink(os.path.abspath(sidecar_path(p)), sidecar_path(str(path / os.path.basename(p))))
 
 
 def run_file(train_file: Path, data: Path, tokenizer: str, out: Path, settings: dict) -> tuple[int, str, Path]:
@@ -174,8 +179,10 @@ def claimed_loss(log: str) -> float | None:
 
 
 # ---------------------------------------------------------------- checklist
-def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) -> list[tuple[str, bool, str]]:
-    results = []
+def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path,
+          text_source: str | None = None) -> list[tuple[str, bool, str]]:
+    results = [(f"bpb_check: {r['check']}", r["status"] != "FAIL", f"{r['status']} {r['figure']} (limit: {r['limit']})")
+               for r in bpb_check(data, tokenizer, text_source)]
     tree = ast.parse(train_file.read_text(encoding="utf-8"), filename=str(train_file))
     for name, check in (("static: no val data in training steps", val_in_training),
                         ("static: no epoch loop over val", epochs_over_val),
@@ -246,12 +253,14 @@ def main(argv=None) -> int:
     if not train_file.is_file():
         print(f"error: {args.train_file}: training file not found", file=sys.stderr)
         return 2
+    text_source = None
     try:
         if args.data is None and args.tokenizer is None:
             # The default is the bundled sample; from a fresh clone it is built first (idempotent, ~10 s).
             prepare_sample(out_dir=str(ROOT / "data"))
             args.data = str(ROOT / "data" / "datasets" / "sample_sp8192")
             args.tokenizer = str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model")
+            text_source = "sample"  # bpb_check compares the decoded val stream with the sample's documents
         elif args.data is None or args.tokenizer is None:
             raise GolfError("--data and --tokenizer go together (or give neither for the sample)")
         shard_paths(args.data, "train")  # bad input fails here, before any run
@@ -259,7 +268,7 @@ def main(argv=None) -> int:
         load_tokenizer(args.tokenizer)
         with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
             work = Path(args.keep).resolve() if args.keep else Path(tmp)
-            results = audit(train_file, args.data, args.tokenizer, args.quick, work)
+            results = audit(train_file, args.data, args.tokenizer, args.quick, work, text_source)
     except (GolfError, SyntaxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
