@@ -502,11 +502,10 @@ OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)  # reserved in this order as sentence
 
 # ---- golf/tokenizer.py: Train and load the sentencepiece BPE tokenizer, and count UTF-8 bytes per token for BPB. ----
 SP_BOS_ID = 1
+SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 # A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
 # at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
 CASEOPS_FIRST_ID = 4
-
-SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 
 MAKE_TOKENIZER_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 

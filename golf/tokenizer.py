@@ -25,13 +25,13 @@ SP_MAX_SENTENCE_BYTES = 4192
 # is the same on every machine; the learned pieces do not depend on it.
 SP_TRAIN_THREADS = 2
 SP_BOS_ID = 1
+SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 # A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
 # at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
 CASEOPS_FIRST_ID = 4
 CASEOPS_ESC_ID = CASEOPS_FIRST_ID + OPERATORS.index(ESC)
 TEXT_TRANSFORMS = {"plain": lambda text: text, "caseops": caseops_encode}
 TEXT_INVERSES = {"plain": lambda text: text, "caseops": caseops_decode}
-SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 # Settings of the challenge tokenizers (upstream data/download_hf_docs_and_tokenize.py).
 SP_TRAINER_SETTINGS = dict(
     model_type="bpe",
