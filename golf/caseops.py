@@ -26,9 +26,12 @@ CAPNEXT = "\ue003"  # next letter upper-case
 ESC = "\ue004"  # next character is a literal operator character
 OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)  # reserved in this order as sentencepiece ids 4, 5, 6, 7
 
-_ENCODE_UNIT = re.compile(r"[A-Za-z]+|[\ue001-\ue004]")
-# What decode must look at: runs of ASCII letters and operators; all other text passes through unchanged.
-_DECODE_UNIT = re.compile(r"[A-Za-z\ue001-\ue004]+")
+# What encode changes: maximal ASCII words holding a capital (leftmost match: from the word's first letter),
+# and literal operator characters. Lower-case words never reach Python code.
+_ENCODE_UNIT = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*|[\ue001-\ue004]")
+# What decode must look at: maximal runs of ASCII letters and operators that hold an operator (the
+# leftmost match starts at the run's first letter); all other text passes through unchanged.
+_DECODE_UNIT = re.compile(r"[A-Za-z]*[\ue001-\ue004][A-Za-z\ue001-\ue004]*")
 
 
 class CaseOpsError(GolfError):
@@ -39,8 +42,6 @@ def _encode_unit(match: re.Match) -> str:
     unit = match.group()
     if unit in OPERATORS:
         return ESC + unit
-    if unit.islower():
-        return unit
     lower = unit.lower()
     if len(unit) >= 2 and unit.isupper():
         return ALLCAPS + lower
@@ -55,8 +56,6 @@ def caseops_encode(text: str) -> str:
 
 def _decode_unit(unit: str, where: int) -> str:
     """One run of ASCII letters and operators back to the original text; `where` is its offset, for errors."""
-    if not any(op in unit for op in OPERATORS):
-        return unit
     out = []
     word = None  # None between words; else the active word mode: "", TITLE or ALLCAPS
     pending = None  # an operator waiting for its letter (TITLE, ALLCAPS or CAPNEXT), or ESC

@@ -30,7 +30,6 @@ SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
 # at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
 CASEOPS_FIRST_ID = 4
 CASEOPS_ESC_ID = CASEOPS_FIRST_ID + OPERATORS.index(ESC)
-TEXT_TRANSFORMS = {"plain": lambda text: text, "caseops": caseops_encode}
 TEXT_INVERSES = {"plain": lambda text: text, "caseops": caseops_decode}
 # Settings of the challenge tokenizers (upstream data/download_hf_docs_and_tokenize.py).
 SP_TRAINER_SETTINGS = dict(
@@ -81,7 +80,7 @@ def train_tokenizer(docs: Iterable[str], vocab_size: int, model_path: str, trans
     symbols at ids 4-7 (BOS stays 1). Deterministic: the same docs and vocab_size give a byte-identical
     file (the model is built in memory, so no temp path ends up in its trainer_spec).
     """
-    encode = TEXT_TRANSFORMS[transform]
+    encode = caseops_encode if transform == "caseops" else (lambda text: text)
     reserved = dict(user_defined_symbols=list(OPERATORS)) if transform == "caseops" else {}
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
@@ -113,10 +112,22 @@ def tokenizer_transform(sp: sentencepiece.SentencePieceProcessor) -> str:
     return "plain"
 
 
+def normalised_text(sp: sentencepiece.SentencePieceProcessor, text: str) -> str:
+    """text as the tokenizer's normaliser writes it (nmt_nfkc, spaces collapsed, as spaces): what a plain
+    tokenizer's stream of it decodes to, i.e. the text BPB is scored on."""
+    return sp.normalize(text).replace(SP_SPACE, " ")
+
+
 def encode_docs(sp: sentencepiece.SentencePieceProcessor, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text (no BOS), through the tokenizer's text transform."""
-    encode = TEXT_TRANSFORMS[tokenizer_transform(sp)]
-    return sp.encode([encode(text) for text in texts], out_type=int)
+    """Token ids of each text (no BOS), through the tokenizer's text transform.
+
+    CaseOps text is normalised before caseops_encode, so the tokenizer's normaliser has nothing left to
+    change in it: on raw text it would delete characters between operators ("A\x1fA" -> TITLE "a" TITLE
+    "a": a TITLE inside a word, which caseops_decode rejects).
+    """
+    if tokenizer_transform(sp) == "caseops":
+        texts = [caseops_encode(normalised_text(sp, text)) for text in texts]
+    return sp.encode(list(texts), out_type=int)
 
 
 def load_tokenizer(path: str) -> sentencepiece.SentencePieceProcessor:

@@ -35,10 +35,10 @@ from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_byte_sidecar, load_val_tokens  # noqa: E402
 from golf.tokenizer import (  # noqa: E402
     SP_BOS_ID,
-    SP_SPACE,
     build_byte_luts,
     decode_document,
     load_tokenizer,
+    normalised_text,
     tokenizer_transform,
     val_target_bytes,
 )
@@ -64,11 +64,6 @@ def read_text_source(source: str, count: int) -> list[str]:
         raise GolfError(f"{source}: cannot read documents ({type(err).__name__}: {err}); "
                         "give a .jsonl or .jsonl.xz of {\"text\": ...} lines, or `sample`") from None
     return docs
-
-
-def normalised(sp, text: str) -> str:
-    """text as the tokenizer's normaliser writes it, spaces as spaces: what decoding a plain SP stream gives."""
-    return sp.normalize(text).replace(SP_SPACE, " ")
 
 
 def check(data: str, tokenizer: str, text_source: str | None) -> list[dict]:
@@ -121,7 +116,7 @@ def check(data: str, tokenizer: str, text_source: str | None) -> list[dict]:
         return results
     docs = read_text_source(text_source, len(decoded))
     add("document count", len(docs) == len(decoded), f"{len(decoded)} in the val stream", f"{len(docs)} in the source")
-    expected = [normalised(sp, doc) for doc in docs]
+    expected = [normalised_text(sp, doc) for doc in docs]
     differ = [k for k, (d, x) in enumerate(zip(decoded, expected)) if d != x]
     where = ""
     if differ:
