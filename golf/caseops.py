@@ -13,7 +13,8 @@ Rules over each maximal run of ASCII letters (a "word"; non-ASCII letters are le
   a literal operator character -> ESC + that character
 Operators, ids and rules are those of the records' `lossless_caps_caseops_v1` (PR #1729, used by
 PR #1736 and #1855: lossless_caps.py encode_lossless_caps_v2; tokenizer ids 4-7), so their
-tokenizer and data read the same way; this is our own implementation.
+tokenizer and data read the same way; this is our own implementation. golf.tokenizer.encode_docs applies it
+to text already normalised by the tokenizer (NFKC), so the tokenizer's normaliser has nothing left to change.
 """
 
 import re

@@ -37,8 +37,7 @@ def tokenizer_row(name: str, cfg: Config, val_tokens_limit: int) -> dict:
     result = eval_bpb(model, val, target_bytes, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens)
     return {"name": name, "model_bytes": os.path.getsize(cfg.tokenizer_path), "val_tokens": result.tokens,
             "val_bytes": result.bytes, "tokens_per_byte": result.tokens / result.bytes, "train_tokens": train_tokens,
-            "steps": steps, "train_bytes_seen": steps * cfg.train_batch_tokens * result.bytes / result.tokens,
-            "val_loss": result.val_loss, "val_bpb": result.val_bpb}
+            "steps": steps, "val_loss": result.val_loss, "val_bpb": result.val_bpb}
 
 
 def main(argv) -> int:
