@@ -1,5 +1,9 @@
 """CaseOps: encode/decode are exact inverses; the CaseOps tokenizer and its byte sidecar count original bytes."""
 
+import importlib.util
+import os
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
@@ -52,6 +56,28 @@ def test_decode_inverts_encode_on_every_string(text):
     assert decode(encoded) == text
     assert encode(decode(encoded)) == encoded
     assert not any("A" <= c <= "Z" for c in encoded)  # every ASCII capital became an operator
+
+
+UPSTREAM_RECORD = "records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
+
+
+@cache
+def records_lossless_caps():
+    """The merged record's lossless_caps.py, from the openai/parameter-golf checkout at $GOLF_UPSTREAM."""
+    path = os.path.join(os.environ["GOLF_UPSTREAM"], UPSTREAM_RECORD, "lossless_caps.py")
+    spec = importlib.util.spec_from_file_location("records_lossless_caps", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not os.environ.get("GOLF_UPSTREAM"), reason="needs GOLF_UPSTREAM (an openai/parameter-golf checkout)")
+@settings(max_examples=300, deadline=None)
+@given(CASE_TEXTS)
+def test_encode_is_the_records_caseops_v1_transform(text):
+    records = records_lossless_caps()
+    assert encode(text) == records.get_text_transform("lossless_caps_caseops_v1")(text)
+    assert records.get_text_inverse_transform("lossless_caps_caseops_v1")(encode(text)) == text
 
 
 @pytest.mark.parametrize("bad, why", [
