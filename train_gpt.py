@@ -440,18 +440,17 @@ def sidecar_path(val_shard: str) -> str:
     return os.path.join(directory, head + SIDECAR_TAG + tail)
 
 
-def has_val_byte_sidecar(data_path: str) -> bool:
-    """Whether the val shards have byte sidecars (file names only, nothing is read).
+def val_byte_sidecar_paths(data_path: str) -> list[str]:
+    """The val shards' byte sidecars in shard order, [] when the data has none (file names only, nothing is read).
 
     Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
     """
-    shards = shard_paths(data_path, "val")
-    present = [os.path.isfile(sidecar_path(p)) for p in shards]
+    paths = [sidecar_path(p) for p in shard_paths(data_path, "val")]
+    present = [os.path.isfile(p) for p in paths]
     if any(present) and not all(present):
-        missing = shards[present.index(False)]
-        raise GolfError(f"{sidecar_path(missing)}: byte sidecar missing while other val shards have one; "
+        raise GolfError(f"{paths[present.index(False)]}: byte sidecar missing while other val shards have one; "
                         f"rebuild the data ({MAKE_DATA_HINT})")
-    return all(present)
+    return paths if all(present) else []
 
 
 def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
@@ -459,7 +458,7 @@ def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor |
 
     Each sidecar is verified like a shard, and its count must equal its val shard's token count.
     """
-    if not has_val_byte_sidecar(data_path):
+    if not val_byte_sidecar_paths(data_path):
         return None
     chunks = []
     total = 0
@@ -2720,10 +2719,12 @@ def main(code_path: str) -> None:
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
     luts = build_byte_luts(sp, cfg.vocab_size)
-    if tokenizer_transform(sp) == "caseops" and not has_val_byte_sidecar(cfg.data_path):
+    sidecars = val_byte_sidecar_paths(cfg.data_path)  # their byte counts decide BPB: fingerprinted with the shards
+    if tokenizer_transform(sp) == "caseops" and not sidecars:
         raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
                         f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
-    log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
+    log_provenance(log, cfg, code_path,
+                   shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")

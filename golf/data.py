@@ -198,18 +198,17 @@ def sidecar_path(val_shard: str) -> str:
     return os.path.join(directory, head + SIDECAR_TAG + tail)
 
 
-def has_val_byte_sidecar(data_path: str) -> bool:
-    """Whether the val shards have byte sidecars (file names only, nothing is read).
+def val_byte_sidecar_paths(data_path: str) -> list[str]:
+    """The val shards' byte sidecars in shard order, [] when the data has none (file names only, nothing is read).
 
     Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
     """
-    shards = shard_paths(data_path, "val")
-    present = [os.path.isfile(sidecar_path(p)) for p in shards]
+    paths = [sidecar_path(p) for p in shard_paths(data_path, "val")]
+    present = [os.path.isfile(p) for p in paths]
     if any(present) and not all(present):
-        missing = shards[present.index(False)]
-        raise GolfError(f"{sidecar_path(missing)}: byte sidecar missing while other val shards have one; "
+        raise GolfError(f"{paths[present.index(False)]}: byte sidecar missing while other val shards have one; "
                         f"rebuild the data ({MAKE_DATA_HINT})")
-    return all(present)
+    return paths if all(present) else []
 
 
 def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
@@ -217,7 +216,7 @@ def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor |
 
     Each sidecar is verified like a shard, and its count must equal its val shard's token count.
     """
-    if not has_val_byte_sidecar(data_path):
+    if not val_byte_sidecar_paths(data_path):
         return None
     chunks = []
     total = 0

@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget
 from golf.config import RECIPE, Config, GolfError, from_env
-from golf.data import (DistributedTokenLoader, data_fingerprint, has_val_byte_sidecar, load_val_byte_sidecar,
-                       load_val_tokens, shard_paths)
+from golf.data import (DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
+                       val_byte_sidecar_paths)
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started
 from golf.kernels.attention import select_attention
@@ -195,10 +195,12 @@ def main(code_path: str) -> None:
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
     luts = build_byte_luts(sp, cfg.vocab_size)
-    if tokenizer_transform(sp) == "caseops" and not has_val_byte_sidecar(cfg.data_path):
+    sidecars = val_byte_sidecar_paths(cfg.data_path)  # their byte counts decide BPB: fingerprinted with the shards
+    if tokenizer_transform(sp) == "caseops" and not sidecars:
         raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
                         f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
-    log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
+    log_provenance(log, cfg, code_path,
+                   shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")

@@ -14,7 +14,7 @@ from golf.caseops import ALLCAPS, CAPNEXT, ESC, OPERATORS, TITLE, CaseOpsError
 from golf.caseops import caseops_decode as decode
 from golf.caseops import caseops_encode as encode
 from golf.config import GolfError
-from golf.data import has_val_byte_sidecar, load_val_byte_sidecar, shard_paths, sidecar_path, write_shard
+from golf.data import load_val_byte_sidecar, shard_paths, sidecar_path, val_byte_sidecar_paths, write_shard
 from golf.tokenizer import (
     SP_BOS_ID,
     build_byte_luts,
@@ -148,7 +148,7 @@ def test_sidecar_files_sit_beside_val_shards_and_are_verified(tmp_path):
     tokens = np.array([SP_BOS_ID, 10, 11, SP_BOS_ID, 12], dtype=np.uint16)
     write_shard(str(tmp_path / "x_train_000000.bin"), tokens)
     write_shard(str(tmp_path / "x_val_000000.bin"), tokens)
-    assert not has_val_byte_sidecar(str(tmp_path)) and load_val_byte_sidecar(str(tmp_path)) is None
+    assert val_byte_sidecar_paths(str(tmp_path)) == [] and load_val_byte_sidecar(str(tmp_path)) is None
     side = sidecar_path(str(tmp_path / "x_val_000000.bin"))
     assert side.endswith("x_val_bytes_000000.bin")
     write_shard(side, np.array([0, 3, 1, 0, 2], dtype=np.uint16))
@@ -162,5 +162,5 @@ def test_sidecar_files_sit_beside_val_shards_and_are_verified(tmp_path):
         load_val_byte_sidecar(str(tmp_path))
     write_shard(str(tmp_path / "x_val_000001.bin"), tokens)  # a second val shard without a sidecar
     with pytest.raises(GolfError, match="x_val_bytes_000001.bin: byte sidecar missing"):
-        has_val_byte_sidecar(str(tmp_path))
+        val_byte_sidecar_paths(str(tmp_path))
 
