@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from data.prepare_sample import prepare_sample
+from golf.caseops import TITLE
 from golf.data import read_shard, sidecar_path, write_shard
-from golf.tokenizer import SP_BOS_ID
+from golf.tokenizer import SP_BOS_ID, load_tokenizer
 from tools.bpb_check import main
 
 
@@ -95,3 +96,16 @@ def test_bad_input_is_one_line_and_exit_2(caseops_data, tmp_path, capsys):
     assert rc == 2 and "no val byte sidecar" in out.err and len(out.err.strip().splitlines()) == 1
     rc, out = run(capsys, data, str(tmp_path / "missing.model"))
     assert rc == 2 and "tokenizer model not found" in out.err
+
+
+def test_fails_on_a_misplaced_operator(caseops_data, tmp_path, capsys):
+    data = copy_data(caseops_data["data_path"], tmp_path / "d")
+    val_path = str(tmp_path / "d" / "sample_val_000000.bin")
+    tokens = read_shard(val_path).copy()
+    sp = load_tokenizer(caseops_data["tokenizer_path"])
+    comma = int(np.flatnonzero(tokens == sp.piece_to_id(","))[5])
+    tokens[comma] = tokens[comma - 1] = sp.piece_to_id(TITLE)  # TITLE TITLE: no text means this
+    write_shard(val_path, tokens)
+    rc, out = run(capsys, data, caseops_data["tokenizer_path"])
+    assert rc == 1
+    assert any("CaseOps operators decode" in line and "1 docs do not" in line for line in lines(out.out, "FAIL"))
