@@ -358,6 +358,7 @@ SHARD_HEADER_WORDS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
 SHARD_SPLITS = ("train", "val")
 BOS_ID = 1  # every document in a shard starts with BOS (golf/tokenizer.py trains with bos_id=1)
+SIDECAR_TAG = "_val_bytes_"  # X_val_bytes_NNNNNN.bin beside X_val_NNNNNN.bin; it also matches *_val_*.bin
 MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
@@ -418,7 +419,8 @@ def shard_paths(data_path: str, split: str) -> list[str]:
     if split not in SHARD_SPLITS:
         raise GolfError(f"{data_path}: unknown split {split!r}; use one of {SHARD_SPLITS}")
     pattern = f"*_{split}_*.bin"
-    paths = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
+    paths = sorted(p for p in glob.glob(os.path.join(glob.escape(data_path), pattern))
+                   if SIDECAR_TAG not in os.path.basename(p))
     if not paths:
         raise GolfError(f"{data_path}: no shards matching {pattern}; {MAKE_DATA_HINT}")
     return paths
@@ -516,6 +518,52 @@ def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
     return torch.from_numpy(tokens.astype(np.int64))
 
 
+def sidecar_path(val_shard: str) -> str:
+    """The byte sidecar's path for a val shard: .../X_val_NNNNNN.bin -> .../X_val_bytes_NNNNNN.bin."""
+    directory, name = os.path.split(val_shard)
+    head, sep, tail = name.rpartition("_val_")
+    if not sep:
+        raise GolfError(f"{val_shard}: not a val shard name (*_val_NNNNNN.bin)")
+    return os.path.join(directory, head + SIDECAR_TAG + tail)
+
+
+def val_byte_sidecar_paths(data_path: str) -> list[str]:
+    """The val shards' byte sidecars in shard order, [] when the data has none (file names only, nothing is read).
+
+    Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
+    """
+    paths = [sidecar_path(p) for p in shard_paths(data_path, "val")]
+    present = [os.path.isfile(p) for p in paths]
+    if any(present) and not all(present):
+        raise GolfError(f"{paths[present.index(False)]}: byte sidecar missing while other val shards have one; "
+                        f"rebuild the data ({MAKE_DATA_HINT})")
+    return paths if all(present) else []
+
+
+def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
+    """The val shards' byte sidecars concatenated as int64[N] (cut like load_val_tokens), or None when there are none.
+
+    Each sidecar is verified like a shard, and its count must equal its val shard's token count.
+    """
+    if not val_byte_sidecar_paths(data_path):
+        return None
+    chunks = []
+    total = 0
+    for shard in shard_paths(data_path, "val"):
+        path = sidecar_path(shard)
+        chunks.append(read_shard(path))
+        if len(chunks[-1]) != shard_token_count(shard):
+            raise GolfError(f"{path}: {len(chunks[-1])} byte counts for the {shard_token_count(shard)} tokens of "
+                            f"{os.path.basename(shard)}; rebuild the data ({MAKE_DATA_HINT})")
+        total += len(chunks[-1])
+        if 0 < max_tokens <= total:
+            break
+    counts = np.concatenate(chunks)
+    if max_tokens > 0:
+        counts = counts[:max_tokens]
+    return torch.from_numpy(counts.astype(np.int64))
+
+
 def data_fingerprint(paths: list[str]) -> str:
     """First 16 hex chars of sha256 over each shard's file name and bytes, in path order.
 
@@ -530,11 +578,30 @@ def data_fingerprint(paths: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+# ---- golf/caseops.py: CaseOps: a lossless text transform that writes ASCII capitalisation as operator characters. ----
+TITLE = "\ue001"  # next word: first letter upper-case
+ALLCAPS = "\ue002"  # next word: every letter upper-case
+CAPNEXT = "\ue003"  # next letter upper-case
+ESC = "\ue004"  # next character is a literal operator character
+OPERATORS = (TITLE, ALLCAPS, CAPNEXT, ESC)  # reserved in this order as sentencepiece ids 4, 5, 6, 7
+
+
 # ---- golf/tokenizer.py: Train and load the sentencepiece BPE tokenizer, and count UTF-8 bytes per token for BPB. ----
 SP_BOS_ID = 1
 SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
+# A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
+# at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
+CASEOPS_FIRST_ID = 4
 
 MAKE_TOKENIZER_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
+
+
+def tokenizer_transform(sp: sentencepiece.SentencePieceProcessor) -> str:
+    """"caseops" when ids 4-7 are the CaseOps operators (text is caseops_encode()d first), else "plain"."""
+    ids = range(CASEOPS_FIRST_ID, CASEOPS_FIRST_ID + len(OPERATORS))
+    if sp.vocab_size() > ids[-1] and tuple(sp.id_to_piece(i) for i in ids) == OPERATORS:
+        return "caseops"
+    return "plain"
 
 
 def load_tokenizer(path: str) -> sentencepiece.SentencePieceProcessor:
@@ -2688,12 +2755,18 @@ class EvalResult:
     bytes: int  # bytes those targets decode to
 
 
-def target_byte_counts(val_tokens: torch.Tensor, luts) -> torch.Tensor:
-    """int64[len(val_tokens) - 1]: the bytes target j (val token j+1) adds to the decoded text.
+def target_byte_counts(val_tokens: torch.Tensor, luts, sidecar: torch.Tensor | None = None) -> torch.Tensor:
+    """int64[len(val_tokens) - 1] on the LUTs' device: the bytes target j (val token j+1) adds to the text.
 
-    The one place evaluation and TTT get byte counts from: every scorer sums this array over the targets it
-    scores. A per-token byte sidecar (CaseOps) replaces this array, nothing else."""
-    device = luts[0].device
+    The one place evaluation, TTT, the audit and bpb_check get byte counts from: every scorer sums this array over
+    the targets it scores. sidecar: the data's val byte sidecar (int64[len(val_tokens)], from
+    golf.data.load_val_byte_sidecar; CaseOps data has one): its entry j+1 is target j's original UTF-8 bytes.
+    Without one, the LUT rule (golf.tokenizer.token_bytes)."""
+    device = luts[0].device if luts is not None else torch.device("cpu")
+    if sidecar is not None:
+        if sidecar.shape != val_tokens.shape:
+            raise GolfError(f"byte sidecar has {sidecar.numel()} entries for {val_tokens.numel()} val tokens")
+        return sidecar[1:].to(device=device, dtype=torch.int64)
     return token_bytes(val_tokens[:-1].to(device), val_tokens[1:].to(device), luts)
 
 
@@ -3705,8 +3778,13 @@ def main(code_path: str) -> int:
     sp = load_tokenizer(cfg.tokenizer_path)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
-    luts = tuple(t.to(env.device) for t in build_byte_luts(sp, cfg.vocab_size))
-    log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
+    luts = build_byte_luts(sp, cfg.vocab_size)
+    sidecars = val_byte_sidecar_paths(cfg.data_path)  # their byte counts decide BPB: fingerprinted with the shards
+    if tokenizer_transform(sp) == "caseops" and not sidecars:
+        raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
+                        f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
+    log_provenance(log, cfg, code_path,
+                   shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
@@ -3729,7 +3807,9 @@ def main(code_path: str) -> int:
     # Evaluation starts here: training and calibration are done, and the val split is first read now.
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    byte_counts = target_byte_counts(val_tokens, luts)  # per-target bytes: every eval below sums these
+    sidecar = load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens)
+    byte_counts = target_byte_counts(val_tokens, luts, sidecar)  # per-target bytes: every eval below sums these
+    log(f"val_byte_rule:{'sidecar' if sidecar is not None else 'lut'}")
     budget.start("diagnostic")  # the trained weights' own score: uncounted, as the records run it
     pre = score(cfg, env, model, val_tokens, luts, byte_counts)
     budget.stop("diagnostic")

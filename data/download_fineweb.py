@@ -1,11 +1,15 @@
 """Download the challenge's FineWeb shards and tokenizer from a Hugging Face dataset repo (or a local mirror).
 
 Usage: python data/download_fineweb.py --variant sp8192 --train-shards N [--repo-id ID] [--local-dir data] [--mirror DIR]
+                                      [--with-docs]
 Repo layout (upstream data/cached_challenge_fineweb.py): <root>/manifest.json,
 <root>/datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin, <root>/tokenizers/fineweb_<V>_bpe.{model,vocab},
 with <root> = $MATCHED_FINEWEB_REMOTE_ROOT_PREFIX or "datasets". Files land in <local-dir>/datasets/... and
 <local-dir>/tokenizers/...; files already there and verified are skipped, every new file is verified before it
 replaces anything.
+--with-docs also fetches the raw document stream <root>/docs_selected.jsonl (+ docs_selected.source_manifest.json)
+to <local-dir>/, the text the shards were made from (first docs_val documents: val), for retraining a tokenizer
+(data/prepare_docs.py, e.g. CaseOps) and for tools/bpb_check.py --text-source.
 """
 
 import sys
@@ -30,6 +34,9 @@ from golf.tokenizer import load_tokenizer
 FINEWEB_REPO_IDS = {"sp8192": "kevclark/parameter-golf"}
 FINEWEB_DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 FINEWEB_DEFAULT_REMOTE_ROOT = "datasets"
+# The raw documents beside the shards (upstream data/cached_challenge_fineweb.py --with-docs).
+FINEWEB_DOCS = "docs_selected.jsonl"
+FINEWEB_DOCS_MANIFEST = "docs_selected.source_manifest.json"
 
 Fetch = Callable[[str, str], None]  # fetch(repo_path, local_path); FileNotFoundError if the repo lacks it
 
@@ -89,6 +96,18 @@ def verify_download(path: str, kind: str, vocab_size: int) -> None:
         pieces = load_tokenizer(path).vocab_size()
         if pieces != vocab_size:
             raise GolfError(f"{path}: tokenizer has {pieces} pieces, expected {vocab_size}")
+    elif kind == ".jsonl":  # tens of GB: check the first document parses and the last line is complete
+        with open(path, "rb") as f:
+            first = f.readline()
+            f.seek(-1, os.SEEK_END)
+            complete = f.read(1) == b"\n"
+        try:
+            has_text = "text" in json.loads(first)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            has_text = False
+        if not has_text or not complete:
+            problem = "first line is not a JSON document with \"text\"" if not has_text else "last line is incomplete"
+            raise GolfError(f"{path}: not a complete JSON-lines document file ({problem})")
     elif kind == ".json":
         try:
             with open(path, encoding="utf-8") as f:
@@ -153,8 +172,10 @@ def download_fineweb(
     repo_id: str | None = None,
     mirror: str | None = None,
     remote_root: str | None = None,
+    with_docs: bool = False,
 ) -> dict:
-    """Fetch the val shards, the first train_shards train shards and the tokenizer; returns {"fetched", "skipped"}."""
+    """Fetch the val shards, the first train_shards train shards and the tokenizer (with_docs: and the raw
+    document stream); returns {"fetched", "skipped"}."""
     vocab_size = variant_vocab(variant)
     if train_shards < 0:
         raise GolfError(f"--train-shards {train_shards}: must be 0 or more")
@@ -188,6 +209,16 @@ def download_fineweb(
             get(relative, os.path.join(local_dir, relative))
         except FileNotFoundError:
             raise GolfError(f"{source}: has no {relative}; check --variant, --repo-id and --train-shards") from None
+    if with_docs:
+        try:
+            get(FINEWEB_DOCS, os.path.join(local_dir, FINEWEB_DOCS))
+        except FileNotFoundError:
+            raise GolfError(f"{source}: has no {FINEWEB_DOCS} under {remote_root or 'its root'}; check --repo-id "
+                            "(the challenge's willdepueoai/parameter-golf has it)") from None
+        try:
+            get(FINEWEB_DOCS_MANIFEST, os.path.join(local_dir, FINEWEB_DOCS_MANIFEST))
+        except FileNotFoundError:
+            tqdm.write(f"{source}: no {FINEWEB_DOCS_MANIFEST}; the val split is then the first 50,000 documents")
     return result
 
 
@@ -198,9 +229,11 @@ def main() -> int:
     parser.add_argument("--repo-id", default=None, help="HF dataset repo (default: $MATCHED_FINEWEB_REPO_ID, else by variant)")
     parser.add_argument("--local-dir", default="data", help="where datasets/ and tokenizers/ go (default data)")
     parser.add_argument("--mirror", default=None, help="copy from this local directory laid out like the repo instead")
+    parser.add_argument("--with-docs", action="store_true", help=f"also fetch the raw documents ({FINEWEB_DOCS})")
     args = parser.parse_args()
     try:
-        result = download_fineweb(args.variant, args.train_shards, args.local_dir, args.repo_id, args.mirror)
+        result = download_fineweb(args.variant, args.train_shards, args.local_dir, args.repo_id, args.mirror,
+                                  with_docs=args.with_docs)
     except (GolfError, OSError) as err:  # bad input or a failed copy: one line, exit 2 like the other tools
         print(f"download_fineweb: error: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Build the offline sample dataset: a tokenizer and train/val shards from the bundled SOTU corpus.
 
-Usage: python data/prepare_sample.py [--vocab 8192] [--out data]
+Usage: python data/prepare_sample.py [--vocab 8192] [--out data] [--caseops]
 Writes <out>/tokenizers/sample_<V>_bpe.model and <out>/datasets/sample_sp<V>/sample_{train,val}_000000.bin
 plus a manifest.json; a re-run whose outputs still match the manifest skips the work.
+--caseops: the CaseOps tokenizer (golf/caseops.py) sample_<V>_bpe_caseops.model and
+<out>/datasets/sample_sp<V>_caseops/, with the val byte sidecar sample_val_bytes_000000.bin.
 """
 
 import sys
@@ -21,8 +23,18 @@ import numpy as np
 import torch
 
 from golf.config import GolfError
-from golf.data import read_shard, write_bytes_atomic, write_shard
-from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer, token_bytes, train_tokenizer
+from golf.data import read_shard, sidecar_path, write_bytes_atomic, write_shard
+from golf.tokenizer import (
+    SP_BOS_ID,
+    build_byte_luts,
+    caseops_token_bytes,
+    decoded_byte_count,
+    encode_docs,
+    load_tokenizer,
+    token_bytes,
+    tokenizer_transform,
+    train_tokenizer,
+)
 
 SAMPLE_CORPUS = str(Path(__file__).resolve().parent / "sample" / "sotu.jsonl.xz")
 # Every 20th document in id order (ids are "<year>_<president>_<party>") is held out: ~5% val,
@@ -57,22 +69,40 @@ def split_train_val(docs: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def tokenize_docs(sp, docs: list[dict]) -> np.ndarray:
-    """[BOS] + ids of each document, concatenated (uint16[N])."""
-    encoded = sp.encode([doc["text"] for doc in docs], out_type=int)
+    """[BOS] + ids of each document (through the tokenizer's text transform), concatenated (uint16[N])."""
+    encoded = encode_docs(sp, [doc["text"] for doc in docs])
     return np.concatenate([np.array([SP_BOS_ID] + ids, dtype=np.uint16) for ids in encoded])
 
 
-def sample_paths(out_dir: str, vocab_size: int) -> dict[str, str]:
-    dataset_dir = os.path.join(out_dir, "datasets", f"sample_sp{vocab_size}")
+def val_byte_counts(sp, val_tokens: np.ndarray, vocab_size: int, where: str) -> tuple[int, np.ndarray | None]:
+    """(UTF-8 bytes of the val targets, the byte sidecar; None for a plain tokenizer), checked against decoding."""
+    luts = build_byte_luts(sp, vocab_size)
+    if tokenizer_transform(sp) == "caseops":
+        sidecar = caseops_token_bytes(val_tokens, luts)
+        val_bytes = int(sidecar[1:].astype(np.int64).sum())
+    else:
+        sidecar = None
+        val_ids = torch.from_numpy(val_tokens.astype(np.int64))
+        val_bytes = int(token_bytes(val_ids[:-1], val_ids[1:], luts).sum())
+    if val_bytes != decoded_byte_count(sp, val_tokens.tolist()):
+        raise GolfError(f"{where}: val byte counts disagree with decoding; this is a bug in golf.tokenizer")
+    return val_bytes, sidecar
+
+
+def sample_paths(out_dir: str, vocab_size: int, transform: str = "plain") -> dict[str, str]:
+    suffix = "" if transform == "plain" else f"_{transform}"
+    dataset_dir = os.path.join(out_dir, "datasets", f"sample_sp{vocab_size}{suffix}")
+    val = os.path.join(dataset_dir, "sample_val_000000.bin")
     return {
-        "tokenizer": os.path.join(out_dir, "tokenizers", f"sample_{vocab_size}_bpe.model"),
+        "tokenizer": os.path.join(out_dir, "tokenizers", f"sample_{vocab_size}_bpe{suffix}.model"),
         "train": os.path.join(dataset_dir, "sample_train_000000.bin"),
-        "val": os.path.join(dataset_dir, "sample_val_000000.bin"),
+        "val": val,
+        "val_bytes": sidecar_path(val),
         "manifest": os.path.join(dataset_dir, "manifest.json"),
     }
 
 
-def existing_manifest(paths: dict[str, str], corpus_sha256: str, vocab_size: int) -> dict | None:
+def existing_manifest(paths: dict[str, str], corpus_sha256: str, vocab_size: int, transform: str) -> dict | None:
     """The manifest if every output exists, verifies and matches it; None when anything must be rebuilt."""
     try:
         with open(paths["manifest"], encoding="utf-8") as f:
@@ -80,37 +110,42 @@ def existing_manifest(paths: dict[str, str], corpus_sha256: str, vocab_size: int
         matches = (
             manifest["corpus_sha256"] == corpus_sha256
             and manifest["vocab_size"] == vocab_size
+            and manifest.get("text_transform", "plain") == transform
             and manifest["tokenizer_sha256"] == file_sha256(paths["tokenizer"])
             and manifest["tokens_train"] == len(read_shard(paths["train"]))
             and manifest["tokens_val"] == len(read_shard(paths["val"]))
+            and (transform == "plain" or manifest["tokens_val"] == len(read_shard(paths["val_bytes"])))
         )
     except (OSError, ValueError, KeyError, TypeError, GolfError):
         return None
     return manifest if matches else None
 
 
-def prepare_sample(out_dir: str = "data", vocab_size: int = 8192, corpus: str = SAMPLE_CORPUS) -> dict:
-    """Build (or verify and skip) the sample tokenizer and shards; returns the manifest plus "skipped"."""
+def prepare_sample(out_dir: str = "data", vocab_size: int = 8192, corpus: str = SAMPLE_CORPUS,
+                   transform: str = "plain") -> dict:
+    """Build (or verify and skip) the sample tokenizer and shards; returns the manifest plus "skipped".
+
+    transform "caseops": a CaseOps tokenizer, and the val byte sidecar beside the val shard.
+    """
     start = time.time()
-    paths = sample_paths(out_dir, vocab_size)
+    paths = sample_paths(out_dir, vocab_size, transform)
     corpus_sha256 = file_sha256(corpus) if os.path.isfile(corpus) else None
     if corpus_sha256 is None:
         raise GolfError(f"{corpus}: sample corpus not found; restore it with `git checkout data/sample`")
-    manifest = existing_manifest(paths, corpus_sha256, vocab_size)
+    manifest = existing_manifest(paths, corpus_sha256, vocab_size, transform)
     if manifest is not None:
         return {**manifest, "skipped": True, "seconds": time.time() - start}
 
     train_docs, val_docs = split_train_val(read_corpus(corpus))
-    train_tokenizer((doc["text"] for doc in train_docs), vocab_size, paths["tokenizer"])
+    train_tokenizer((doc["text"] for doc in train_docs), vocab_size, paths["tokenizer"], transform)
     sp = load_tokenizer(paths["tokenizer"])
     train_tokens = tokenize_docs(sp, train_docs)
     val_tokens = tokenize_docs(sp, val_docs)
-    val_ids = torch.from_numpy(val_tokens.astype(np.int64))
-    val_bytes = int(token_bytes(val_ids[:-1], val_ids[1:], build_byte_luts(sp, vocab_size)).sum())
-    if val_bytes != decoded_byte_count(sp, val_tokens.tolist()):
-        raise GolfError(f"{paths['tokenizer']}: byte LUTs disagree with decoding on val; this is a bug in golf.tokenizer")
+    val_bytes, sidecar = val_byte_counts(sp, val_tokens, vocab_size, paths["tokenizer"])
     write_shard(paths["train"], train_tokens)
     write_shard(paths["val"], val_tokens)
+    if sidecar is not None:
+        write_shard(paths["val_bytes"], sidecar)  # the sidecar has the token shard's layout
     manifest = {
         "corpus": os.path.basename(corpus),
         "corpus_sha256": corpus_sha256,
@@ -124,6 +159,8 @@ def prepare_sample(out_dir: str = "data", vocab_size: int = 8192, corpus: str = 
         "tokens_val": len(val_tokens),
         "val_bytes": val_bytes,
     }
+    if transform != "plain":  # the plain manifest keeps its old keys, so existing sample data stays valid
+        manifest.update(text_transform=transform, val_bytes_sidecar=os.path.basename(paths["val_bytes"]))
     write_bytes_atomic(paths["manifest"], (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return {**manifest, "skipped": False, "seconds": time.time() - start}
 
@@ -133,13 +170,15 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=8192, help="tokenizer vocab size (default 8192)")
     parser.add_argument("--out", default="data", help="output root (default data)")
     parser.add_argument("--corpus", default=SAMPLE_CORPUS, help="a .jsonl.xz of {id, text} documents")
+    parser.add_argument("--caseops", action="store_true", help="CaseOps tokenizer + val byte sidecar (golf/caseops.py)")
     args = parser.parse_args()
+    transform = "caseops" if args.caseops else "plain"
     try:
-        result = prepare_sample(args.out, args.vocab, args.corpus)
+        result = prepare_sample(args.out, args.vocab, args.corpus, transform)
     except GolfError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    where = os.path.join(args.out, "datasets", f"sample_sp{args.vocab}")
+        return 2
+    where = os.path.dirname(sample_paths(args.out, args.vocab, transform)["manifest"])
     verb = "skipped (outputs exist and match the manifest)" if result["skipped"] else "made"
     print(
         f"{where}: {verb}: docs {result['docs_train']} train / {result['docs_val']} val, "

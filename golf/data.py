@@ -2,6 +2,9 @@
 
 Shard layout (the challenge's): 256 little-endian int32 header words ([0] magic 20240520,
 [1] version 1, [2] token count), then that many little-endian uint16 tokens.
+A val shard `X_val_NNNNNN.bin` may have a byte sidecar `X_val_bytes_NNNNNN.bin` in the same layout
+(the records' CaseOps data: PR #1736 prepare_caseops_data.py): entry i is the original UTF-8 bytes
+val token i stands for, so BPB is scored on the original text whatever the tokenizer's transform.
 """
 
 import glob
@@ -20,6 +23,7 @@ SHARD_HEADER_WORDS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_WORDS * 4
 SHARD_SPLITS = ("train", "val")
 BOS_ID = 1  # every document in a shard starts with BOS (golf/tokenizer.py trains with bos_id=1)
+SIDECAR_TAG = "_val_bytes_"  # X_val_bytes_NNNNNN.bin beside X_val_NNNNNN.bin; it also matches *_val_*.bin
 MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/download_fineweb.py` (FineWeb)"
 
 # Every shard whose tokens were read, in order (absolute paths), appended by read_shard. Tests of
@@ -97,7 +101,8 @@ def shard_paths(data_path: str, split: str) -> list[str]:
     if split not in SHARD_SPLITS:
         raise GolfError(f"{data_path}: unknown split {split!r}; use one of {SHARD_SPLITS}")
     pattern = f"*_{split}_*.bin"
-    paths = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
+    paths = sorted(p for p in glob.glob(os.path.join(glob.escape(data_path), pattern))
+                   if SIDECAR_TAG not in os.path.basename(p))
     if not paths:
         raise GolfError(f"{data_path}: no shards matching {pattern}; {MAKE_DATA_HINT}")
     return paths
@@ -193,6 +198,52 @@ def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
     if max_tokens > 0:
         tokens = tokens[:max_tokens]
     return torch.from_numpy(tokens.astype(np.int64))
+
+
+def sidecar_path(val_shard: str) -> str:
+    """The byte sidecar's path for a val shard: .../X_val_NNNNNN.bin -> .../X_val_bytes_NNNNNN.bin."""
+    directory, name = os.path.split(val_shard)
+    head, sep, tail = name.rpartition("_val_")
+    if not sep:
+        raise GolfError(f"{val_shard}: not a val shard name (*_val_NNNNNN.bin)")
+    return os.path.join(directory, head + SIDECAR_TAG + tail)
+
+
+def val_byte_sidecar_paths(data_path: str) -> list[str]:
+    """The val shards' byte sidecars in shard order, [] when the data has none (file names only, nothing is read).
+
+    Some val shards with a sidecar and some without is an error: the byte counts would mix two rules.
+    """
+    paths = [sidecar_path(p) for p in shard_paths(data_path, "val")]
+    present = [os.path.isfile(p) for p in paths]
+    if any(present) and not all(present):
+        raise GolfError(f"{paths[present.index(False)]}: byte sidecar missing while other val shards have one; "
+                        f"rebuild the data ({MAKE_DATA_HINT})")
+    return paths if all(present) else []
+
+
+def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor | None:
+    """The val shards' byte sidecars concatenated as int64[N] (cut like load_val_tokens), or None when there are none.
+
+    Each sidecar is verified like a shard, and its count must equal its val shard's token count.
+    """
+    if not val_byte_sidecar_paths(data_path):
+        return None
+    chunks = []
+    total = 0
+    for shard in shard_paths(data_path, "val"):
+        path = sidecar_path(shard)
+        chunks.append(read_shard(path))
+        if len(chunks[-1]) != shard_token_count(shard):
+            raise GolfError(f"{path}: {len(chunks[-1])} byte counts for the {shard_token_count(shard)} tokens of "
+                            f"{os.path.basename(shard)}; rebuild the data ({MAKE_DATA_HINT})")
+        total += len(chunks[-1])
+        if 0 < max_tokens <= total:
+            break
+    counts = np.concatenate(chunks)
+    if max_tokens > 0:
+        counts = counts[:max_tokens]
+    return torch.from_numpy(counts.astype(np.int64))
 
 
 def data_fingerprint(paths: list[str]) -> str:

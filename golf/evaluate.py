@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from golf.config import pick
+from golf.config import GolfError, pick
 from golf.data import SHARD_READS
 from golf.dist import all_reduce_
 from golf.tokenizer import SP_BOS_ID, token_bytes
@@ -24,12 +24,18 @@ class EvalResult:
     bytes: int  # bytes those targets decode to
 
 
-def target_byte_counts(val_tokens: torch.Tensor, luts) -> torch.Tensor:
-    """int64[len(val_tokens) - 1]: the bytes target j (val token j+1) adds to the decoded text.
+def target_byte_counts(val_tokens: torch.Tensor, luts, sidecar: torch.Tensor | None = None) -> torch.Tensor:
+    """int64[len(val_tokens) - 1] on the LUTs' device: the bytes target j (val token j+1) adds to the text.
 
-    The one place evaluation and TTT get byte counts from: every scorer sums this array over the targets it
-    scores. A per-token byte sidecar (CaseOps) replaces this array, nothing else."""
-    device = luts[0].device
+    The one place evaluation, TTT, the audit and bpb_check get byte counts from: every scorer sums this array over
+    the targets it scores. sidecar: the data's val byte sidecar (int64[len(val_tokens)], from
+    golf.data.load_val_byte_sidecar; CaseOps data has one): its entry j+1 is target j's original UTF-8 bytes.
+    Without one, the LUT rule (golf.tokenizer.token_bytes)."""
+    device = luts[0].device if luts is not None else torch.device("cpu")
+    if sidecar is not None:
+        if sidecar.shape != val_tokens.shape:
+            raise GolfError(f"byte sidecar has {sidecar.numel()} entries for {val_tokens.numel()} val tokens")
+        return sidecar[1:].to(device=device, dtype=torch.int64)
     return token_bytes(val_tokens[:-1].to(device), val_tokens[1:].to(device), luts)
 
 

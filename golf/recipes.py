@@ -93,4 +93,9 @@ RECIPES = {
     "default": Config(),
     "gpt_j_x0": GPT_J_X0,
     "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
+    # The default stack on CaseOps data (golf/caseops.py; scored on the original bytes by the val byte sidecar).
+    # Paths are the records' (PR #1855 README "Reproducing"); data/prepare_docs.py --caseops builds them from
+    # FineWeb docs. `python tools/smoke.py --recipe caseops` runs it on the sample (prepare_sample.py --caseops).
+    "caseops": Config(data_path="./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+                      tokenizer_path="./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
 }

@@ -1,7 +1,8 @@
 """Train and load the sentencepiece BPE tokenizer, and count UTF-8 bytes per token for BPB.
 
-`token_bytes` (driven by `build_byte_luts`) is the one byte count evaluation uses;
-`decoded_byte_count` is the slow canonical twin it must agree with exactly.
+Evaluation's one byte count is golf.evaluate.target_byte_counts: the data's byte sidecar when it has one
+(a CaseOps tokenizer: `caseops_token_bytes` wrote it), else `token_bytes` driven by `build_byte_luts`.
+`decoded_byte_count` is the slow canonical twin both must agree with exactly.
 """
 
 import io
@@ -9,9 +10,11 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import sentencepiece
 import torch
 
+from golf.caseops import ESC, OPERATORS, caseops_decode, caseops_encode
 from golf.config import GolfError
 from golf.data import write_bytes_atomic
 
@@ -23,6 +26,11 @@ SP_MAX_SENTENCE_BYTES = 4192
 SP_TRAIN_THREADS = 2
 SP_BOS_ID = 1
 SP_SPACE = "\u2581"  # '▁': sentencepiece's visible stand-in for a space
+# A CaseOps tokenizer reserves the operators as user-defined symbols right after pad/bos/eos/unk,
+# at the records' ids (PR #1729 tokenizer: TITLE 4, ALLCAPS 5, CAPNEXT 6, ESC 7).
+CASEOPS_FIRST_ID = 4
+CASEOPS_ESC_ID = CASEOPS_FIRST_ID + OPERATORS.index(ESC)
+TEXT_INVERSES = {"plain": lambda text: text, "caseops": caseops_decode}
 # Settings of the challenge tokenizers (upstream data/download_hf_docs_and_tokenize.py).
 SP_TRAINER_SETTINGS = dict(
     model_type="bpe",
@@ -65,29 +73,61 @@ def trainer_sentences(docs: Iterable[str], max_bytes: int = SP_MAX_SENTENCE_BYTE
                         yield piece
 
 
-def train_tokenizer(docs: Iterable[str], vocab_size: int, model_path: str) -> str:
+def train_tokenizer(docs: Iterable[str], vocab_size: int, model_path: str, transform: str = "plain") -> str:
     """Train a BPE model on docs with the challenge settings; write it atomically to model_path.
 
-    Deterministic: the same docs and vocab_size give a byte-identical file (the model is built
-    in memory, so no temp path ends up in its trainer_spec).
+    transform "caseops": trains on caseops_encode(doc) with the operators reserved as user-defined
+    symbols at ids 4-7 (BOS stays 1). Deterministic: the same docs and vocab_size give a byte-identical
+    file (the model is built in memory, so no temp path ends up in its trainer_spec).
     """
+    encode = caseops_encode if transform == "caseops" else (lambda text: text)
+    reserved = dict(user_defined_symbols=list(OPERATORS)) if transform == "caseops" else {}
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=trainer_sentences(docs),
+        sentence_iterator=trainer_sentences(encode(doc) for doc in docs),
         model_writer=model,
         vocab_size=vocab_size,
         num_threads=SP_TRAIN_THREADS,
         minloglevel=2,
         **SP_TRAINER_SETTINGS,
+        **reserved,
     )
-    trained = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).vocab_size()
-    if trained != vocab_size:
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    if sp.vocab_size() != vocab_size:
         raise GolfError(
-            f"{model_path}: the training text only supports {trained} pieces, not vocab {vocab_size}; "
+            f"{model_path}: the training text only supports {sp.vocab_size()} pieces, not vocab {vocab_size}; "
             "train on more text or ask for a smaller vocab"
         )
+    if tokenizer_transform(sp) != transform:
+        raise GolfError(f"{model_path}: trained model is not a {transform} tokenizer; this is a bug in golf.tokenizer")
     write_bytes_atomic(model_path, model.getvalue())
     return model_path
+
+
+def tokenizer_transform(sp: sentencepiece.SentencePieceProcessor) -> str:
+    """"caseops" when ids 4-7 are the CaseOps operators (text is caseops_encode()d first), else "plain"."""
+    ids = range(CASEOPS_FIRST_ID, CASEOPS_FIRST_ID + len(OPERATORS))
+    if sp.vocab_size() > ids[-1] and tuple(sp.id_to_piece(i) for i in ids) == OPERATORS:
+        return "caseops"
+    return "plain"
+
+
+def normalised_text(sp: sentencepiece.SentencePieceProcessor, text: str) -> str:
+    """text as the tokenizer's normaliser writes it (nmt_nfkc, spaces collapsed, as spaces): what a plain
+    tokenizer's stream of it decodes to, i.e. the text BPB is scored on."""
+    return sp.normalize(text).replace(SP_SPACE, " ")
+
+
+def encode_docs(sp: sentencepiece.SentencePieceProcessor, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text (no BOS), through the tokenizer's text transform.
+
+    CaseOps text is normalised before caseops_encode, so the tokenizer's normaliser has nothing left to
+    change in it: on raw text it would delete characters between operators ("A\x1fA" -> TITLE "a" TITLE
+    "a": a TITLE inside a word, which caseops_decode rejects).
+    """
+    if tokenizer_transform(sp) == "caseops":
+        texts = [caseops_encode(normalised_text(sp, text)) for text in texts]
+    return sp.encode(list(texts), out_type=int)
 
 
 def load_tokenizer(path: str) -> sentencepiece.SentencePieceProcessor:
@@ -144,14 +184,49 @@ def token_bytes(prev: torch.Tensor, target: torch.Tensor, luts: tuple[torch.Tens
     return base_bytes[target].to(torch.int64) + space.to(torch.int64)
 
 
-def decoded_byte_count(sp: sentencepiece.SentencePieceProcessor, tokens: Sequence[int]) -> int:
-    """The canonical byte count: split tokens at BOS into documents, decode each, sum UTF-8 lengths."""
-    total = 0
+def caseops_token_bytes(tokens: np.ndarray, luts: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """Original UTF-8 bytes each token of a CaseOps stream stands for: the byte sidecar, uint16[N].
+
+    tokens: a whole stream of [BOS] + doc ids ... (uint16[N]). A token's decoded bytes (token_bytes;
+    after BOS at position 0) are its original bytes, since ASCII case changes no byte count, except
+    that an operator stands for none: 0, unless an ESC (itself not escaped) makes it a literal
+    character of the text, which counts its 3 bytes. BOS counts 0.
+    """
+    ids = torch.from_numpy(np.asarray(tokens).astype(np.int64))
+    prev = torch.cat([torch.tensor([SP_BOS_ID]), ids[:-1]])
+    counts = token_bytes(prev, ids, luts)
+    operator = (ids >= CASEOPS_FIRST_ID) & (ids < CASEOPS_FIRST_ID + len(OPERATORS))
+    literal = torch.zeros_like(operator)
+    for p in (ids == CASEOPS_ESC_ID).nonzero().flatten().tolist():  # in order, so ESC ESC is one literal ESC
+        if not literal[p] and p + 1 < len(ids):
+            literal[p + 1] = True
+    counts[operator & ~literal] = 0
+    if counts.numel() and int(counts.max()) > 0xFFFF:
+        raise GolfError(f"a piece of {int(counts.max())} bytes does not fit the uint16 byte sidecar")
+    return counts.numpy().astype(np.uint16)
+
+
+def decode_document(sp: sentencepiece.SentencePieceProcessor, ids: Sequence[int]) -> str:
+    """The original text of one document's ids (no BOS): sentencepiece decode, then the transform's inverse."""
+    return TEXT_INVERSES[tokenizer_transform(sp)](sp.decode([int(i) for i in ids]))
+
+
+def split_documents(tokens: Sequence[int]) -> list[list[int]]:
+    """A stream cut at each BOS into documents (BOS dropped); ids before the first BOS form document 0."""
+    docs: list[list[int]] = []
     doc: list[int] = []
-    for token in list(tokens) + [SP_BOS_ID]:
+    for i, token in enumerate(tokens):
         if int(token) == SP_BOS_ID:
-            total += len(sp.decode(doc).encode("utf-8"))
+            if i > 0:
+                docs.append(doc)
             doc = []
         else:
             doc.append(int(token))
-    return total
+    docs.append(doc)
+    return docs
+
+
+def decoded_byte_count(sp: sentencepiece.SentencePieceProcessor, tokens: Sequence[int]) -> int:
+    """The canonical byte count: split tokens at BOS into documents, decode each (inverting the tokenizer's
+    text transform), sum UTF-8 lengths."""
+    return sum(len(decode_document(sp, doc).encode("utf-8")) for doc in split_documents(tokens))

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from golf.artifact import encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget, size_violation_line
 from golf.config import RECIPE, Config, GolfError, from_env
-from golf.data import DistributedTokenLoader, data_fingerprint, load_val_tokens, shard_paths
+from golf.data import (DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
+                       val_byte_sidecar_paths)
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
@@ -29,7 +30,7 @@ from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
-from golf.tokenizer import build_byte_luts, load_tokenizer
+from golf.tokenizer import build_byte_luts, load_tokenizer, tokenizer_transform
 from golf.ttt import eval_plan_lines, final_eval, pass_stride
 
 SIZE_LIMIT = 16_000_000  # decimal bytes: code + compressed model (the challenge's artifact limit)
@@ -202,8 +203,13 @@ def main(code_path: str) -> int:
     sp = load_tokenizer(cfg.tokenizer_path)
     if sp.vocab_size() != cfg.vocab_size:
         raise GolfError(f"{cfg.tokenizer_path}: vocab {sp.vocab_size()} != VOCAB_SIZE={cfg.vocab_size}")
-    luts = tuple(t.to(env.device) for t in build_byte_luts(sp, cfg.vocab_size))
-    log_provenance(log, cfg, code_path, shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val"))
+    luts = build_byte_luts(sp, cfg.vocab_size)
+    sidecars = val_byte_sidecar_paths(cfg.data_path)  # their byte counts decide BPB: fingerprinted with the shards
+    if tokenizer_transform(sp) == "caseops" and not sidecars:
+        raise GolfError(f"{cfg.data_path}: no val byte sidecar (*_val_bytes_*.bin) for the CaseOps tokenizer "
+                        f"{cfg.tokenizer_path}; the LUT rule would count its operators as bytes")
+    log_provenance(log, cfg, code_path,
+                   shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
@@ -226,7 +232,9 @@ def main(code_path: str) -> int:
     # Evaluation starts here: training and calibration are done, and the val split is first read now.
     log(eval_phase_started())
     val_tokens = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
-    byte_counts = target_byte_counts(val_tokens, luts)  # per-target bytes: every eval below sums these
+    sidecar = load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens)
+    byte_counts = target_byte_counts(val_tokens, luts, sidecar)  # per-target bytes: every eval below sums these
+    log(f"val_byte_rule:{'sidecar' if sidecar is not None else 'lut'}")
     budget.start("diagnostic")  # the trained weights' own score: uncounted, as the records run it
     pre = score(cfg, env, model, val_tokens, luts, byte_counts)
     budget.stop("diagnostic")

@@ -32,6 +32,7 @@ def test_audit_passes_on_the_default_recipe(tmp_path):
     proc = audit_run(ROOT / "train_gpt.py", tmp_path / "audit")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout and re.search(r"audit: (\d+)/\1 PASS", proc.stdout), proc.stdout
+    assert "PASS  bpb_check: decoded = source documents (normalised), byte for byte" in proc.stdout
 
 
 LEAKY_WRAPPER = """

@@ -156,3 +156,18 @@ def test_command_line_reports_errors_in_one_line(tmp_path, mirror):
     bad = subprocess.run(args + ["--train-shards", "9"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error: " in bad.stderr and "asked for 9" in bad.stderr
+
+
+def test_with_docs_fetches_the_raw_document_stream(tmp_path, mirror):
+    docs = mirror / "datasets" / "docs_selected.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(3)))
+    (mirror / "datasets" / "docs_selected.source_manifest.json").write_text(json.dumps({"docs_val": 1}))
+    out = tmp_path / "data"
+    result = download_fineweb("sp1024", 0, str(out), mirror=str(mirror), with_docs=True)
+    assert (out / "docs_selected.jsonl").read_bytes() == docs.read_bytes()
+    assert str(out / "docs_selected.source_manifest.json") in result["fetched"]
+    docs.write_text(json.dumps({"text": "cut"}) + "\n" + '{"text": "trunc')  # an interrupted upload
+    os.unlink(out / "docs_selected.jsonl")
+    with pytest.raises(GolfError, match="last line is incomplete"):
+        download_fineweb("sp1024", 0, str(out), mirror=str(mirror), with_docs=True)
+    assert not (out / "docs_selected.jsonl").exists()

@@ -21,6 +21,8 @@ The file (packed, or one that imports golf) is only run as a subprocess and read
      sentencepiece-decoded UTF-8 bytes of the val stream), and the dump's mean is the claimed loss.
   5. data separation: the run logged `eval_phase_started ... val_reads:0` (golf.data.SHARD_READS
      before the val split is loaded) ahead of any val result.
+  6. byte accounting: tools/bpb_check.py on the data (decoded val stream vs byte counts vs documents;
+     the sample's documents when auditing the sample).
 Exit 0 all PASS, 1 any FAIL, 2 bad input (missing file, data or tokenizer).
 """
 
@@ -40,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from data.prepare_sample import prepare_sample  # noqa: E402
 from golf.config import GolfError  # noqa: E402
-from golf.data import load_val_tokens, read_shard, shard_paths, write_shard  # noqa: E402
+from golf.data import load_val_tokens, read_shard, shard_paths, sidecar_path, write_shard  # noqa: E402
 from golf.static_audit import AuditInputError, audit_file, report_lines, unpacked_sources  # noqa: E402
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count, load_tokenizer  # noqa: E402
+from tools.bpb_check import check as bpb_check  # noqa: E402
 
 COVERAGE = re.compile(r"val_tokens:(\d+) val_bytes:(\d+)")
 QUICK = dict(ITERATIONS="3", TRAIN_BATCH_TOKENS="2048", VAL_MAX_TOKENS="8192")
@@ -70,6 +73,8 @@ def make_data_dir(path: Path, train: list[str], val_paths: list[str], change: tu
             tokens[change[0] - offset] = change[1]
         offset += len(tokens)
         write_shard(str(path / os.path.basename(p)), tokens)
+        if os.path.isfile(sidecar_path(p)):  # CaseOps data: its byte counts go along (unchanged)
+            os.symlink(os.path.abspath(sidecar_path(p)), sidecar_path(str(path / os.path.basename(p))))
 
 
 def run_file(train_file: Path, data: Path, tokenizer: str, out: Path, settings: dict) -> tuple[int, str, Path]:
@@ -127,9 +132,12 @@ def order_is_causal(order: np.ndarray, val: np.ndarray) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------- checklist
-def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path) -> list[tuple[str, bool, str]]:
-    results = [(c["name"], c["verdict"] != "FAIL", c["verdict"] + ": " + c["detail"] if c["verdict"] == "WARN"
-                else c["detail"]) for c in audit_file(train_file)["checks"]]  # WARN is no FAIL: it says so
+def audit(train_file: Path, data: str, tokenizer: str, quick: bool, work: Path,
+          text_source: str | None = None) -> list[tuple[str, bool, str]]:
+    results = [(f"bpb_check: {r['check']}", r["status"] != "FAIL", f"{r['status']} {r['figure']} (limit: {r['limit']})")
+               for r in bpb_check(data, tokenizer, text_source)]
+    results += [(c["name"], c["verdict"] != "FAIL", c["verdict"] + ": " + c["detail"] if c["verdict"] == "WARN"
+                 else c["detail"]) for c in audit_file(train_file)["checks"]]  # WARN is no FAIL: it says so
 
     settings = QUICK if quick else FULL
     sp = load_tokenizer(tokenizer)
@@ -211,12 +219,14 @@ def main(argv=None) -> int:
                 (Path(args.unpack) / f"decoded_{i}.py").write_text(text, encoding="utf-8")
                 print(f"wrote {Path(args.unpack) / f'decoded_{i}.py'}: {origin}", file=sys.stderr)
         return 1 if any(c["verdict"] == "FAIL" for c in report["checks"]) else 0
+    text_source = None
     try:
         if args.data is None and args.tokenizer is None:
             # The default is the bundled sample; from a fresh clone it is built first (idempotent, ~10 s).
             prepare_sample(out_dir=str(ROOT / "data"))
             args.data = str(ROOT / "data" / "datasets" / "sample_sp8192")
             args.tokenizer = str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model")
+            text_source = "sample"  # bpb_check compares the decoded val stream with the sample's documents
         elif args.data is None or args.tokenizer is None:
             raise GolfError("--data and --tokenizer go together (or give neither for the sample)")
         shard_paths(args.data, "train")  # bad input fails here, before any run
@@ -224,7 +234,7 @@ def main(argv=None) -> int:
         load_tokenizer(args.tokenizer)
         with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
             work = Path(args.keep).resolve() if args.keep else Path(tmp)
-            results = audit(train_file, args.data, args.tokenizer, args.quick, work)
+            results = audit(train_file, args.data, args.tokenizer, args.quick, work, text_source)
     except (GolfError, AuditInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -51,7 +51,7 @@ ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
-PIPELINE = ("config", "dist", "data", "tokenizer", "model", "params", "optim", "kernels", "quant",
+PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
 LOADER_NAMES = ("base64", "linecache", "lzma", "sys", "traceback", "_packed_source")  # bound by the --compress loader
 

@@ -1,6 +1,6 @@
 """The README's main command: sample data -> pack -> train_gpt.py on 2 CPU processes -> size check -> summary.
 
-python tools/smoke.py [--nproc 2] [--seconds 120] [--run-dir runs/smoke] [--seed 1337]
+python tools/smoke.py [--nproc 2] [--seconds 120] [--run-dir runs/smoke] [--seed 1337] [--recipe default]
 Everything is local: no network. The default recipe is packed into <run-dir>/train_gpt.py and that
 file runs there, away from the golf package, as it would be shipped (tracked files are not touched).
 Prints val_bpb (pre-quant, round trip and, with TTT, the claimed TTT score), the bytes against
@@ -64,20 +64,24 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="training wallclock budget")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "smoke"))
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--recipe", default="default", help="recipe to pack; `caseops` runs on the CaseOps sample data")
     args = ap.parse_args(argv)
     t0 = time.time()
     py = sys.executable
 
-    run([py, str(ROOT / "data" / "prepare_sample.py")])
+    caseops = args.recipe == "caseops"  # the sample built with the CaseOps tokenizer and its val byte sidecar
+    run([py, str(ROOT / "data" / "prepare_sample.py")] + (["--caseops"] if caseops else []))
+    sample, tokenizer = ("sample_sp8192_caseops", "sample_8192_bpe_caseops.model") if caseops else \
+        ("sample_sp8192", "sample_8192_bpe.model")
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / "train_gpt.py"
-    run([py, str(ROOT / "tools" / "pack.py"), "-o", str(script)])
+    run([py, str(ROOT / "tools" / "pack.py"), "--recipe", args.recipe, "-o", str(script)])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the packed file needs no golf
     env.update(PRESET="smoke", SEED=str(args.seed), MAX_WALLCLOCK_SECONDS=str(args.seconds),
                OUT_DIR=str(run_dir), RUN_ID=f"smoke_seed{args.seed}",
-               DATA_PATH=str(ROOT / "data" / "datasets" / "sample_sp8192"),
-               TOKENIZER_PATH=str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model"))
+               DATA_PATH=str(ROOT / "data" / "datasets" / sample),
+               TOKENIZER_PATH=str(ROOT / "data" / "tokenizers" / tokenizer))
     train_rc = run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(script)],
                    env=env, cwd=run_dir, check=False)
     preflight = subprocess.run([py, str(ROOT / "tools" / "preflight.py"), str(script)], env=env, cwd=run_dir,

@@ -24,9 +24,9 @@ from golf.artifact import encode_artifact, read_header
 from golf.budget import WallclockBudget
 from golf.compress import CODECS
 from golf.config import Config, from_env
-from golf.data import load_val_tokens
+from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
-from golf.evaluate import eval_bpb
+from golf.evaluate import eval_bpb, target_byte_counts
 from golf.model.attention import sdpa_attention
 from golf.model.gpt import GPT
 from golf.params import assign_rules, param_rules
@@ -139,7 +139,9 @@ def smoke_model(seconds: float) -> tuple[dict, dict, dict, dict]:
     state = {k: v.detach() for k, v in model.state_dict().items()}
     val = load_val_tokens(cfg.data_path, cfg.val_max_tokens)
     luts = build_byte_luts(load_tokenizer(cfg.tokenizer_path), cfg.vocab_size)
-    score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens).val_bpb  # noqa: E731
+    byte_counts = target_byte_counts(val, luts, load_val_byte_sidecar(cfg.data_path, cfg.val_max_tokens))
+    score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens,  # noqa: E731
+                               byte_counts=byte_counts).val_bpb
     bpb = {"fp32": score(model)}
     plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
     rtn = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
