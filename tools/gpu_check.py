@@ -188,15 +188,15 @@ def part_eval(args) -> dict:
     tokens[:: 1000] = 1  # a BOS every ~1000 tokens, like FineWeb documents
     lines = eval_plan_lines(model, tokens, cfg, 8, env.device, autocast_dtype(env.device))
     estimates = {m.group(1): float(m.group(2)) for line in lines
-                 for m in [re.match(r"eval_plan (\w+):.*? est:([\d.]+)s", line)] if m}
-    claimed = [float(m.group(1)) for line in lines for m in [re.search(r"claimed_eval_est:([\d.]+)s", line)] if m]
-    row_ms = [float(m.group(1)) for line in lines for m in [re.search(r"row_ms:([\d.]+)", line)] if m]
+                 for m in [re.match(r"eval_plan pass:(\w+) .*? est:([\d.]+)s", line)] if m}
+    total = [float(m.group(1)) for line in lines for m in [re.search(r"eval_phase_est:([\d.]+)s", line)] if m]
+    fwd_us = [float(m.group(1)) for line in lines for m in [re.search(r"fwd_us_per_token:([\d.]+)", line)] if m]
     figures = {"val_tokens": val_tokens, "world_size": 8, "plan_lines": lines, "pass_estimates_s": estimates,
                "eval_budget_s": cfg.eval_max_seconds, "peak_memory_bytes": peak_memory_bytes(env.device)}
-    if row_ms:
-        figures["score_tokens_per_s_per_gpu"] = cfg.sw_seq_len / (row_ms[0] / 1000)
-    if claimed:
-        figures["projected_eval_s_8xh100"] = claimed[0] * H200_TO_H100
+    if fwd_us and fwd_us[0] > 0:
+        figures["score_tokens_per_s_per_gpu"] = 1e6 / fwd_us[0]
+    if total:
+        figures["projected_eval_s_8xh100"] = total[0] * H200_TO_H100
         figures["fits"] = figures["projected_eval_s_8xh100"] <= cfg.eval_max_seconds
     return figures
 
