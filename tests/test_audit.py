@@ -44,7 +44,7 @@ def test_static_check_catches_its_pattern(check):
 def test_static_checks_pass_on_the_default_recipe():
     # The packed file holds all the code a run reaches (training, quantisation, eval, TTT) in one module.
     tree = ast.parse((ROOT / "train_gpt.py").read_text())
-    assert "def doc_ttt" in ast.unparse(tree) and "def doc_window_plan" in ast.unparse(tree)
+    assert "def score_first_ttt" in ast.unparse(tree) and "def doc_window_plan" in ast.unparse(tree)
     assert not [f for check in STATIC_CHECKS for f in check(tree)]
 
 
@@ -75,8 +75,8 @@ LEAKY_WRAPPER = """
 import sys
 sys.path.insert(0, {root!r})
 import golf.ttt
-from tests.leaky_ttt import doc_update_first
-golf.ttt.TTT_MODES["doc"] = doc_update_first  # golf.ttt.final_eval looks it up when called
+from tests.leaky_ttt import leaky_ttt
+golf.ttt.TTT_MODES["stream"] = leaky_ttt  # golf.ttt.final_eval looks it up when called
 from golf.train import run
 run(__file__)
 """
