@@ -139,7 +139,10 @@ class Config:
     # ---- eval (issue 15): doc-isolated scoring, per-doc batched LoRA TTT, phased global SGD. Values: the
     # 2026-04-27 record (PR #1855) train_seed42.log header unless said; R:N = a line of its train_gpt.py.
     eval_context: str = "doc"  # golf/evaluate.py EVAL_CONTEXTS: "doc" each document from its own BOS | "sliding"
-    ttt_mode: str = "doc"  # golf/ttt.py TTT_MODES: "doc" per-doc LoRA + phases | "stream" (the ttt_* fields above)
+    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases, the record's design) | "stream" (the ttt_* fields above).
+    # Stream stays the claimed default: python -m golf.bench eval on the smoke artifact (32K val tokens, 2026-12-01)
+    # gave stream 1.83035, per-doc 1.84296, phased + per-doc 1.84838 (plain 1.89686). TTT_MODE=doc selects it.
+    ttt_mode: str = "stream"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only
@@ -2919,6 +2922,47 @@ def eval_phase_started() -> str:
 
 
 # ---- golf/ttt.py: Score-first test-time training, and the plan of the whole final evaluation. ----
+class LoRA(nn.Module):
+    """Forward hook adding x A^T B^T to an nn.Linear's output. A: (rank, in), B: (out, rank) = 0 at the start,
+    so the adapted model starts exactly at the artifact model."""
+
+    def __init__(self, linear: nn.Linear, rank: int, generator: torch.Generator):
+        super().__init__()
+        out_features, in_features = linear.weight.shape
+        a = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
+        self.a = nn.Parameter(a.to(linear.weight.device))
+        self.b = nn.Parameter(torch.zeros(out_features, rank, device=linear.weight.device))
+
+    def forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return out + F.linear(F.linear(args[0], self.a), self.b)
+
+
+def lora_targets(model: nn.Module, cfg) -> list[nn.Parameter]:
+    """Rank-r LoRA on the attention and MLP matrices (nn.Linear named *.attn.* / *.mlp.*; not, e.g., the loop
+    schedule's pass adapters); returns the adapter parameters."""
+    gen = torch.Generator().manual_seed(cfg.seed)  # same A on every rank
+    params = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and re.search(r"\.(attn|mlp)\.[^.]+$", name):
+            module.ttt_lora = LoRA(module, cfg.ttt_lora_rank, gen)
+            module.register_forward_hook(module.ttt_lora)
+            params += [module.ttt_lora.a, module.ttt_lora.b]
+    return params
+
+
+TTT_TARGETS = {"lora": lora_targets}
+
+
+def ttt_model(model: nn.Module, cfg) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of model (the caller's stays untouched) whose TTT_PARAMS pieces alone require grad."""
+    model = copy.deepcopy(model)
+    model.requires_grad_(False)
+    params = pick(TTT_TARGETS, cfg.ttt_params, "TTT_PARAMS")(model, cfg)
+    for p in params:
+        p.requires_grad_(True)
+    return model, params
+
+
 def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
     """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
     adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
@@ -2935,113 +2979,84 @@ def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc:
     return bounds + [n], resets
 
 
-# ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
-DOC_LORA_MODULES = re.compile(r"\.attn\.(q|k|v|proj)$|\.mlp$")  # Q, K, V, O, and a bypass around each MLP
+def chunk_rows(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
+    """(offset, length) training rows of at most seq_len targets covering a chunk's targets."""
+    return [(s, min(seq_len, num_targets - s)) for s in range(0, num_targets, seq_len)]
 
 
-class DocLoRA(nn.Module):
-    """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
-    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head.
+def chunk_batch(chunk: torch.Tensor, rows: list[tuple[int, int]], seq_len: int, device):
+    """(x, y, mask) of shape (len(rows), seq_len) for rows (offset, length) of a chunk's tokens; mask 1 on real targets."""
+    x = torch.zeros(len(rows), seq_len, dtype=torch.int64)
+    y = torch.zeros_like(x)
+    mask = torch.zeros(len(rows), seq_len)
+    for row, (offset, length) in enumerate(rows):
+        x[row, :length] = chunk[offset : offset + length]
+        y[row, :length] = chunk[offset + 1 : offset + length + 1]
+        mask[row, :length] = 1.0
+    return x.to(device), y.to(device), mask.to(device)
 
-    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)), B (rows, out, rank)
-    zero, so a fresh batch starts exactly at the base model. reset() zeroes B (and, without warm start, redraws A).
+
+def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, rank: int, world_size: int,
+                   device, autocast_dtype) -> None:
+    """`steps` optimiser steps on the mean NLL of an already-scored chunk (tokens lo..hi: targets lo..hi-1).
+
+    Each rank takes every world_size-th row, all in one micro-batch (at most TTT_CHUNK_TOKENS tokens, a
+    fraction of a training micro-batch); gradients are summed over ranks, so all ranks step alike.
     """
-
-    def __init__(self, model: nn.Module, cfg, rows: int, device):
-        super().__init__()
-        self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
-        self.warm_start_a = cfg.ttt_doc_warm_start_a
-        self.seed = cfg.seed
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
-        self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
-        slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
-        self.a, self.b = nn.ParameterList(), nn.ParameterList()
-        self.index = {}  # module -> first adapter of its slots
-        for name, m in self.modules_:
-            out_f, in_f = self.shape_of(m)
-            self.index[m] = len(self.a)
-            for _ in range(slots[m]):
-                self.add(rows, in_f, out_f, cfg.ttt_doc_lora_rank, device)
-        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
-        self.head = len(self.a)
-        self.add(rows, dim, vocab, cfg.ttt_doc_lora_rank, device)
-        self.calls: dict[nn.Module, int] = {}
-        self.rows = None
-        self.enabled = False
-        self.handles = [m.register_forward_hook(self.hook) for _, m in self.modules_]
-
-    @staticmethod
-    def shape_of(m: nn.Module) -> tuple[int, int]:
-        if isinstance(m, nn.Linear):
-            return m.weight.shape
-        dim = m.fc.weight.shape[1]  # an MLP: bypass dim -> dim
-        return dim, dim
-
-    def add(self, rows: int, in_f: int, out_f: int, rank: int, device) -> None:
-        bound = 1.0 / math.sqrt(in_f)
-        a = (torch.rand(rows, rank, in_f, generator=self.gen) * 2 - 1) * bound
-        self.a.append(nn.Parameter(a.to(device)))
-        self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
-
-    def reset(self, key: int, redraw_a: bool = False) -> None:
-        """Zero B; redraw A (without warm start, or redraw_a) from a generator seeded by (seed, key), so the draw
-        depends on which batch or phase this is, not on which rank runs it or what it ran before."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
-        with torch.no_grad():
-            for a, b in zip(self.a, self.b):
-                b.zero_()
-                if redraw_a or not self.warm_start_a:
-                    bound = 1.0 / math.sqrt(a.shape[-1])
-                    a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
-
-    def begin(self, rows: torch.Tensor | None) -> None:
-        """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
-        self.enabled = rows is not None
-        self.rows = rows
-        self.calls = {}
-
-    def delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.a[i][self.rows], self.b[i][self.rows]
-        return torch.bmm(torch.bmm(x, a.transpose(1, 2).to(x.dtype)), b.transpose(1, 2).to(x.dtype)) * self.scale
-
-    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return out
-        k = self.calls.get(module, 0)
-        self.calls[module] = k + 1
-        return out + self.delta(self.index[module] + k, args[0]).to(out.dtype)
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+    n = chunk.numel() - 1
+    mine = chunk_rows(n, seq_len)[rank::world_size]
+    model.eval()  # learn the forward that scores: the loop schedule runs its evaluation depth in eval mode
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        if mine:
+            x, y, mask = chunk_batch(chunk, mine, seq_len, device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                nll = model.token_losses(x, y)
+            ((nll.float() * mask).sum() / n).backward()
+        for p in params:
+            all_reduce_(p.grad)
+        opt.step()
 
 
-def slot_counts(model: nn.Module, modules: list[nn.Module], cfg, device) -> dict[nn.Module, int]:
-    """How often each module runs in one evaluation forward (random tokens, never val)."""
-    counts = {m: 0 for m in modules}
-    handles = [m.register_forward_hook(lambda mod, a, o: counts.__setitem__(mod, counts[mod] + 1)) for m in modules]
-    model.eval()
-    with torch.no_grad():
-        model.token_losses(torch.randint(4, cfg.vocab_size, (1, 8), device=device),
-                           torch.randint(4, cfg.vocab_size, (1, 8), device=device))
-    for h in handles:
-        h.remove()
-    return counts
+def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None,
+                    score_order=None, **_):
+    """BPB of the val tokens under stream score-first TTT (TTT_MODE=stream, one pass). The caller's model is not
+    changed.
 
-
-def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
-                    autocast_dtype) -> torch.Tensor:
-    """Per-token NLL (len(rows), T) of the model (as GPT.token_losses) with adapter rows `rows` (lora None: none)."""
-    if lora is not None:
-        lora.begin(rows)
-    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        h = model.hidden(x)
-        logits = F.linear(h, model.tok_emb.weight)
-        if lora is not None:
-            logits = logits + lora.delta(lora.head, h).to(logits.dtype)
-    if lora is not None:
-        lora.begin(None)
-    return token_nll(logits, y, model.logit_softcap)
+    Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
+    target gets the context plain sliding-window eval gives it. target_losses, byte_counts: as in eval_bpb.
+    score_order: optional int64[num_targets], filled with each target's chunk index (its scoring step).
+    """
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    byte_counts = byte_counts.to(device)
+    model, params = ttt_model(model, cfg)
+    initial = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
+    plan = window_plan(val_tokens.numel() - 1, cfg.sw_seq_len, cfg.sw_stride)
+    bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+    chunks = split_plan(plan, bounds)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for i, windows in enumerate(chunks):
+        if resets[i]:
+            with torch.no_grad():
+                for p, p0 in zip(params, initial):
+                    p.copy_(p0)
+            opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
+        # Score first, with the weights as they are; only then learn from this chunk.
+        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.val_batch_tokens, byte_counts,
+                              device, autocast_dtype, target_losses)
+        if score_order is not None:
+            score_order[bounds[i] : bounds[i + 1]] = i
+        if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
+            adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
+                           cfg.ttt_steps, rank, world_size, device, autocast_dtype)
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)
+    return eval_result(sums)
 
 
 @dataclass(frozen=True)
@@ -3074,14 +3089,6 @@ def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
             load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
         segments.append(per_rank)
     return DocSchedule(order, segments, bounds)
-
-
-def doc_chunks(n: int, chunk: int, seq_len: int):
-    """(lo, hi, window start) per chunk of a document's n targets: targets [lo, hi) scored in a window of at most
-    seq_len tokens ending at hi, i.e. targets [ws, hi) of the document fed (doc-isolated: ws >= 0)."""
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        yield lo, hi, max(0, hi - seq_len)
 
 
 def doc_batch_work(lengths: list[int], cfg, adapt: bool) -> tuple[int, int]:
@@ -3123,162 +3130,12 @@ def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float,
     return steps
 
 
-def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
-    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken."""
-    params = list(model.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.SGD(params, lr=cfg.ttt_phase_lr, momentum=cfg.ttt_phase_momentum)
-    L = cfg.sw_seq_len
-    steps = phase_steps(tokens.numel() - 1, cfg, world_size)
-    model.eval()  # learn the forward that scores (the loop schedule's evaluation depth)
-    for _, lr, seqs in steps:
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=False)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        mine = seqs[rank::world_size]
-        if mine:
-            x = torch.stack([tokens[s : s + L] for s in mine]).to(device)
-            y = torch.stack([tokens[s + 1 : s + L + 1] for s in mine]).to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.token_losses(x, y)
-            (nll.float().sum() / (len(seqs) * L)).backward()
-        for p in params:
-            all_reduce_(p.grad)
-        if cfg.ttt_phase_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.ttt_phase_grad_clip)
-        opt.step()
-    for p in params:
-        p.requires_grad_(False)
-        p.grad = None
-    return len(steps)
-
-
-def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
-                    autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
-    """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
-    adapters on the chunk just scored (the chunk's scores are summed before the step exists)."""
-    c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
-    chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
-    opt = None
-    if lora is not None:
-        lora.reset(key=docs[0][0])  # keyed by the batch's first document (its first target)
-        opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
-                                betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
-    model.eval()
-    for ci in range(max(len(ch) for ch in chunks)):
-        rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
-        train = lora is not None and any(ci < len(chunks[b]) - 1 for b in rows)
-        width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
-        x = torch.zeros(len(rows), width, dtype=torch.int64)
-        y, pos = torch.zeros_like(x), torch.zeros_like(x)
-        scored = torch.zeros_like(x, dtype=torch.bool)
-        weight = torch.zeros(len(rows), width)
-        for r, b in enumerate(rows):
-            s, _ = docs[b]
-            lo, hi, ws = chunks[b][ci]
-            x[r, : hi - ws] = val_tokens[s + ws : s + hi]
-            y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
-            pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
-            scored[r, lo - ws : hi - ws] = True
-            if ci < len(chunks[b]) - 1:
-                weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
-        x, y, pos, scored, weight = (t.to(device) for t in (x, y, pos, scored, weight))
-        with torch.set_grad_enabled(train):
-            nll = doc_lora_losses(model, lora, torch.tensor(rows, device=device), x, y, autocast_dtype)
-        # Score first: the chunk's losses are summed now, by adapters that have not seen it.
-        got, idx = nll.detach()[scored].float(), pos[scored]
-        sums[0] += got.double().sum()
-        sums[1] += idx.numel()
-        sums[2] += byte_counts[idx].double().sum()
-        if target_losses is not None:
-            target_losses[idx] = got
-        if score_order is not None:
-            score_order[idx] = tick + ci
-        if train:
-            opt.zero_grad(set_to_none=False)
-            (nll.float() * weight).sum().backward()  # rows have their own adapters: one sum trains each alone
-            opt.step()
-
-
-SEGMENT_TICKS, BATCH_TICKS = 1 << 40, 1 << 20  # score_order: segment * SEGMENT_TICKS + batch * BATCH_TICKS + chunk
-
-
-def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
-            device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None, score_order=None,
-            deadline: float | None = None, log=None):
-    """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
-
-    doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
-    on the documents scored so far. deadline (a time.perf_counter() value): when this rank's measured rate says
-    finishing with adaptation would pass it, the rank stops adapting (no more LoRA steps; phases stop for all ranks
-    at the next phase) and keeps scoring; logged. score_order: optional int64[num_targets] of each target's scoring
-    step on its rank (segment, batch, chunk), for tools/audit.py.
-    """
-    if byte_counts is None:
-        byte_counts = target_byte_counts(val_tokens, luts)
-    byte_counts = byte_counts.to(device)
-    model = copy.deepcopy(model)
-    model.requires_grad_(False)
-    docs = doc_spans(val_tokens)
-    sched = doc_schedule([n for _, n in docs], cfg, world_size)
-    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phases)
-    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device) if cfg.ttt_doc_lora_lr > 0 else None
-    mine = sched.batches_of(rank)
-    units = [batch_units([docs[d][1] for d in batch], cfg) for _, _, batch in mine]
-    phase_units = [3 * (n_docs_tokens(docs, sched, n) // world_size) for n in sched.phases]
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    t0, done_units, k = time.perf_counter(), 0, 0
-    for si, seg in enumerate(sched.segments):
-        for bi, batch in enumerate(seg[rank]):
-            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, [docs[d] for d in batch], cfg, device,
-                                autocast_dtype, byte_counts, sums, target_losses, score_order,
-                                si * SEGMENT_TICKS + bi * BATCH_TICKS)
-            done_units += units[k]
-            k += 1
-            if adapting and deadline is not None:
-                now = time.perf_counter()
-                rest = sum(units[k:]) + sum(phase_units[si:])
-                if now + (now - t0) / max(done_units, 1) * rest > deadline:
-                    adapting = False
-                    if log:
-                        log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
-                            f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
-        if si < len(sched.phases):
-            stopped = torch.tensor([float(not adapting)], device=device)
-            if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
-                if adapting and log:
-                    log(f"ttt_guard: phase {si + 1}/{len(sched.phases)} and later skipped: another rank stopped adapting")
-                adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
-                continue
-            n = sched.phases[si]
-            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in sched.order[:n]])
-            steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
-            done_units += phase_units[si]
-            if lora is not None:
-                lora.reset(key=-1 - si, redraw_a=True)  # the record rebuilds its adapters after each phase
-            if log:
-                log(f"ttt_phase {si + 1}/{len(sched.phases)} docs:{n} tokens:{tokens.numel()} steps:{steps} "
-                    f"t:{time.perf_counter() - t0:.1f}s")
-    if lora is not None:
-        lora.remove()
-    all_reduce_(sums)
-    if target_losses is not None:
-        all_reduce_(target_losses)
-    if score_order is not None:
-        all_reduce_(score_order)
-    return eval_result(sums)
-
-
 def n_docs_tokens(docs: list[tuple[int, int]], sched: DocSchedule, n: int) -> int:
     """Tokens a phase over the first n documents of the processing order trains on."""
     return sum(docs[d][1] + 1 for d in sched.order[:n])
 
 
-TTT_MODES = {"doc": doc_ttt}
+TTT_MODES = {"stream": score_first_ttt}
 
 
 # ---------------------------------------------------------------- the eval plan: one declaration of the passes

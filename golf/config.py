@@ -107,7 +107,10 @@ class Config:
     # ---- eval (issue 15): doc-isolated scoring, per-doc batched LoRA TTT, phased global SGD. Values: the
     # 2026-04-27 record (PR #1855) train_seed42.log header unless said; R:N = a line of its train_gpt.py.
     eval_context: str = "doc"  # golf/evaluate.py EVAL_CONTEXTS: "doc" each document from its own BOS | "sliding"
-    ttt_mode: str = "doc"  # golf/ttt.py TTT_MODES: "doc" per-doc LoRA + phases | "stream" (the ttt_* fields above)
+    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases, the record's design) | "stream" (the ttt_* fields above).
+    # Stream stays the claimed default: python -m golf.bench eval on the smoke artifact (32K val tokens, 2026-12-01)
+    # gave stream 1.83035, per-doc 1.84296, phased + per-doc 1.84838 (plain 1.89686). TTT_MODE=doc selects it.
+    ttt_mode: str = "stream"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only

@@ -25,8 +25,8 @@ from golf.tokenizer import (
     normalised_text,
     tokenizer_transform,
     train_tokenizer,
-    val_target_bytes,
 )
+from golf.evaluate import target_byte_counts
 from tests.test_tokenizer import TRICKY_TEXTS
 
 # Letters of both cases, operators, a non-ASCII letter pair, digits, punctuation, space: the cases that interact.
@@ -133,7 +133,7 @@ def test_sidecar_counts_the_original_bytes_of_every_document(caseops_sp):
     assert int(sidecar.astype(np.int64).sum()) == decoded_byte_count(caseops_sp, tokens.tolist())
     # the LUT rule alone counts 3 bytes per operator: more than the original text has
     ids = torch.from_numpy(tokens.astype(np.int64))
-    assert int(val_target_bytes(ids, luts).sum()) > int(sidecar.astype(np.int64).sum())
+    assert int(target_byte_counts(ids, luts).sum()) > int(sidecar.astype(np.int64).sum())
 
 
 @settings(max_examples=60, deadline=None)
@@ -156,7 +156,7 @@ def test_sidecar_files_sit_beside_val_shards_and_are_verified(tmp_path):
     assert load_val_byte_sidecar(str(tmp_path)).tolist() == [0, 3, 1, 0, 2]
     assert load_val_byte_sidecar(str(tmp_path), max_tokens=3).tolist() == [0, 3, 1]
     val = torch.from_numpy(tokens.astype(np.int64))
-    assert val_target_bytes(val, None, load_val_byte_sidecar(str(tmp_path))).tolist() == [3, 1, 0, 2]
+    assert target_byte_counts(val, None, load_val_byte_sidecar(str(tmp_path))).tolist() == [3, 1, 0, 2]
     write_shard(side, np.array([0, 3, 1], dtype=np.uint16))  # valid layout, wrong count
     with pytest.raises(GolfError, match="3 byte counts for the 5 tokens"):
         load_val_byte_sidecar(str(tmp_path))

@@ -83,11 +83,11 @@ def test_meta_counts_match_a_real_cpu_run():
 
     import golf.train as ns
     from tests.test_model import TINY
-    from tools.preflight import FlashSaved, saved_bytes_per_row, train_flops_per_row
+    from tools.preflight import flash_saved, saved_bytes_per_row, train_flops_per_row
 
     cfg = dataclasses.replace(TINY, train_seq_len=32)
     _, attention_fn = ns.select_attention("cpu", "sdpa")
-    model = ns.GPT(cfg, lambda q, k, v: FlashSaved.apply(q, k, v, attention_fn))
+    model = ns.GPT(cfg, flash_saved(attention_fn))
     model.set_progress(cfg.iterations, 1.0)
     x = torch.randint(0, cfg.vocab_size, (1, cfg.train_seq_len))
     seen = {}
@@ -97,10 +97,12 @@ def test_meta_counts_match_a_real_cpu_run():
     assert saved_bytes_per_row(ns, cfg, attention_fn, torch.float32) == sum(seen.values()) > 0
     assert saved_bytes_per_row(ns, cfg, attention_fn, torch.bfloat16) < sum(seen.values())
     # CPU SDPA's fused kernel has no FLOP formula: count with attention written out as matmuls on both sides.
-    def math_attention(q, k, v):
+    def math_attention(q, k, v, doc_ids=None):
         k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
         scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
         mask = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool, device=q.device).triu(1)
+        if doc_ids is not None:  # block-diagonal: a position sees only its own document
+            mask = mask | (doc_ids[:, None, :, None] != doc_ids[:, None, None, :])
         return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
 
     real = ns.GPT(cfg, math_attention)

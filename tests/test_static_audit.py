@@ -453,11 +453,8 @@ def test_cli_static_json_and_exit_codes(tmp_path, capsys):
 
 @pytest.mark.parametrize("form", ["readable", "self-extracting"])
 def test_the_packed_default_recipe_passes_and_its_ttt_is_recognised(tmp_path, form):
-    path = ROOT / "train_gpt.py"
-    if form == "self-extracting":  # the form `tools/pack.py --compress` ships
-        from pack import self_extracting
-        path = tmp_path / "train_gpt.py"
-        path.write_text(self_extracting((ROOT / "train_gpt.py").read_text()))
+    # tools/pack.py ships train_gpt.py self-extracting and writes its readable twin beside it
+    path = ROOT / ("train_gpt.py" if form == "self-extracting" else "train_gpt.readable.py")
     report = audit_file(path)
     assert not not_passing(report), not_passing(report)
     assert any("score_first_ttt()" in f["message"] for f in report["score_first"])

@@ -21,7 +21,7 @@ TINY_EVAL = dataclasses.replace(
 
 
 # Per-doc TTT: chunks of 16 targets in windows of 32, batches of 2 documents, phases after 2 and 4 documents.
-TINY_DOC = dataclasses.replace(TINY_EVAL, ttt_doc_chunk_tokens=16, ttt_doc_batch=2, ttt_doc_lora_rank=4,
+TINY_DOC = dataclasses.replace(TINY_EVAL, ttt_mode="doc", ttt_doc_chunk_tokens=16, ttt_doc_batch=2, ttt_doc_lora_rank=4,
                                ttt_doc_lora_alpha=8.0, ttt_doc_lora_lr=1e-2, ttt_phases=2, ttt_phase_prefix_docs=4,
                                ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=2, ttt_phase_lr=1e-2)
 

@@ -140,12 +140,13 @@ def eval_flops_per_row(ns, cfg, attention_fn) -> int:
 
 class FlashSaved(torch.autograd.Function):
     """Attention that saves for backward what FlashAttention saves: q, k, v, the output and the fp32 row
-    log-sum-exp (B, H, T); never the (T, T) probabilities. Used only to count saved bytes (no backward)."""
+    log-sum-exp (B, H, T); never the (T, T) probabilities (FA3 varlen on packed documents saves the same, plus
+    the tiny cu_seqlens). Used only to count saved bytes (no backward)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, attention_fn):
+    def forward(ctx, q, k, v, attention_fn, doc_ids=None):
         with torch.no_grad():
-            out = attention_fn(q, k, v)
+            out = attention_fn(q, k, v) if doc_ids is None else attention_fn(q, k, v, doc_ids)
         ctx.save_for_backward(q, k, v, out, q.new_empty(q.shape[:3], dtype=torch.float32))
         return out
 
@@ -154,11 +155,16 @@ class FlashSaved(torch.autograd.Function):
         raise RuntimeError("FlashSaved only counts memory")
 
 
+def flash_saved(attention_fn):
+    """An attention backend (q, k, v, doc_ids=None) that runs attention_fn and saves what FlashAttention saves."""
+    return lambda q, k, v, doc_ids=None: FlashSaved.apply(q, k, v, attention_fn, doc_ids)
+
+
 def saved_bytes_per_row(ns, cfg, attention_fn, dtype: torch.dtype) -> int:
     """Bytes autograd keeps from the forward of one training row, counted on meta tensors with the model in
     `dtype`: bfloat16 is what autocast computes the matmuls in (its fp32 ops, e.g. norms, save a little more);
     float32 is an upper bound."""
-    model = meta_model(ns, cfg, lambda q, k, v: FlashSaved.apply(q, k, v, attention_fn), train=True).to(dtype)
+    model = meta_model(ns, cfg, flash_saved(attention_fn), train=True).to(dtype)
     x = torch.zeros(1, cfg.train_seq_len, dtype=torch.int64, device="meta")
     seen: dict[int, int] = {}
 
