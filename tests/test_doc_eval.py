@@ -7,24 +7,15 @@ import pytest
 import torch
 
 from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_counts
-from golf.tokenizer import SP_BOS_ID, build_byte_luts, decoded_byte_count, load_tokenizer
+from golf.tokenizer import SP_BOS_ID, decoded_byte_count
 from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, ttt_global_phase,
                       phase_steps)
 import torch.multiprocessing as mp
 
+from tests.test_ttt import luts, sp  # noqa: F401  (shared module fixtures)
 from tests.tiny_eval import TINY_DOC, TINY_EVAL, doc_ttt_rank_worker, doc_val_stream, tiny_model
 
 DOC = TINY_DOC
-
-
-@pytest.fixture(scope="module")
-def sp(sample_tokenizer):
-    return load_tokenizer(sample_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def luts(sp):
-    return build_byte_luts(sp, TINY_EVAL.vocab_size)
 
 
 @pytest.fixture(scope="module")

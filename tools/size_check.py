@@ -42,6 +42,16 @@ def size_summary(artifact: str, code: str | None, limit: int) -> dict:
             "groups": groups}
 
 
+def total_lines(summary: dict) -> list[str]:
+    """The artifact, code and total lines that end both reports (ours and upstream artifacts)."""
+    code = summary["code"] or "(no --code given: not counted)"
+    verdict = "OK" if summary["fits"] else "OVER LIMIT"
+    return [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",
+            f"code     {code}: {summary['code_bytes']:,} bytes",
+            f"total    {summary['total_bytes']:,} / limit {summary['limit']:,} bytes: "
+            f"headroom {summary['headroom_bytes']:,} ({verdict})"]
+
+
 def format_table(summary: dict) -> str:
     lines = [f"{'group':<20} {'tensors':>7} {'params':>12} {'bits':>8} {'raw bytes':>12} "
              f"{'compressed':>12} {'bits/param':>10}"]
@@ -52,13 +62,7 @@ def format_table(summary: dict) -> str:
                      f"{row['raw_bytes']:>12,} {row['compressed_bytes']:>12,} {bpp:>10}")
         for part, size in row.get("parts", {}).items():  # each part's own block: symbols, scales, LQER factors
             lines.append(f"{'  ' + row['group'] + '/' + part:<20} {'':>7} {'':>12} {'':>8} {'':>12} {size:>12,}")
-    code = summary["code"] or "(no --code given: not counted)"
-    verdict = "OK" if summary["fits"] else "OVER LIMIT"
-    lines += [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",
-              f"code     {code}: {summary['code_bytes']:,} bytes",
-              f"total    {summary['total_bytes']:,} / limit {summary['limit']:,} bytes: "
-              f"headroom {summary['headroom_bytes']:,} ({verdict})"]
-    return "\n".join(lines)
+    return "\n".join(lines + total_lines(summary))
 
 
 # ---- upstream artifacts (issue 17): any file without golf's magic
@@ -88,13 +92,7 @@ def format_upstream(summary: dict) -> str:
         lines.append(f"{'(all ' + dtype + ')':<48} {dtype:>9} {d['tensors']:>14} t {d['params']:>12,} {d['bytes']:>12,}")
     shuffle = f", byte-shuffled stride {summary['shuffle_stride']}" if summary["shuffle_stride"] else ""
     lines.append(f"container: {summary['codec']}{shuffle}; torch.save bytes {summary['torch_bytes']:,}")
-    code = summary["code"] or "(no --code given: not counted)"
-    verdict = "OK" if summary["fits"] else "OVER LIMIT"
-    lines += [f"artifact {summary['artifact']}: {summary['artifact_bytes']:,} bytes",
-              f"code     {code}: {summary['code_bytes']:,} bytes",
-              f"total    {summary['total_bytes']:,} / limit {summary['limit']:,} bytes: "
-              f"headroom {summary['headroom_bytes']:,} ({verdict})"]
-    return "\n".join(lines)
+    return "\n".join(lines + total_lines(summary))
 
 
 def main(argv=None) -> int:
