@@ -143,13 +143,15 @@ def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps:
 
 def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
                     device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None,
-                    score_order=None, **_):
+                    score_order=None, deadline: float | None = None, log=None, **_):
     """BPB of the val tokens under stream score-first TTT (TTT_MODE=stream, one pass). The caller's model is not
     changed.
 
     Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
     target gets the context plain sliding-window eval gives it. target_losses, byte_counts: as in eval_bpb.
     score_order: optional int64[num_targets], filled with each target's chunk index (its scoring step).
+    deadline: time.perf_counter() by which the pass must end; once the chunks so far say finishing with
+    adaptation would pass it, adaptation stops on every rank at once and the rest is scored as is (logged).
     """
     if byte_counts is None:
         byte_counts = target_byte_counts(val_tokens, luts)
@@ -161,6 +163,7 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
     bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
     chunks = split_plan(plan, bounds)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
+    adapting, t0 = True, time.perf_counter()
     for i, windows in enumerate(chunks):
         if resets[i]:
             with torch.no_grad():
@@ -172,7 +175,15 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
                               device, autocast_dtype, target_losses)
         if score_order is not None:
             score_order[bounds[i] : bounds[i + 1]] = i
-        if i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
+        if adapting and deadline is not None:
+            now = time.perf_counter()  # chunks so far (scored + adapted) predict the rest at the same rate
+            late = torch.tensor([float(now + (now - t0) / (i + 1) * (len(chunks) - i - 1) > deadline)], device=device)
+            if all_reduce_(late, op=torch.distributed.ReduceOp.MAX).item() > 0:  # ranks step together: stop together
+                adapting = False
+                if log:
+                    log(f"ttt_guard: stream TTT stopped adapting after chunk {i + 1}/{len(chunks)} at {now - t0:.1f}s: "
+                        f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
+        if adapting and i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
             adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
                            cfg.ttt_steps, rank, world_size, device, autocast_dtype)
     all_reduce_(sums)

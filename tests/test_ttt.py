@@ -1,4 +1,5 @@
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -60,6 +61,22 @@ def test_ttt_without_learning_equals_sliding_window_eval(val, luts):
     plain = eval_bpb(model, val, luts, cfg.sw_seq_len, cfg.sw_stride, cfg.val_batch_tokens, target_losses=plain_losses)
     assert torch.allclose(ttt_losses, plain_losses, atol=1e-5)
     assert (ttt.tokens, ttt.bytes) == (plain.tokens, plain.bytes)
+
+
+def test_stream_guard_stops_adapting_when_the_deadline_is_at_risk_and_keeps_scoring(val, luts):
+    # A deadline already passed: the guard stops before the first update, so every target is still scored, by
+    # the unadapted model (lr 0's scores); with time to spare the same run adapts and scores differently.
+    model, cfg, lines = tiny_model(), TINY_EVAL, []
+    frozen = torch.zeros(val.numel() - 1)
+    score_first_ttt(model, val, luts, dataclasses.replace(cfg, ttt_lr=0.0), target_losses=frozen)
+    guarded = torch.zeros_like(frozen)
+    result = score_first_ttt(model, val, luts, cfg, target_losses=guarded, deadline=time.perf_counter() - 1,
+                             log=lines.append)
+    assert result.tokens == val.numel() - 1 and torch.equal(guarded, frozen)
+    assert len(lines) == 1 and lines[0].startswith("ttt_guard: stream TTT stopped adapting after chunk 1/")
+    free = torch.zeros_like(frozen)
+    score_first_ttt(model, val, luts, cfg, target_losses=free, deadline=time.perf_counter() + 3600, log=lines.append)
+    assert len(lines) == 1 and not torch.equal(free, frozen)
 
 
 def test_ttt_learns_a_repeated_document(luts):
