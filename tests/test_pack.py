@@ -386,6 +386,7 @@ def test_packed_file_matches_library_run(tmp_path, sample_data):
     # MAX_WALLCLOCK_SECONDS far beyond the run: the time-based LR multiplier stays exactly 1.0, so the
     # 6 steps are the same computation in both runs whatever the machine's speed.
     env.update(sample_data, PRESET="smoke", SEED="7", ITERATIONS="6", MAX_WALLCLOCK_SECONDS="100000",
+               QUANT_RESERVE_SECONDS="1000",
                TRAIN_BATCH_TOKENS="2048", VAL_MAX_TOKENS="2048", COMPILE_WARMUP_STEPS="1", TRAIN_LOG_EVERY="1",
                MODEL_DIM="64", GPTQ_CALIB_BATCHES="1", SW_STRIDE="256")
     lib = tmp_path / "lib"

@@ -18,6 +18,7 @@ def run_train(tmp_path, sample_data, script=ROOT / "train_gpt.py", nproc=1, **en
     full = dict(os.environ, PRESET="smoke", DATA_PATH=sample_data["data_path"],
                 TOKENIZER_PATH=sample_data["tokenizer_path"], VOCAB_SIZE=str(sample_data["vocab_size"]),
                 OUT_DIR=str(tmp_path), RUN_ID="t", ITERATIONS="4", MAX_WALLCLOCK_SECONDS="100000",
+                QUANT_RESERVE_SECONDS="1000",  # a loaded CI machine must not turn a correctness run into an overrun
                 MODEL_DIM="64", NUM_LAYERS="3", TRAIN_BATCH_TOKENS="4096", VAL_MAX_TOKENS="8192",
                 PYTHONPATH=str(ROOT))
     full.update(env)

@@ -83,6 +83,7 @@ def run_file(train_file: Path, data: Path, tokenizer: str, out: Path, settings: 
     env = dict(os.environ, PRESET="smoke", DATA_PATH=str(data), TOKENIZER_PATH=tokenizer, OUT_DIR=str(out),
                RUN_ID="audit", SEED="1337", DUMP_VAL_LOSSES=str(dump), COMPILE_WARMUP_STEPS="0",
                MAX_WALLCLOCK_SECONDS="1000000",  # no time-based stop or warmdown: both runs train alike
+               QUANT_RESERVE_SECONDS="1000",  # legality runs, not timing runs: a busy machine must not fail them
                PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
                **settings)
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
