@@ -506,19 +506,25 @@ def document_ids(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
 
 
-def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
-    """All val shards concatenated as int64[N]; max_tokens > 0 keeps only the first max_tokens (quick runs)."""
+def read_first_tokens(paths: list[str], max_tokens: int = 0, check=None) -> np.ndarray:
+    """Shards (or byte sidecars) concatenated in order; max_tokens > 0 reads only as many files as the first
+    max_tokens entries need and keeps just those. check(path, values), if given, vets each file as it is read."""
     chunks = []
     total = 0
-    for path in shard_paths(data_path, "val"):
+    for path in paths:
         chunks.append(read_shard(path))
+        if check is not None:
+            check(path, chunks[-1])
         total += len(chunks[-1])
         if 0 < max_tokens <= total:
             break
-    tokens = np.concatenate(chunks)
-    if max_tokens > 0:
-        tokens = tokens[:max_tokens]
-    return torch.from_numpy(tokens.astype(np.int64))
+    values = np.concatenate(chunks)
+    return values[:max_tokens] if max_tokens > 0 else values
+
+
+def load_val_tokens(data_path: str, max_tokens: int = 0) -> torch.Tensor:
+    """All val shards concatenated as int64[N]; max_tokens > 0 keeps only the first max_tokens (quick runs)."""
+    return torch.from_numpy(read_first_tokens(shard_paths(data_path, "val"), max_tokens).astype(np.int64))
 
 
 def sidecar_path(val_shard: str) -> str:
@@ -548,23 +554,18 @@ def load_val_byte_sidecar(data_path: str, max_tokens: int = 0) -> torch.Tensor |
 
     Each sidecar is verified like a shard, and its count must equal its val shard's token count.
     """
-    if not val_byte_sidecar_paths(data_path):
+    sidecars = val_byte_sidecar_paths(data_path)
+    if not sidecars:
         return None
-    chunks = []
-    total = 0
-    for shard in shard_paths(data_path, "val"):
-        path = sidecar_path(shard)
-        chunks.append(read_shard(path))
-        if len(chunks[-1]) != shard_token_count(shard):
-            raise GolfError(f"{path}: {len(chunks[-1])} byte counts for the {shard_token_count(shard)} tokens of "
+    shard_of = dict(zip(sidecars, shard_paths(data_path, "val")))
+
+    def same_count(path: str, counts: np.ndarray) -> None:
+        shard = shard_of[path]
+        if len(counts) != shard_token_count(shard):
+            raise GolfError(f"{path}: {len(counts)} byte counts for the {shard_token_count(shard)} tokens of "
                             f"{os.path.basename(shard)}; rebuild the data ({MAKE_DATA_HINT})")
-        total += len(chunks[-1])
-        if 0 < max_tokens <= total:
-            break
-    counts = np.concatenate(chunks)
-    if max_tokens > 0:
-        counts = counts[:max_tokens]
-    return torch.from_numpy(counts.astype(np.int64))
+
+    return torch.from_numpy(read_first_tokens(sidecars, max_tokens, same_count).astype(np.int64))
 
 
 def data_fingerprint(paths: list[str]) -> str:
