@@ -33,7 +33,7 @@ import brotli
 import numpy
 import torch
 
-from golf.compress import CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, matrix_dims
+from golf.compress import CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, matrix_dims
 from golf.config import GolfError, pick
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -135,7 +135,9 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     for layout in layouts.values():
         if layout != "auto":
             layout_of(layout)
-    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of))
+    orders: dict = {}
+    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of, orders),
+                                      orders)
     block_records, payload = compress_blocks(chunks, codec_of)
     try:
         header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
@@ -156,33 +158,63 @@ def layout_of(setting: str) -> tuple[str, str]:
 
 
 def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
-                   codec_of: dict[str, str]) -> dict[str, str]:
+                   codec_of: dict[str, str], orders: dict) -> dict[str, str]:
     """Groups set to "auto" take the AUTO_LAYOUTS candidate whose q block (and row orders) compresses
-    smallest with the group's codec; ties keep the earlier (simpler) candidate."""
+    smallest with the group's codec; ties keep the earlier (simpler) candidate. Row orders computed here
+    are memoised in `orders` for the final layout."""
     chosen = dict(layout_of_group)
     for g in [g for g, layout in layout_of_group.items() if layout == "auto"]:
         members = {n: e for n, e in entries.items() if groups[n] == g and isinstance(e, QuantTensor)}
         sizes = {}
         for layout in AUTO_LAYOUTS:
-            _, chunks = lay_out_tensors(members, groups, {g: layout})
-            sizes[layout] = sum(len(CODECS[codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC][0](b"".join(c)))
+            _, chunks = lay_out_tensors(members, groups, {g: layout}, orders)
+            sizes[layout] = sum(len(compress_chunks(block_codec(codec_of, g, part), c))
                                 for (_, part), c in chunks.items() if part in ("q", "perm"))
         chosen[g] = min(AUTO_LAYOUTS, key=lambda layout: sizes[layout])
     return chosen
 
 
-def ordered_symbols(entry: QuantTensor, order: str) -> tuple[numpy.ndarray, numpy.ndarray | None]:
-    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity)."""
+def ordered_symbols(entry: QuantTensor, order: str, orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity). `orders`
+    memoises permutations by (id(entry), order) across the layouts that choose_layouts tries."""
     rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
     if order == "none":
         return tensor_bytes(entry.q), None
-    perm = ROW_ORDERS[order](rows)
+    key = (id(entry), order)
+    if orders is None or key not in orders:
+        perm = ROW_ORDERS[order](rows)
+        if orders is None:
+            orders = {}
+        orders[key] = perm
+    perm = orders[key]
     return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
 
 
-def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str]) -> tuple[list, dict]:
+def block_codec(codec_of: dict[str, str], group: str, part: str) -> str:
+    return codec_of[group] if part in SYMBOL_PARTS else FLOAT_CODEC
+
+
+def compress_chunks(codec: str, chunks: list[tuple[bytes, tuple[int, int]]]) -> bytes:
+    """One block's parts (bytes, (rows, cols) as laid out) -> the codec's stream; matrix codecs get the shapes."""
+    raw = b"".join(data for data, _ in chunks)
+    if codec in MATRIX_CODECS:
+        return CODECS[codec][0](raw, shapes=[shape for _, shape in chunks])
+    return CODECS[codec][0](raw)
+
+
+def laid_out_shape(transform: str, shape, packed_size: int) -> tuple[int, int]:
+    """(rows, cols) of a part's bytes as its block stores them: transposed for "transpose", else the
+    tensor's rows; a byte-packing transform leaves one row of packed bytes."""
+    rows, cols = matrix_dims(shape)
+    if transform == "transpose":
+        return cols, rows
+    return (rows, cols) if rows * cols == packed_size else (1, packed_size)
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
+                    orders: dict | None = None) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
-    their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
+    their block's uncompressed bytes, {(group, part): [(part bytes, (rows, cols) as laid out)] in order})."""
     chunks: dict[tuple[str, str], list] = {}
     records = []
     for name, entry in entries.items():
@@ -192,7 +224,7 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict
         order, symbol_transform = layout_of(layout_of_group[group])
         parts = tensor_parts(entry)
         if isinstance(entry, QuantTensor) and order != "none":
-            data, perm = ordered_symbols(entry, order)
+            data, perm = ordered_symbols(entry, order, orders)
             parts = [(p, data if p == "q" else d, i, b, s) for p, d, i, b, s in parts]
             parts.append(("perm", perm, 4, None, (entry.q.shape[0],)))
             record["row_order"] = order
@@ -201,8 +233,8 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
             block = chunks.setdefault((group, part), [])
             record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
-                                    "offset": sum(len(c) for c in block), "length": packed.size})
-            block.append(packed.tobytes())
+                                    "offset": sum(len(c) for c, _ in block), "length": packed.size})
+            block.append((packed.tobytes(), laid_out_shape(transform, shape, packed.size)))
         records.append(record)
     return records, chunks
 
@@ -211,14 +243,14 @@ def compress_blocks(chunks: dict[tuple[str, str], list], codec_of: dict[str, str
     """Compress each block as one stream, all blocks at once on a thread pool (the codecs release the
     GIL); return (block records, the payload in block order)."""
     keys = list(chunks)
-    codecs = [codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC for g, part in keys]
-    raws = [b"".join(chunks[k]) for k in keys]
+    codecs = [block_codec(codec_of, g, part) for g, part in keys]
     with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
-        compressed = list(pool.map(lambda c, raw: CODECS[c][0](raw), codecs, raws))
+        compressed = list(pool.map(lambda c, k: compress_chunks(c, chunks[k]), codecs, keys))
     block_records, offset = {}, 0
-    for (g, part), codec, raw, data in zip(keys, codecs, raws, compressed):
+    for (g, part), codec, data in zip(keys, codecs, compressed):
+        raw_length = sum(len(c) for c, _ in chunks[(g, part)])
         block_records[f"{g}/{part}"] = {"group": g, "part": part, "codec": codec, "offset": offset,
-                                        "length": len(data), "raw_length": len(raw)}
+                                        "length": len(data), "raw_length": raw_length}
         offset += len(data)
     return block_records, b"".join(compressed)
 

@@ -127,13 +127,224 @@ def ans_decompress(data: bytes) -> bytes:
     return present.astype(numpy.uint8)[index].tobytes()
 
 
+# Context ANS ("ctx"): the symbols of a block's matrices, each coded under a context that both sides know
+# before the symbol. Trained weights are not i.i.d.: input channels (columns) keep their own offset and spread
+# after per-row scaling, and rows lie close to other rows (closer still after a similarity sort). Per matrix
+# the coder stores each column's rounded mean (the shift, subtracted first), and log2 codes of each row's and
+# each column's mean |residual| and of each row's mean distance to the row above. A symbol's context is
+# (octave of its predicted spread: row code + column code) x (half octave of its row's distance to the row
+# above) x (bucket of the residual above it, same column). One table of symbol counts per context serves the
+# whole block. The encoder picks the grid (CTX_GRIDS) whose estimated bytes are smallest, or plain order-0
+# ANS when that is smaller (i.i.d. rows), and says which in the stream's first byte.
+# Stream: mode uint8 (0 plain ans | 1 context), then the ans stream, or CTX_HEAD (matrices, the grid's three
+# sizes, lowest residual, alphabet size), the matrices' (rows, cols) as uint32, then two length-prefixed
+# brotli parts (side info, count table) and the coder's uint32 words.
+CTX_HEAD = struct.Struct("<IBBBhH")
+# (spread octaves, distance half-octaves, vertical buckets). Measured on the 56-step smoke artifact's
+# similarity-sorted int7 embedding (residual entropy / order-0): spread 0.97, spread x vertical(9) 0.88,
+# distance x vertical(15) 0.81 (brotli on the transposed rows ~0.82, golf/bench/quant.py has the codec table).
+CTX_GRIDS = ((1, 1, 1), (8, 1, 1), (8, 1, 9), (1, 12, 15), (8, 12, 15))
+CTX_CHUNK = 1 << 16  # symbols per coder call when no row depends on the one above
+LOG_CODE_FLOOR = 1 / 16  # mean |residual| is coded as log2(x + floor): an all-zero row still has a code
+
+
+def log2_code(x: numpy.ndarray) -> numpy.ndarray:
+    """Mean |residual| -> uint8 code in quarter octaves (128 = 1 symbol step)."""
+    return numpy.clip(numpy.round(4 * numpy.log2(x + LOG_CODE_FLOOR)) + 128, 0, 255).astype(numpy.uint8)
+
+
+def rows_above(residual: numpy.ndarray) -> numpy.ndarray:
+    above = numpy.zeros_like(residual)
+    above[1:] = residual[:-1]
+    return above
+
+
+def ctx_side(q: numpy.ndarray) -> tuple:
+    """(rows, cols) int16 symbols -> (column shift int8, row codes, column codes, whole-matrix code,
+    row-distance codes): the side info the contexts are built from."""
+    shift = numpy.clip(numpy.round(q.mean(axis=0)), -127, 127).astype(numpy.int8)
+    residual = q - shift.astype(numpy.int16)
+    spread = numpy.abs(residual)
+    distance = numpy.abs(residual - rows_above(residual)).mean(axis=1)
+    return (shift, log2_code(spread.mean(axis=1)), log2_code(spread.mean(axis=0)), int(log2_code(spread.mean())),
+            log2_code(distance))
+
+
+def side_bytes(side: tuple) -> bytes:
+    shift, row_code, col_code, whole, dist_code = side
+    return shift.tobytes() + row_code.tobytes() + col_code.tobytes() + bytes([whole]) + dist_code.tobytes()
+
+
+def side_size(rows: int, cols: int) -> int:
+    return 2 * cols + 2 * rows + 1
+
+
+def parse_side(side: numpy.ndarray, rows: int, cols: int) -> tuple:
+    shift = side[:cols].view(numpy.int8)
+    row_code, col_code = side[cols:cols + rows], side[cols + rows:2 * cols + rows]
+    return shift, row_code, col_code, int(side[2 * cols + rows]), side[2 * cols + rows + 1:]
+
+
+def static_contexts(side: tuple, grid: tuple) -> numpy.ndarray:
+    """(rows, cols) context base of each symbol from side info alone: (spread class x distance class) x buckets."""
+    _, row_code, col_code, whole, dist_code = side
+    spreads, distances, buckets = grid
+    quarter = row_code.astype(numpy.int32)[:, None] + col_code.astype(numpy.int32)[None, :] - whole - 128
+    spread = numpy.clip(numpy.floor_divide(quarter, 4) + spreads // 2, 0, spreads - 1)
+    distance = numpy.clip(numpy.floor_divide(dist_code.astype(numpy.int32) - 128, 2) + 6, 0, distances - 1)
+    return (spread * distances + distance[:, None]) * buckets
+
+
+def vertical_bucket(above: numpy.ndarray, buckets: int) -> numpy.ndarray:
+    half = buckets // 2
+    return numpy.clip(above, -half, half) + half
+
+
+def counts_table(contexts: numpy.ndarray, index: numpy.ndarray, n_ctx: int, alphabet: int) -> numpy.ndarray:
+    """Counts per (context, symbol), each context's row scaled to fit uint16 (kept >= 1 where non-zero):
+    the integer table both sides build their models from."""
+    counts = numpy.bincount(contexts * alphabet + index, minlength=n_ctx * alphabet).reshape(n_ctx, alphabet)
+    shift = numpy.maximum(0, numpy.ceil(numpy.log2(numpy.maximum(counts.max(axis=1), 1) / 65535))).astype(numpy.int64)
+    scaled = numpy.where(counts > 0, numpy.maximum(counts >> shift[:, None], 1), 0)
+    return scaled.astype("<u2")
+
+
+def table_models(table: numpy.ndarray) -> numpy.ndarray:
+    """uint16 counts (n_ctx, alphabet) -> float64 weights for constriction's per-symbol Categorical; an
+    unused context gets a flat row (it codes nothing)."""
+    weights = table.astype(numpy.float64)
+    weights[weights.sum(axis=1) == 0] = 1.0
+    return weights
+
+
+def code_bytes(table: numpy.ndarray, contexts: numpy.ndarray, index: numpy.ndarray) -> float:
+    """Bytes the coder needs for these symbols under the table's models (within ~0.01%)."""
+    weights = table_models(table)
+    logp = numpy.log2(numpy.maximum(weights, 1e-300)) - numpy.log2(weights.sum(axis=1, keepdims=True))
+    return float(-logp[contexts, index].sum() / 8)
+
+
+def ctx_chunks(shapes, vertical: bool) -> list[tuple[int, int, int]]:
+    """(matrix, first row, row count) in coding order: one row at a time when a row's contexts need the row
+    above decoded, else up to CTX_CHUNK symbols."""
+    chunks = []
+    for m, (rows, cols) in enumerate(shapes):
+        step = 1 if vertical else max(1, CTX_CHUNK // max(cols, 1))
+        chunks += [(m, r, min(step, rows - r)) for r in range(0, rows, step)]
+    return chunks
+
+
+def split_matrices(symbols: numpy.ndarray, shapes) -> list[numpy.ndarray]:
+    out, at = [], 0
+    for rows, cols in shapes:
+        out.append(symbols[at:at + rows * cols].reshape(rows, cols))
+        at += rows * cols
+    return out
+
+
+def ctx_compress(data: bytes, level: int | None = None, shapes=None) -> bytes:
+    """int8 symbols of the matrices `shapes` (rows, cols), back to back -> context ANS stream (see CTX_HEAD).
+    Without shapes the data is one row. level unused."""
+    symbols = numpy.frombuffer(data, dtype=numpy.int8).astype(numpy.int16)
+    shapes = [(1, symbols.size)] if shapes is None else [tuple(map(int, s)) for s in shapes]
+    if sum(r * c for r, c in shapes) != symbols.size:
+        raise GolfError(f"ctx codec: shapes hold {sum(r * c for r, c in shapes)} symbols, data has {symbols.size}")
+    plain = b"\0" + ans_compress(data)
+    if symbols.size == 0:
+        return plain
+    mats = split_matrices(symbols, shapes)
+    sides = [ctx_side(q) for q in mats]
+    residuals = [q - side[0].astype(numpy.int16) for q, side in zip(mats, sides)]
+    lowest = min(int(r.min()) for r in residuals)
+    alphabet = max(int(r.max()) for r in residuals) - lowest + 1
+    index = numpy.concatenate([r.ravel() for r in residuals]) - lowest
+    side = brotli_compress(b"".join(side_bytes(s) for s in sides))
+    best = None
+    for grid in CTX_GRIDS:
+        contexts = numpy.concatenate([(static_contexts(sd, grid) + vertical_bucket(rows_above(r), grid[2])).ravel()
+                                      for r, sd in zip(residuals, sides)])
+        table = counts_table(contexts, index, math.prod(grid), alphabet)
+        packed_table = brotli_compress(table.tobytes())
+        estimate = code_bytes(table, contexts, index) + len(packed_table)
+        if best is None or estimate < best[0]:
+            best = (estimate, grid, contexts, table, packed_table)
+    estimate, grid, contexts, table, packed_table = best
+    if estimate + len(side) + 8 * len(shapes) + 32 >= len(plain):
+        return plain
+    weights, family, coder = table_models(table), ctx_family(), ans_coder()()
+    starts = numpy.cumsum([0] + [r * c for r, c in shapes])
+    for m, row, n_rows in reversed(ctx_chunks(shapes, grid[2] > 1) if alphabet > 1 else []):  # 1 value: no words
+        cols = shapes[m][1]
+        span = slice(starts[m] + row * cols, starts[m] + (row + n_rows) * cols)
+        coder.encode_reverse(index[span].astype(numpy.int32), family, weights[contexts[span]])
+    head = CTX_HEAD.pack(len(shapes), *grid, lowest, alphabet) + numpy.array(shapes, dtype="<u4").tobytes()
+    parts = b"".join(struct.pack("<I", len(p)) + p for p in (side, packed_table))
+    return b"\1" + head + parts + coder.get_compressed().astype("<u4").tobytes()
+
+
+def ctx_family():
+    ans_coder()  # says what to install when constriction is missing
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+def ctx_decompress(data: bytes) -> bytes:
+    if not data:
+        raise GolfError("ctx stream is empty")
+    if data[0] == 0:
+        return ans_decompress(data[1:])
+    if data[0] != 1 or len(data) < 1 + CTX_HEAD.size:
+        raise GolfError(f"ctx stream: mode byte {data[0]} (expected 0 or 1) or {len(data)} bytes is too short")
+    n, spreads, distances, buckets, lowest, alphabet = CTX_HEAD.unpack_from(data, 1)
+    grid = (spreads, distances, buckets)
+    at = 1 + CTX_HEAD.size
+    if grid not in CTX_GRIDS or alphabet == 0 or len(data) < at + 8 * n:
+        raise GolfError(f"ctx stream: bad head (grid {grid}, alphabet {alphabet}, {n} matrices)")
+    shapes = [tuple(map(int, s)) for s in numpy.frombuffer(data, dtype="<u4", count=2 * n, offset=at).reshape(n, 2)]
+    at += 8 * n
+    parts = []
+    for _ in range(2):
+        if len(data) < at + 4:
+            raise GolfError("ctx stream: truncated before a part length")
+        (length,) = struct.unpack_from("<I", data, at)
+        parts.append(brotli_decompress(data[at + 4:at + 4 + length]))
+        at += 4 + length
+    side = numpy.frombuffer(parts[0], dtype=numpy.uint8)
+    table = numpy.frombuffer(parts[1], dtype="<u2")
+    if side.size != sum(side_size(r, c) for r, c in shapes) or table.size != math.prod(grid) * alphabet:
+        raise GolfError(f"ctx stream: side info {side.size} B or count table {table.size} entries do not fit the head")
+    if (len(data) - at) % 4:
+        raise GolfError(f"ctx stream: {len(data) - at} coder bytes is not whole words")
+    weights = table_models(table.reshape(math.prod(grid), alphabet))
+    coder = ans_coder()(numpy.frombuffer(data, dtype="<u4", offset=at).astype(numpy.uint32))
+    family = ctx_family()
+    out, s_at = [], 0
+    for rows, cols in shapes:
+        sd = parse_side(side[s_at:s_at + side_size(rows, cols)], rows, cols)
+        s_at += side_size(rows, cols)
+        base = static_contexts(sd, grid)
+        residual = numpy.zeros((rows, cols), dtype=numpy.int16)
+        for _, row, n_rows in ctx_chunks([(rows, cols)], buckets > 1):
+            above = residual[row - 1] if row > 0 else numpy.zeros(cols, numpy.int16)
+            contexts = base[row:row + n_rows] + vertical_bucket(above, buckets)[None]
+            index = coder.decode(family, weights[contexts.ravel()]) if alphabet > 1 else numpy.zeros(contexts.size)
+            residual[row:row + n_rows] = index.reshape(n_rows, cols).astype(numpy.int16) + lowest
+        q = residual + sd[0].astype(numpy.int16)[None]
+        if q.size and (q.min() < -128 or q.max() > 127):
+            raise GolfError("ctx stream: a decoded symbol lies outside int8")
+        out.append(q.astype(numpy.int8).tobytes())
+    return b"".join(out)
+
+
 CODECS = {
     "zlib": (zlib_compress, zlib_decompress),
     "lzma": (lzma_compress, lzma_decompress),
     "zstd": (zstd_compress, zstd_decompress),
     "brotli": (brotli_compress, brotli_decompress),
     "ans": (ans_compress, ans_decompress),
+    "ctx": (ctx_compress, ctx_decompress),
 }
+# Codecs whose compress also takes the block's matrix shapes (shapes=[(rows, cols), ...]).
+MATRIX_CODECS = {"ctx"}
 
 
 def element_count(shape) -> int:
