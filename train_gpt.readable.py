@@ -185,19 +185,26 @@ class Config:
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
-    codec: str = "ans"
+    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay; on the
+    # trained smoke artifact 10% below order-0 ANS and 1% below brotli (python -m golf.bench quant --smoke)
+    codec: str = "ctx"
     # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
-    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
-    symbol_layout: str = "none"
+    # (smallest per group: the context coder sees the row above, so a similarity sort can pay).
+    symbol_layout: str = "auto"
     # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
-    lqer_top_k: int = 3  # 0: off
+    lqer_top_k: int = 3  # 0: off (both selections); LQER_SELECT=top_k: this many
     lqer_rank: int = 4
     lqer_a_bits: int = 2
     lqer_b_bits: int = 4
     lqer_group: int = 64
     lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
+    # Which matrices (golf/quant/state.py LqerPlan): per_byte keeps the corrections that remove the most output
+    # error per factor byte within lqer_budget_bytes (K follows); top_k takes the LQER_TOP_K largest errors.
+    # 12,000 nominal bytes: what the record's top-3 rank-4 factors cost on 512-wide MLP matrices (3.1 KB a 2048x512
+    # fc, 4.9 KB a 512x2048 proj: 9.4-14.6 KB).
+    lqer_select: str = "per_byte"
+    lqer_budget_bytes: int = 12_000
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
@@ -2081,20 +2088,33 @@ def hessian_cholesky(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     return chol
 
 
+def factor_bytes(f: LqerFactors) -> float:
+    """Raw bytes of the factors at their nominal widths (symbols bit-packed, fp16 scales)."""
+    return (f.qa.numel() * f.a_bits + f.qb.numel() * f.b_bits) / 8 + 2 * (f.a_scale.numel() + f.b_scale.numel())
+
+
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
 LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
+LQER_SELECTIONS = ("per_byte", "top_k")
 
 
 @dataclass(frozen=True)
 class LqerPlan:
-    """Which tensors get an LQER correction and how it is stored (defaults: the record's, PR #1855 log
-    "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4)."""
-    top_k: int = 3  # 0: no LQER
+    """Which tensors get an LQER correction and how it is stored (factor defaults: the record's, PR #1855 log
+    "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4).
+
+    select "top_k": the top_k matrices by output error (the record's rule). select "per_byte": every quantised
+    matrix gets its factors fitted, and the plan keeps those that remove the most output error (measured on
+    the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit budget_bytes:
+    K follows from bytes against error. top_k 0 turns LQER off in both."""
+    top_k: int = 3
     rank: int = 4
     a_bits: int = 2
     b_bits: int = 4
     group: int = 64
     weighting: str = "frobenius"  # frobenius (the record's plain SVD) | hessian (fit in the output metric)
+    select: str = "top_k"
+    budget_bytes: int = 12_000  # per_byte: factor bytes at their nominal widths (golf/quant/lowrank.py factor_bytes)
 
 
 def rtn_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> QuantTensor:
@@ -2129,19 +2149,68 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
 
 
 def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
-    """entries with LQER factors on lqer.top_k of their quantised matrices (a new dict; entries unchanged)."""
+    """entries with LQER factors on the matrices lqer selects (a new dict; entries unchanged)."""
     out = dict(entries)
-    for name in lqer_targets(state, entries, hessians, lqer.top_k) if lqer.top_k > 0 else []:
-        h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
-        factors = lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
-        out[name] = dataclasses.replace(entries[name], lqer=factors)
+    pick({s: s for s in LQER_SELECTIONS}, lqer.select, "LQER_SELECT")
+    if lqer.top_k <= 0:
+        return out
+    use_h = pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING")
+
+    def factors(name):
+        h = hessians.get(name) if use_h else None
+        return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+
+    if lqer.select == "top_k":
+        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k)}
+    else:
+        chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
+    for name, f in chosen.items():
+        out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
+
+
+def lqer_candidates(entries: dict) -> list[str]:
+    return [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+
+
+def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -> float:
+    """Output error ||X (W - approx)^T|| from the tensor's Hessian; ||W - approx||_F where it has none."""
+    if name in hessians:
+        return output_error(state[name], approx, hessians[name])
+    return torch.linalg.norm(as_rows(state[name]) - as_rows(approx)).item()
+
+
+def lqer_by_bytes(state: dict, entries: dict, hessians: dict, factors) -> list[dict]:
+    """Every candidate matrix with its fitted factors: {name, factors, bytes (nominal), gain (output error
+    removed)}, best gain per byte first (ties by name, so the order is deterministic)."""
+    names = lqer_candidates(entries)
+    if any(n in hessians for n in names):  # one metric for all: output error where Hessians exist
+        names = [n for n in names if n in hessians]
+    rows = []
+    for name in names:
+        f = factors(name)
+        base = dequantize_rows(entries[name])
+        gain = matrix_error(state, name, base, hessians) - matrix_error(
+            state, name, base + f.product().reshape(base.shape), hessians)
+        rows.append({"name": name, "factors": f, "bytes": factor_bytes(f), "gain": gain})
+    return sorted(rows, key=lambda r: (-r["gain"] / r["bytes"], r["name"]))
+
+
+def select_within(rows: list[dict], budget_bytes: float) -> dict:
+    """{name: factors} of the rows taken best first while their bytes fit the budget; a correction that
+    does not lower the error is never taken."""
+    chosen, spent = {}, 0.0
+    for r in rows:
+        if r["gain"] > 0 and spent + r["bytes"] <= budget_bytes:
+            chosen[r["name"]] = r["factors"]
+            spent += r["bytes"]
+    return chosen
 
 
 def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
     """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
     has a Hessian (RTN), by ||E||_F as the record ranks them."""
-    names = [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+    names = lqer_candidates(entries)
     with_h = [n for n in names if n in hessians]
     if with_h:
         errors = {n: output_error(state[n], dequantize_rows(entries[n]), hessians[n]) for n in with_h}
@@ -2266,13 +2335,224 @@ def ans_decompress(data: bytes) -> bytes:
     return present.astype(numpy.uint8)[index].tobytes()
 
 
+# Context ANS ("ctx"): the symbols of a block's matrices, each coded under a context that both sides know
+# before the symbol. Trained weights are not i.i.d.: input channels (columns) keep their own offset and spread
+# after per-row scaling, and rows lie close to other rows (closer still after a similarity sort). Per matrix
+# the coder stores each column's rounded mean (the shift, subtracted first), and log2 codes of each row's and
+# each column's mean |residual| and of each row's mean distance to the row above. A symbol's context is
+# (octave of its predicted spread: row code + column code) x (half octave of its row's distance to the row
+# above) x (bucket of the residual above it, same column). One table of symbol counts per context serves the
+# whole block. The encoder picks the grid (CTX_GRIDS) whose estimated bytes are smallest, or plain order-0
+# ANS when that is smaller (i.i.d. rows), and says which in the stream's first byte.
+# Stream: mode uint8 (0 plain ans | 1 context), then the ans stream, or CTX_HEAD (matrices, the grid's three
+# sizes, lowest residual, alphabet size), the matrices' (rows, cols) as uint32, then two length-prefixed
+# brotli parts (side info, count table) and the coder's uint32 words.
+CTX_HEAD = struct.Struct("<IBBBhH")
+# (spread octaves, distance half-octaves, vertical buckets). Measured on the 56-step smoke artifact's
+# similarity-sorted int7 embedding (residual entropy / order-0): spread 0.97, spread x vertical(9) 0.88,
+# distance x vertical(15) 0.81 (brotli on the transposed rows ~0.82, golf/bench/quant.py has the codec table).
+CTX_GRIDS = ((1, 1, 1), (8, 1, 1), (8, 1, 9), (1, 12, 15), (8, 12, 15))
+CTX_CHUNK = 1 << 16  # symbols per coder call when no row depends on the one above
+LOG_CODE_FLOOR = 1 / 16  # mean |residual| is coded as log2(x + floor): an all-zero row still has a code
+
+
+def log2_code(x: numpy.ndarray) -> numpy.ndarray:
+    """Mean |residual| -> uint8 code in quarter octaves (128 = 1 symbol step)."""
+    return numpy.clip(numpy.round(4 * numpy.log2(x + LOG_CODE_FLOOR)) + 128, 0, 255).astype(numpy.uint8)
+
+
+def rows_above(residual: numpy.ndarray) -> numpy.ndarray:
+    above = numpy.zeros_like(residual)
+    above[1:] = residual[:-1]
+    return above
+
+
+def ctx_side(q: numpy.ndarray) -> tuple:
+    """(rows, cols) int16 symbols -> (column shift int8, row codes, column codes, whole-matrix code,
+    row-distance codes): the side info the contexts are built from."""
+    shift = numpy.clip(numpy.round(q.mean(axis=0)), -127, 127).astype(numpy.int8)
+    residual = q - shift.astype(numpy.int16)
+    spread = numpy.abs(residual)
+    distance = numpy.abs(residual - rows_above(residual)).mean(axis=1)
+    return (shift, log2_code(spread.mean(axis=1)), log2_code(spread.mean(axis=0)), int(log2_code(spread.mean())),
+            log2_code(distance))
+
+
+def side_bytes(side: tuple) -> bytes:
+    shift, row_code, col_code, whole, dist_code = side
+    return shift.tobytes() + row_code.tobytes() + col_code.tobytes() + bytes([whole]) + dist_code.tobytes()
+
+
+def side_size(rows: int, cols: int) -> int:
+    return 2 * cols + 2 * rows + 1
+
+
+def parse_side(side: numpy.ndarray, rows: int, cols: int) -> tuple:
+    shift = side[:cols].view(numpy.int8)
+    row_code, col_code = side[cols:cols + rows], side[cols + rows:2 * cols + rows]
+    return shift, row_code, col_code, int(side[2 * cols + rows]), side[2 * cols + rows + 1:]
+
+
+def static_contexts(side: tuple, grid: tuple) -> numpy.ndarray:
+    """(rows, cols) context base of each symbol from side info alone: (spread class x distance class) x buckets."""
+    _, row_code, col_code, whole, dist_code = side
+    spreads, distances, buckets = grid
+    quarter = row_code.astype(numpy.int32)[:, None] + col_code.astype(numpy.int32)[None, :] - whole - 128
+    spread = numpy.clip(numpy.floor_divide(quarter, 4) + spreads // 2, 0, spreads - 1)
+    distance = numpy.clip(numpy.floor_divide(dist_code.astype(numpy.int32) - 128, 2) + 6, 0, distances - 1)
+    return (spread * distances + distance[:, None]) * buckets
+
+
+def vertical_bucket(above: numpy.ndarray, buckets: int) -> numpy.ndarray:
+    half = buckets // 2
+    return numpy.clip(above, -half, half) + half
+
+
+def counts_table(contexts: numpy.ndarray, index: numpy.ndarray, n_ctx: int, alphabet: int) -> numpy.ndarray:
+    """Counts per (context, symbol), each context's row scaled to fit uint16 (kept >= 1 where non-zero):
+    the integer table both sides build their models from."""
+    counts = numpy.bincount(contexts * alphabet + index, minlength=n_ctx * alphabet).reshape(n_ctx, alphabet)
+    shift = numpy.maximum(0, numpy.ceil(numpy.log2(numpy.maximum(counts.max(axis=1), 1) / 65535))).astype(numpy.int64)
+    scaled = numpy.where(counts > 0, numpy.maximum(counts >> shift[:, None], 1), 0)
+    return scaled.astype("<u2")
+
+
+def table_models(table: numpy.ndarray) -> numpy.ndarray:
+    """uint16 counts (n_ctx, alphabet) -> float64 weights for constriction's per-symbol Categorical; an
+    unused context gets a flat row (it codes nothing)."""
+    weights = table.astype(numpy.float64)
+    weights[weights.sum(axis=1) == 0] = 1.0
+    return weights
+
+
+def code_bytes(table: numpy.ndarray, contexts: numpy.ndarray, index: numpy.ndarray) -> float:
+    """Bytes the coder needs for these symbols under the table's models (within ~0.01%)."""
+    weights = table_models(table)
+    logp = numpy.log2(numpy.maximum(weights, 1e-300)) - numpy.log2(weights.sum(axis=1, keepdims=True))
+    return float(-logp[contexts, index].sum() / 8)
+
+
+def ctx_chunks(shapes, vertical: bool) -> list[tuple[int, int, int]]:
+    """(matrix, first row, row count) in coding order: one row at a time when a row's contexts need the row
+    above decoded, else up to CTX_CHUNK symbols."""
+    chunks = []
+    for m, (rows, cols) in enumerate(shapes):
+        step = 1 if vertical else max(1, CTX_CHUNK // max(cols, 1))
+        chunks += [(m, r, min(step, rows - r)) for r in range(0, rows, step)]
+    return chunks
+
+
+def split_matrices(symbols: numpy.ndarray, shapes) -> list[numpy.ndarray]:
+    out, at = [], 0
+    for rows, cols in shapes:
+        out.append(symbols[at:at + rows * cols].reshape(rows, cols))
+        at += rows * cols
+    return out
+
+
+def ctx_compress(data: bytes, level: int | None = None, shapes=None) -> bytes:
+    """int8 symbols of the matrices `shapes` (rows, cols), back to back -> context ANS stream (see CTX_HEAD).
+    Without shapes the data is one row. level unused."""
+    symbols = numpy.frombuffer(data, dtype=numpy.int8).astype(numpy.int16)
+    shapes = [(1, symbols.size)] if shapes is None else [tuple(map(int, s)) for s in shapes]
+    if sum(r * c for r, c in shapes) != symbols.size:
+        raise GolfError(f"ctx codec: shapes hold {sum(r * c for r, c in shapes)} symbols, data has {symbols.size}")
+    plain = b"\0" + ans_compress(data)
+    if symbols.size == 0:
+        return plain
+    mats = split_matrices(symbols, shapes)
+    sides = [ctx_side(q) for q in mats]
+    residuals = [q - side[0].astype(numpy.int16) for q, side in zip(mats, sides)]
+    lowest = min(int(r.min()) for r in residuals)
+    alphabet = max(int(r.max()) for r in residuals) - lowest + 1
+    index = numpy.concatenate([r.ravel() for r in residuals]) - lowest
+    side = brotli_compress(b"".join(side_bytes(s) for s in sides))
+    best = None
+    for grid in CTX_GRIDS:
+        contexts = numpy.concatenate([(static_contexts(sd, grid) + vertical_bucket(rows_above(r), grid[2])).ravel()
+                                      for r, sd in zip(residuals, sides)])
+        table = counts_table(contexts, index, math.prod(grid), alphabet)
+        packed_table = brotli_compress(table.tobytes())
+        estimate = code_bytes(table, contexts, index) + len(packed_table)
+        if best is None or estimate < best[0]:
+            best = (estimate, grid, contexts, table, packed_table)
+    estimate, grid, contexts, table, packed_table = best
+    if estimate + len(side) + 8 * len(shapes) + 32 >= len(plain):
+        return plain
+    weights, family, coder = table_models(table), ctx_family(), ans_coder()()
+    starts = numpy.cumsum([0] + [r * c for r, c in shapes])
+    for m, row, n_rows in reversed(ctx_chunks(shapes, grid[2] > 1) if alphabet > 1 else []):  # 1 value: no words
+        cols = shapes[m][1]
+        span = slice(starts[m] + row * cols, starts[m] + (row + n_rows) * cols)
+        coder.encode_reverse(index[span].astype(numpy.int32), family, weights[contexts[span]])
+    head = CTX_HEAD.pack(len(shapes), *grid, lowest, alphabet) + numpy.array(shapes, dtype="<u4").tobytes()
+    parts = b"".join(struct.pack("<I", len(p)) + p for p in (side, packed_table))
+    return b"\1" + head + parts + coder.get_compressed().astype("<u4").tobytes()
+
+
+def ctx_family():
+    ans_coder()  # says what to install when constriction is missing
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+def ctx_decompress(data: bytes) -> bytes:
+    if not data:
+        raise GolfError("ctx stream is empty")
+    if data[0] == 0:
+        return ans_decompress(data[1:])
+    if data[0] != 1 or len(data) < 1 + CTX_HEAD.size:
+        raise GolfError(f"ctx stream: mode byte {data[0]} (expected 0 or 1) or {len(data)} bytes is too short")
+    n, spreads, distances, buckets, lowest, alphabet = CTX_HEAD.unpack_from(data, 1)
+    grid = (spreads, distances, buckets)
+    at = 1 + CTX_HEAD.size
+    if grid not in CTX_GRIDS or alphabet == 0 or len(data) < at + 8 * n:
+        raise GolfError(f"ctx stream: bad head (grid {grid}, alphabet {alphabet}, {n} matrices)")
+    shapes = [tuple(map(int, s)) for s in numpy.frombuffer(data, dtype="<u4", count=2 * n, offset=at).reshape(n, 2)]
+    at += 8 * n
+    parts = []
+    for _ in range(2):
+        if len(data) < at + 4:
+            raise GolfError("ctx stream: truncated before a part length")
+        (length,) = struct.unpack_from("<I", data, at)
+        parts.append(brotli_decompress(data[at + 4:at + 4 + length]))
+        at += 4 + length
+    side = numpy.frombuffer(parts[0], dtype=numpy.uint8)
+    table = numpy.frombuffer(parts[1], dtype="<u2")
+    if side.size != sum(side_size(r, c) for r, c in shapes) or table.size != math.prod(grid) * alphabet:
+        raise GolfError(f"ctx stream: side info {side.size} B or count table {table.size} entries do not fit the head")
+    if (len(data) - at) % 4:
+        raise GolfError(f"ctx stream: {len(data) - at} coder bytes is not whole words")
+    weights = table_models(table.reshape(math.prod(grid), alphabet))
+    coder = ans_coder()(numpy.frombuffer(data, dtype="<u4", offset=at).astype(numpy.uint32))
+    family = ctx_family()
+    out, s_at = [], 0
+    for rows, cols in shapes:
+        sd = parse_side(side[s_at:s_at + side_size(rows, cols)], rows, cols)
+        s_at += side_size(rows, cols)
+        base = static_contexts(sd, grid)
+        residual = numpy.zeros((rows, cols), dtype=numpy.int16)
+        for _, row, n_rows in ctx_chunks([(rows, cols)], buckets > 1):
+            above = residual[row - 1] if row > 0 else numpy.zeros(cols, numpy.int16)
+            contexts = base[row:row + n_rows] + vertical_bucket(above, buckets)[None]
+            index = coder.decode(family, weights[contexts.ravel()]) if alphabet > 1 else numpy.zeros(contexts.size)
+            residual[row:row + n_rows] = index.reshape(n_rows, cols).astype(numpy.int16) + lowest
+        q = residual + sd[0].astype(numpy.int16)[None]
+        if q.size and (q.min() < -128 or q.max() > 127):
+            raise GolfError("ctx stream: a decoded symbol lies outside int8")
+        out.append(q.astype(numpy.int8).tobytes())
+    return b"".join(out)
+
+
 CODECS = {
     "zlib": (zlib_compress, zlib_decompress),
     "lzma": (lzma_compress, lzma_decompress),
     "zstd": (zstd_compress, zstd_decompress),
     "brotli": (brotli_compress, brotli_decompress),
     "ans": (ans_compress, ans_decompress),
+    "ctx": (ctx_compress, ctx_decompress),
 }
+# Codecs whose compress also takes the block's matrix shapes (shapes=[(rows, cols), ...]).
+MATRIX_CODECS = {"ctx"}
 
 
 def element_count(shape) -> int:
@@ -2428,10 +2708,10 @@ ARTIFACT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<4sII")  # magic, version, header_len
 CHECKSUM_BYTES = 32  # full sha256: any changed byte is caught, for 32 bytes of a 16 MB budget
-# Symbols: static order-0 ANS with the block's own histogram lands within ~0.01% of the order-0
-# entropy (golf/compress.py; python -m golf.bench quant has the table), below brotli-11 (~0.8-1.1% above)
-# and ZPAQ; it also decodes in ~20 ms per million symbols.
-DEFAULT_CODEC = "ans"
+# Symbols: context ANS (golf/compress.py "ctx"): on i.i.d. rows it keeps plain order-0 ANS (within ~0.01% of
+# the order-0 entropy, below brotli-11's ~0.8-1.1% above); on trained rows its contexts go below order-0
+# (python -m golf.bench quant has the table).
+DEFAULT_CODEC = "ctx"
 DEFAULT_QUANT_TRANSFORM = "none"
 # Float bytes (raw tensors, fp16 scales) go through byte planes: 4-7% smaller with every codec.
 FLOAT_TRANSFORM = "shuffle"
@@ -2439,7 +2719,7 @@ FLOAT_CODEC = "brotli"
 SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
 # transforms="auto" tries these symbol layouts per group (ROW_ORDER+TRANSFORM; golf/compress.py). With the
 # order-0 ANS codec every layout codes to the same bytes (a permutation keeps the histogram), so "none"
-# wins; context coders (brotli, zpaq) gain from transposition and the similarity sort.
+# wins; context coders (ctx, brotli, zpaq) gain from transposition and the similarity sort.
 AUTO_LAYOUTS = ("none", "transpose", "simsort+none", "simsort+transpose")
 HEADER_CODEC = "brotli"
 
@@ -2520,7 +2800,9 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     for layout in layouts.values():
         if layout != "auto":
             layout_of(layout)
-    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of))
+    orders: dict = {}
+    records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of, orders),
+                                      orders)
     block_records, payload = compress_blocks(chunks, codec_of)
     try:
         header = json.dumps({"blocks": block_records, "tensors": records, "meta": meta},
@@ -2541,33 +2823,63 @@ def layout_of(setting: str) -> tuple[str, str]:
 
 
 def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
-                   codec_of: dict[str, str]) -> dict[str, str]:
+                   codec_of: dict[str, str], orders: dict) -> dict[str, str]:
     """Groups set to "auto" take the AUTO_LAYOUTS candidate whose q block (and row orders) compresses
-    smallest with the group's codec; ties keep the earlier (simpler) candidate."""
+    smallest with the group's codec; ties keep the earlier (simpler) candidate. Row orders computed here
+    are memoised in `orders` for the final layout."""
     chosen = dict(layout_of_group)
     for g in [g for g, layout in layout_of_group.items() if layout == "auto"]:
         members = {n: e for n, e in entries.items() if groups[n] == g and isinstance(e, QuantTensor)}
         sizes = {}
         for layout in AUTO_LAYOUTS:
-            _, chunks = lay_out_tensors(members, groups, {g: layout})
-            sizes[layout] = sum(len(CODECS[codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC][0](b"".join(c)))
+            _, chunks = lay_out_tensors(members, groups, {g: layout}, orders)
+            sizes[layout] = sum(len(compress_chunks(block_codec(codec_of, g, part), c))
                                 for (_, part), c in chunks.items() if part in ("q", "perm"))
         chosen[g] = min(AUTO_LAYOUTS, key=lambda layout: sizes[layout])
     return chosen
 
 
-def ordered_symbols(entry: QuantTensor, order: str) -> tuple[numpy.ndarray, numpy.ndarray | None]:
-    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity)."""
+def ordered_symbols(entry: QuantTensor, order: str, orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity). `orders`
+    memoises permutations by (id(entry), order) across the layouts that choose_layouts tries."""
     rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
     if order == "none":
         return tensor_bytes(entry.q), None
-    perm = ROW_ORDERS[order](rows)
+    key = (id(entry), order)
+    if orders is None or key not in orders:
+        perm = ROW_ORDERS[order](rows)
+        if orders is None:
+            orders = {}
+        orders[key] = perm
+    perm = orders[key]
     return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
 
 
-def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str]) -> tuple[list, dict]:
+def block_codec(codec_of: dict[str, str], group: str, part: str) -> str:
+    return codec_of[group] if part in SYMBOL_PARTS else FLOAT_CODEC
+
+
+def compress_chunks(codec: str, chunks: list[tuple[bytes, tuple[int, int]]]) -> bytes:
+    """One block's parts (bytes, (rows, cols) as laid out) -> the codec's stream; matrix codecs get the shapes."""
+    raw = b"".join(data for data, _ in chunks)
+    if codec in MATRIX_CODECS:
+        return CODECS[codec][0](raw, shapes=[shape for _, shape in chunks])
+    return CODECS[codec][0](raw)
+
+
+def laid_out_shape(transform: str, shape, packed_size: int) -> tuple[int, int]:
+    """(rows, cols) of a part's bytes as its block stores them: transposed for "transpose", else the
+    tensor's rows; a byte-packing transform leaves one row of packed bytes."""
+    rows, cols = matrix_dims(shape)
+    if transform == "transpose":
+        return cols, rows
+    return (rows, cols) if rows * cols == packed_size else (1, packed_size)
+
+
+def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict[str, str],
+                    orders: dict | None = None) -> tuple[list, dict]:
     """Transform every part of every entry; return (tensor records with their parts' offsets into
-    their block's uncompressed bytes, {(group, part): [part bytes in order]})."""
+    their block's uncompressed bytes, {(group, part): [(part bytes, (rows, cols) as laid out)] in order})."""
     chunks: dict[tuple[str, str], list] = {}
     records = []
     for name, entry in entries.items():
@@ -2577,7 +2889,7 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict
         order, symbol_transform = layout_of(layout_of_group[group])
         parts = tensor_parts(entry)
         if isinstance(entry, QuantTensor) and order != "none":
-            data, perm = ordered_symbols(entry, order)
+            data, perm = ordered_symbols(entry, order, orders)
             parts = [(p, data if p == "q" else d, i, b, s) for p, d, i, b, s in parts]
             parts.append(("perm", perm, 4, None, (entry.q.shape[0],)))
             record["row_order"] = order
@@ -2586,8 +2898,8 @@ def lay_out_tensors(entries: dict, groups: dict[str, str], layout_of_group: dict
             packed = pick(TRANSFORMS, transform, f"transform of group {group}")[0](data, shape, itemsize, bits)
             block = chunks.setdefault((group, part), [])
             record["parts"].append({"part": part, "block": f"{group}/{part}", "transform": transform,
-                                    "offset": sum(len(c) for c in block), "length": packed.size})
-            block.append(packed.tobytes())
+                                    "offset": sum(len(c) for c, _ in block), "length": packed.size})
+            block.append((packed.tobytes(), laid_out_shape(transform, shape, packed.size)))
         records.append(record)
     return records, chunks
 
@@ -2596,14 +2908,14 @@ def compress_blocks(chunks: dict[tuple[str, str], list], codec_of: dict[str, str
     """Compress each block as one stream, all blocks at once on a thread pool (the codecs release the
     GIL); return (block records, the payload in block order)."""
     keys = list(chunks)
-    codecs = [codec_of[g] if part in SYMBOL_PARTS else FLOAT_CODEC for g, part in keys]
-    raws = [b"".join(chunks[k]) for k in keys]
+    codecs = [block_codec(codec_of, g, part) for g, part in keys]
     with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
-        compressed = list(pool.map(lambda c, raw: CODECS[c][0](raw), codecs, raws))
+        compressed = list(pool.map(lambda c, k: compress_chunks(c, chunks[k]), codecs, keys))
     block_records, offset = {}, 0
-    for (g, part), codec, raw, data in zip(keys, codecs, raws, compressed):
+    for (g, part), codec, data in zip(keys, codecs, compressed):
+        raw_length = sum(len(c) for c, _ in chunks[(g, part)])
         block_records[f"{g}/{part}"] = {"group": g, "part": part, "codec": codec, "offset": offset,
-                                        "length": len(data), "raw_length": len(raw)}
+                                        "length": len(data), "raw_length": raw_length}
         offset += len(data)
     return block_records, b"".join(compressed)
 
@@ -3624,7 +3936,8 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
+                    cfg.lqer_select, cfg.lqer_budget_bytes)
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}

@@ -13,7 +13,7 @@ transform, offset, length}]}] where offsets index the block's decompressed bytes
 (free-form run info); a tensor stored in a row order (`row_order`, e.g. "simsort") has a "perm" part
 (uint32 row indices: stored row i is row perm[i]). Each kind of part of a group is one block,
 compressed on its own: the int8 symbols of the quantised matrices ("q", and the LQER factors "lqer_a",
-"lqer_b") with the group's symbol codec (default ANS: its order-0 model sees symbols only, no scale
+"lqer_b") with the group's symbol codec (default context ANS: its models see symbols only, no scale
 bytes), the float parts (scales, raw tensors, LQER steps, perms) byte-shuffled with FLOAT_CODEC.
 Blocks compress in parallel.
 Version 1 (read only): plain JSON header, one block per group holding all its parts (`groups`).
@@ -33,7 +33,8 @@ import brotli
 import numpy
 import torch
 
-from golf.compress import CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, matrix_dims
+from golf.compress import (CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, ctx_describe,
+                            matrix_dims)
 from golf.config import GolfError, pick
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -43,10 +44,10 @@ ARTIFACT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<4sII")  # magic, version, header_len
 CHECKSUM_BYTES = 32  # full sha256: any changed byte is caught, for 32 bytes of a 16 MB budget
-# Symbols: static order-0 ANS with the block's own histogram lands within ~0.01% of the order-0
-# entropy (golf/compress.py; python -m golf.bench quant has the table), below brotli-11 (~0.8-1.1% above)
-# and ZPAQ; it also decodes in ~20 ms per million symbols.
-DEFAULT_CODEC = "ans"
+# Symbols: context ANS (golf/compress.py "ctx"): on i.i.d. rows it keeps plain order-0 ANS (within ~0.01% of
+# the order-0 entropy, below brotli-11's ~0.8-1.1% above); on trained rows its contexts go below order-0
+# (python -m golf.bench quant has the table).
+DEFAULT_CODEC = "ctx"
 DEFAULT_QUANT_TRANSFORM = "none"
 # Float bytes (raw tensors, fp16 scales) go through byte planes: 4-7% smaller with every codec.
 FLOAT_TRANSFORM = "shuffle"
@@ -54,7 +55,7 @@ FLOAT_CODEC = "brotli"
 SYMBOL_PARTS = ("q", "lqer_a", "lqer_b")  # int8 symbols: the group's codec and transform
 # transforms="auto" tries these symbol layouts per group (ROW_ORDER+TRANSFORM; golf/compress.py). With the
 # order-0 ANS codec every layout codes to the same bytes (a permutation keeps the histogram), so "none"
-# wins; context coders (brotli, zpaq) gain from transposition and the similarity sort.
+# wins; context coders (ctx, brotli, zpaq) gain from transposition and the similarity sort.
 AUTO_LAYOUTS = ("none", "transpose", "simsort+none", "simsort+transpose")
 HEADER_CODEC = "brotli"
 
@@ -415,7 +416,8 @@ def artifact_report(path) -> list[dict]:
     blob = read_file_bytes(path)
     header, payload_start = read_header(blob, str(path))
     try:
-        rows = [group_row(g, header) for g in dict.fromkeys(b["group"] for b in header["blocks"].values())]
+        labels = {k: block_label(blob, payload_start, b) for k, b in header["blocks"].items()}
+        rows = [group_row(g, header, labels) for g in dict.fromkeys(b["group"] for b in header["blocks"].values())]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise GolfError(f"{path}: malformed header: {type(e).__name__}: {e}") from None
     overhead = payload_start + CHECKSUM_BYTES
@@ -424,15 +426,26 @@ def artifact_report(path) -> list[dict]:
     return rows
 
 
-def group_row(group: str, header: dict) -> dict:
+def block_label(blob: bytes, payload_start: int, rec: dict) -> str:
+    """A block's codec, and for the context coder what its encoder chose (read from the stream's head)."""
+    if rec["codec"] != "ctx":
+        return rec["codec"]
+    start = payload_start + rec["offset"]
+    return f"ctx {ctx_describe(blob[start:start + min(rec['length'], 16)])}"
+
+
+def group_row(group: str, header: dict, labels: dict | None = None) -> dict:
     tensors = [t for t in header["tensors"] if t["group"] == group]
     blocks = [b for b in header["blocks"].values() if b["group"] == group]
     params = sum(int(numpy.prod(t["shape"], dtype=numpy.int64)) for t in tensors)
     compressed = sum(b["length"] for b in blocks)
     parts: dict[str, int] = {}
-    for b in blocks:
-        parts[b["part"]] = parts.get(b["part"], 0) + b["length"]
+    codecs: dict[str, str] = {}
+    for key, b in header["blocks"].items():
+        if b["group"] == group:
+            parts[b["part"]] = parts.get(b["part"], 0) + b["length"]
+            codecs[b["part"]] = (labels or {}).get(key, b["codec"])
     return {"group": group, "tensors": len(tensors), "params": params,
             "bits": sorted({t["bits"] for t in tensors}), "raw_bytes": sum(b["raw_length"] for b in blocks),
             "compressed_bytes": compressed, "bits_per_param": 8 * compressed / params if params else None,
-            "parts": parts}
+            "parts": parts, "codecs": codecs}

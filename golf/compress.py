@@ -282,6 +282,14 @@ def ctx_compress(data: bytes, level: int | None = None, shapes=None) -> bytes:
     return b"\1" + head + parts + coder.get_compressed().astype("<u4").tobytes()
 
 
+def ctx_describe(stream: bytes) -> str:
+    """What a ctx stream's encoder chose, from its head alone: "plain" or the context grid."""
+    if stream[:1] == b"\1" and len(stream) >= 1 + CTX_HEAD.size:
+        _, spreads, distances, buckets, _, _ = CTX_HEAD.unpack_from(stream, 1)
+        return f"contexts {spreads}x{distances}x{buckets}"
+    return "plain" if stream[:1] == b"\0" else "unreadable"
+
+
 def ctx_family():
     ans_coder()  # says what to install when constriction is missing
     return constriction.stream.model.Categorical(perfect=False)

@@ -153,19 +153,26 @@ class Config:
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    # Symbol codec (golf/compress.py CODECS): static ANS, ~1.000 x order-0 entropy (python -m golf.bench quant)
-    codec: str = "ans"
+    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay; on the
+    # trained smoke artifact 10% below order-0 ANS and 1% below brotli (python -m golf.bench quant --smoke)
+    codec: str = "ctx"
     # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
-    # (smallest per group). "none": the order-0 ANS codec codes every layout to the same bytes.
-    symbol_layout: str = "none"
+    # (smallest per group: the context coder sees the row above, so a similarity sort can pay).
+    symbol_layout: str = "auto"
     # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
-    lqer_top_k: int = 3  # 0: off
+    lqer_top_k: int = 3  # 0: off (both selections); LQER_SELECT=top_k: this many
     lqer_rank: int = 4
     lqer_a_bits: int = 2
     lqer_b_bits: int = 4
     lqer_group: int = 64
     lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
+    # Which matrices (golf/quant/state.py LqerPlan): per_byte keeps the corrections that remove the most output
+    # error per factor byte within lqer_budget_bytes (K follows); top_k takes the LQER_TOP_K largest errors.
+    # 12,000 nominal bytes: what the record's top-3 rank-4 factors cost on 512-wide MLP matrices (3.1 KB a 2048x512
+    # fc, 4.9 KB a 512x2048 proj: 9.4-14.6 KB).
+    lqer_select: str = "per_byte"
+    lqer_budget_bytes: int = 12_000
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.

@@ -180,7 +180,8 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting)
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
+                    cfg.lqer_select, cfg.lqer_budget_bytes)
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}

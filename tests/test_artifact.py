@@ -121,6 +121,28 @@ def resealed(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
+def test_a_resealed_corrupt_context_block_is_one_golf_error_or_decodes():
+    """Past the checksum (a resealed file), a flipped byte in a context-coded block's head, side info or count
+    table is a GolfError naming the file, never another exception; words decode to other symbols."""
+    rng = numpy.random.default_rng(0)
+    cluster = numpy.sort(rng.integers(0, 4, 48))
+    w = torch.tensor(rng.standard_normal((4, 32))[cluster] + 0.1 * rng.standard_normal((48, 32)), dtype=torch.float32)
+    entries = {"emb": quantize_rtn(w, 6, 3.0)}
+    blob = encode_artifact(entries, {"emb": "embed"}, {}, codecs="ctx")
+    header, start = read_header(blob, "x")
+    block = header["blocks"]["embed/q"]
+    at = start + block["offset"]
+    assert blob[at] == 1  # the context mode, not the plain fallback
+    picks = random.Random(1)
+    for i in list(range(at, at + 120)) + [picks.randrange(at, at + block["length"]) for _ in range(40)]:
+        body = bytearray(blob[:-CHECKSUM_BYTES])
+        body[i] ^= picks.randrange(1, 256)
+        try:
+            decode_artifact(resealed(bytes(body)), "art.golf")
+        except GolfError as e:
+            assert str(e).startswith("art.golf: ")
+
+
 def test_each_bad_input_names_its_problem():
     entries, groups = sample_entries()
     blob = encode_artifact({"gain16": entries["gain16"]}, groups, {})

@@ -268,3 +268,33 @@ def test_lqer_plan_corrects_the_top_k_by_output_error():
     assert all(e.lqer is None for e in plain.values() if isinstance(e, QuantTensor))
     with pytest.raises(GolfError, match="LQER_WEIGHTING"):
         quantize_state(state, plan, None, LqerPlan(top_k=1, weighting="l1"))
+
+
+def test_lqer_per_byte_takes_most_error_removed_per_byte_within_the_budget():
+    from golf.quant.lowrank import factor_bytes
+    from golf.quant.state import lqer_by_bytes, select_within
+
+    w, h = lqer_case()
+    g = torch.Generator().manual_seed(5)
+    lowrank = torch.randn(96, 2, generator=g) @ torch.randn(2, 64, generator=g)  # error a rank-4 fit removes
+    state = {"lowrank": w + 0.5 * lowrank, "plain": w, "wide": torch.cat([w, w], 0), "gain": torch.randn(64)}
+    names = ("lowrank", "plain", "wide")
+    plan = {n: {"bits": 3, "clip_k": 3.0, "method": "rtn"} for n in names} | {"gain": {"bits": None}}
+    hessians = {n: h for n in names}
+    base = quantize_state(state, plan, hessians)
+    fit = lambda n: lqer_factors(state[n], base[n], 4, 2, 4, 64, None)  # noqa: E731
+    rows = lqer_by_bytes(state, base, hessians, fit)
+    ratios = [r["gain"] / r["bytes"] for r in rows]
+    assert [r["name"] for r in rows][0] == "lowrank" and ratios == sorted(ratios, reverse=True)
+    assert all(r["bytes"] == factor_bytes(r["factors"]) for r in rows)
+    budget = rows[0]["bytes"] + rows[1]["bytes"] - 1  # room for the best one, not the best two
+    chosen = select_within(rows, budget)
+    assert "lowrank" in chosen and rows[1]["name"] not in chosen
+    assert sum(factor_bytes(f) for f in chosen.values()) <= budget
+    # Wired through the plan: the same choice, and a zero budget (or top_k 0) corrects nothing.
+    entries = quantize_state(state, plan, hessians, LqerPlan(select="per_byte", budget_bytes=budget))
+    assert {n for n, e in entries.items() if getattr(e, "lqer", None) is not None} == set(chosen)
+    for off in (LqerPlan(select="per_byte", budget_bytes=0), LqerPlan(top_k=0, select="per_byte")):
+        assert all(getattr(e, "lqer", None) is None for e in quantize_state(state, plan, hessians, off).values())
+    with pytest.raises(GolfError, match="LQER_SELECT"):
+        quantize_state(state, plan, hessians, LqerPlan(select="best"))

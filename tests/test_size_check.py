@@ -80,4 +80,7 @@ def test_table_shows_each_groups_parts_and_they_sum_to_the_group(shipped, capsys
     assert main([str(artifact)]) == 0
     lines = capsys.readouterr().out.splitlines()
     q_line = next(line for line in lines if line.strip().startswith("mlp/q"))
-    assert q_line.split()[-1] == f"{groups['mlp']['parts']['q']:,}"
+    assert q_line.split()[1] == f"{groups['mlp']['parts']['q']:,}"
+    # Each part names its codec; the context coder also says what its encoder chose (plain, or its grid).
+    assert groups["mlp"]["codecs"]["scale"] == "brotli" and q_line.endswith(groups["mlp"]["codecs"]["q"])
+    assert groups["mlp"]["codecs"]["q"] in ("ctx plain",) or groups["mlp"]["codecs"]["q"].startswith("ctx contexts ")

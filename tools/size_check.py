@@ -61,7 +61,9 @@ def format_table(summary: dict) -> str:
         lines.append(f"{row['group']:<20} {row['tensors']:>7} {row['params']:>12,} {bits:>8} "
                      f"{row['raw_bytes']:>12,} {row['compressed_bytes']:>12,} {bpp:>10}")
         for part, size in row.get("parts", {}).items():  # each part's own block: symbols, scales, LQER factors
-            lines.append(f"{'  ' + row['group'] + '/' + part:<20} {'':>7} {'':>12} {'':>8} {'':>12} {size:>12,}")
+            codec = row.get("codecs", {}).get(part, "")
+            lines.append(f"{'  ' + row['group'] + '/' + part:<20} {'':>7} {'':>12} {'':>8} {'':>12} {size:>12,}"
+                         f"{'  ' + codec if codec else ''}")
     return "\n".join(lines + total_lines(summary))
 
 

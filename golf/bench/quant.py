@@ -20,9 +20,9 @@ import numpy
 import torch
 import zpaq
 
-from golf.artifact import encode_artifact, read_header
+from golf.artifact import encode_artifact, read_artifact, read_file_bytes, read_header
 from golf.budget import WallclockBudget
-from golf.compress import CODECS
+from golf.compress import CODECS, MATRIX_CODECS, similarity_order
 from golf.config import Config, from_env
 from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
@@ -40,6 +40,7 @@ from golf.train import RunLog, build_and_train, calibrate_hessians
 BENCH_SHAPES = {"attn.proj": (512, 512), "mlp.fc": (2048, 512), "mlp.proj": (512, 2048)}
 BENCH_CLIP_K = {"attn.proj": 13.0, "mlp.fc": 11.5, "mlp.proj": 11.5}  # the records' SDClip k
 BENCH_TOKENS = 4096
+LQER_BUDGETS = (6_000, 12_000, 24_000, 48_000)  # per_byte budgets (nominal factor bytes) the LQER sweep tries
 
 
 def zpaq_compress(data: bytes, level: int | None = None) -> bytes:
@@ -49,7 +50,8 @@ def zpaq_compress(data: bytes, level: int | None = None) -> bytes:
 
 # The artifact's codecs plus ZPAQ (lrzip -L 9's back end, in-process), measured here only.
 BENCH_CODECS = {**{k: v for k, v in CODECS.items() if k != "zlib"}, "zpaq": (zpaq_compress, zpaq.decompress)}
-LAYOUTS = {"rows": lambda q: q, "transposed": lambda q: q.T}
+LAYOUTS = {"rows": lambda q: q, "transposed": lambda q: q.T, "simsort": lambda q: q[similarity_order(q)],
+           "simsort+T": lambda q: q[similarity_order(q)].T}  # the record's layout for its hot tensors
 
 
 def correlated_inputs(n: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -77,8 +79,9 @@ def order0_entropy_bytes(symbols: numpy.ndarray) -> float:
     return float(-(p * numpy.log2(p)).sum() * symbols.size / 8)
 
 
-def with_lqer(state, hessians, entries, weighting: str, top_k: int) -> dict:
-    return add_lqer(state, entries, hessians, dataclasses.replace(LqerPlan(), top_k=top_k, weighting=weighting))
+def with_lqer(state, hessians, entries, weighting: str, top_k: int, select: str = "top_k", budget: int = 0) -> dict:
+    return add_lqer(state, entries, hessians, dataclasses.replace(LqerPlan(), top_k=top_k, weighting=weighting,
+                                                                  select=select, budget_bytes=budget))
 
 
 def quant_report(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tensor], plan: dict[str, dict]) -> dict:
@@ -98,34 +101,57 @@ def quant_report(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tenso
     layers = [{"name": n, "rtn": err(rtn, n), "gptq": err(gptq, n), "lqer_frobenius": err(lqer["frobenius"], n),
                "lqer_hessian": err(lqer["hessian"], n)} for n in names]
     lqer_k = []
-    for k in range(len(names) + 1):
-        entries = with_lqer(state, hessians, gptq, "hessian", k)
+    selections = [(f"top-{k}", k, "top_k", 0) for k in range(min(len(names), 12) + 1)]
+    selections += [(f"per_byte {b:,}", 1, "per_byte", b) for b in LQER_BUDGETS]
+    for label, k, select, budget in selections:
+        entries = with_lqer(state, hessians, gptq, "hessian", k, select, budget)
         blocks = read_header(encode_artifact(entries, {n: "all" for n in entries}, {}), "bench")[0]["blocks"]
-        lqer_k.append({"k": k, "error": math.sqrt(sum(err(entries, n) ** 2 for n in names)),
+        lqer_k.append({"k": label, "tensors": sum(1 for e in entries.values() if getattr(e, "lqer", None) is not None),
+                       "error": math.sqrt(sum(err(entries, n) ** 2 for n in names)),
                        "factor_bytes": sum(b["length"] for b in blocks.values() if b["part"].startswith("lqer"))})
-    return {"layers": layers, "codecs": codec_table([e.q for e in gptq.values() if isinstance(e, QuantTensor)]),
-            "lqer_k": lqer_k}
+    by_group: dict[str, list] = {}
+    for n, e in gptq.items():
+        if isinstance(e, QuantTensor):
+            by_group.setdefault(plan[n].get("group", "all"), []).append(e.q)
+    return {"layers": layers, "codecs": codec_table(by_group), "lqer_k": lqer_k}
 
 
-def codec_table(qs: list[torch.Tensor], codecs=None, layouts=None) -> list[dict]:
-    """Each codec on the same int8 symbols (each tensor's rows, or its transpose, back to back)."""
+def codec_table(groups: dict[str, list[torch.Tensor]], codecs=None, layouts=None) -> list[dict]:
+    """Each codec on the same int8 symbols, group by group as the artifact stores them (each tensor's rows,
+    its transpose, or its rows in similarity order, back to back); matrix codecs get the tensors' shapes."""
     rows = []
-    for layout in layouts or LAYOUTS:
-        symbols = numpy.concatenate([numpy.ascontiguousarray(LAYOUTS[layout](as_rows(q).numpy())).ravel()
-                                     .astype(numpy.int8) for q in qs])
-        data = symbols.tobytes()
-        entropy = order0_entropy_bytes(symbols)
-        for codec in codecs or BENCH_CODECS:
-            compress, decompress = BENCH_CODECS[codec]
-            start = time.perf_counter()
-            blob = compress(data)
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            exact = decompress(blob) == data
-            rows.append({"codec": codec, "layout": layout, "symbols": symbols.size, "bytes": len(blob),
-                         "entropy_bytes": entropy, "ratio": len(blob) / entropy, "encode_s": encode_s,
-                         "decode_s": time.perf_counter() - start, "exact": exact})
+    for group, qs in groups.items():
+        mats = [as_rows(q).numpy().astype(numpy.int8) for q in qs]
+        for layout in layouts or LAYOUTS:
+            laid = [numpy.ascontiguousarray(LAYOUTS[layout](m)) for m in mats]
+            symbols = numpy.concatenate([m.ravel() for m in laid])
+            data = symbols.tobytes()
+            entropy = order0_entropy_bytes(symbols)
+            for codec in codecs or BENCH_CODECS:
+                compress, decompress = BENCH_CODECS[codec]
+                start = time.perf_counter()
+                blob = compress(data, shapes=[m.shape for m in laid]) if codec in MATRIX_CODECS else compress(data)
+                encode_s = time.perf_counter() - start
+                start = time.perf_counter()
+                exact = decompress(blob) == data
+                rows.append({"group": group, "codec": codec, "layout": layout, "symbols": symbols.size,
+                             "bytes": len(blob), "entropy_bytes": entropy, "ratio": len(blob) / entropy,
+                             "encode_s": encode_s, "decode_s": time.perf_counter() - start, "exact": exact})
     return rows
+
+
+def best_layouts(rows: list[dict]) -> list[dict]:
+    """Per codec: each group at its smallest layout, summed (what an artifact using that codec would store,
+    before the row order's permutation bytes)."""
+    out = []
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        best = [min((r for r in rows if r["codec"] == codec and r["group"] == g), key=lambda r: r["bytes"])
+                for g in dict.fromkeys(r["group"] for r in rows)]
+        out.append({"codec": codec, "bytes": sum(r["bytes"] for r in best),
+                    "entropy_bytes": sum(r["entropy_bytes"] for r in best),
+                    "layouts": {r["group"]: r["layout"] for r in best},
+                    "decode_s": sum(r["decode_s"] for r in best)})
+    return out
 
 
 def smoke_model(seconds: float) -> tuple[dict, dict, dict, dict]:
@@ -143,7 +169,7 @@ def smoke_model(seconds: float) -> tuple[dict, dict, dict, dict]:
     score = lambda m: eval_bpb(m, val, luts, cfg.sw_seq_len, cfg.sw_seq_len, cfg.val_batch_tokens,  # noqa: E731
                                byte_counts=byte_counts).val_bpb
     bpb = {"fp32": score(model)}
-    plan = {n: {"bits": r.bits, "clip_k": r.clip_k} for n, r in rules.items()}
+    plan = {n: {"bits": r.bits, "clip_k": r.clip_k, "group": r.group} for n, r in rules.items()}
     rtn = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
     gptq = quantize_state(state, {n: {**s, "method": "gptq"} for n, s in plan.items()}, hessians)
     runs = {"rtn": rtn, "gptq": gptq, **{f"gptq+lqer_{w}": with_lqer(state, hessians, gptq, w, cfg.lqer_top_k)
@@ -207,9 +233,9 @@ def previous_default_bytes(entries: dict, groups: dict) -> int:
     return 44 + len(header) + payload
 
 
-def record_report(seed: int, codecs=("ans",), cfg: Config | None = None) -> list[dict]:
-    """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | on)
-    x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
+def record_report(seed: int, codecs=("ans", "ctx"), cfg: Config | None = None) -> list[dict]:
+    """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | top-K |
+    per_byte) x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
     int6 in every row (GPTQ of 34M matrix params takes too long on a shared CPU; it moves symbols within
     the same grid), so the rows differ only by the embedding, LQER, codec and container."""
     cfg = cfg or Config()
@@ -235,20 +261,31 @@ def record_report(seed: int, codecs=("ans",), cfg: Config | None = None) -> list
             rows.append({"combination": "previous default: embed rtn-int8, v1 brotli", "bytes":
                          previous_default_bytes(base, groups), "quant_s": quant_s,
                          "encode_s": time.perf_counter() - start})
-        for top_k in (0, cfg.lqer_top_k):
+        selections = (("lqer off", 0, "top_k", 0), (f"lqer top-{cfg.lqer_top_k}", cfg.lqer_top_k, "top_k", 0),
+                      (f"lqer per_byte {cfg.lqer_budget_bytes:,}", cfg.lqer_top_k, "per_byte", cfg.lqer_budget_bytes))
+        for label, top_k, select, budget in selections:
             start = time.perf_counter()
-            entries = with_lqer(state, hessians, base, cfg.lqer_weighting, top_k)
+            entries = with_lqer(state, hessians, base, cfg.lqer_weighting, top_k, select, budget)
             lqer_s = time.perf_counter() - start
             for codec in codecs:
+                # The context coder with the default's layout (auto: a similarity sort where it pays); the
+                # others as they store best on i.i.d. rows (rows as they are).
+                layout = cfg.symbol_layout if codec == "ctx" else "none"
                 start = time.perf_counter()
-                blob = encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, codec)
+                blob = encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, codec, layout)
                 header = read_header(blob, "record")[0]
-                rows.append({"combination": f"embed {embed}, lqer top-{top_k}, v2 {codec}", "bytes": len(blob),
+                rows.append({"combination": f"embed {embed}, {label}, v2 {codec} {layout}", "bytes": len(blob),
                              "quant_s": quant_s + lqer_s, "encode_s": time.perf_counter() - start,
                              "lqer_bytes": sum(b["length"] for b in header["blocks"].values()
                                                if b["part"].startswith("lqer")),
                              "lqer_tensors": [t["name"] for t in header["tensors"] if t.get("lqer")]})
     return rows
+
+
+def artifact_groups(path: str) -> dict[str, str]:
+    """{tensor name: codec group} as the artifact's header records them."""
+    header, _ = read_header(read_file_bytes(path), path)
+    return {t["name"]: t["group"] for t in header["tensors"]}
 
 
 def print_layers(report: dict, state: dict) -> None:
@@ -261,17 +298,24 @@ def print_layers(report: dict, state: dict) -> None:
                                                                             "lqer_hessian")}
     print(f"{'all':<28} {'':>10} {total['rtn']:>9.4f} {total['gptq'] / total['rtn']:>9.3f} "
           f"{total['lqer_frobenius'] / total['rtn']:>11.3f} {total['lqer_hessian'] / total['rtn']:>11.3f}")
-    print("LQER (hessian weighting, rank 4, A int2, B int4/64) by top-K: total output error / factor bytes stored")
+    print("LQER (hessian weighting, rank 4, A int2, B int4/64) by selection: total output error / factor bytes stored")
     for row in report["lqer_k"]:
-        print(f"  K={row['k']:<3} error {row['error']:>9.4f}  factor bytes {row['factor_bytes']:>8,}")
+        print(f"  {row['k']:<16} {row['tensors']:>3} tensors  error {row['error']:>9.4f}  "
+              f"factor bytes {row['factor_bytes']:>8,}")
 
 
 def print_codecs(rows: list[dict]) -> None:
-    print(f"{'codec':<8} {'layout':<11} {'symbols':>10} {'bytes':>11} {'entropy':>11} {'x entropy':>9} "
+    print(f"{'group':<8} {'codec':<8} {'layout':<11} {'symbols':>10} {'bytes':>11} {'entropy':>11} {'x entropy':>9} "
           f"{'encode s':>9} {'decode s':>9}")
     for r in rows:
-        print(f"{r['codec']:<8} {r['layout']:<11} {r['symbols']:>10,} {r['bytes']:>11,} {round(r['entropy_bytes']):>11,} "
-              f"{r['ratio']:>9.5f} {r['encode_s']:>9.2f} {r['decode_s']:>9.2f}{'' if r['exact'] else '  NOT EXACT'}")
+        print(f"{r['group']:<8} {r['codec']:<8} {r['layout']:<11} {r['symbols']:>10,} {r['bytes']:>11,} "
+              f"{round(r['entropy_bytes']):>11,} {r['ratio']:>9.5f} {r['encode_s']:>9.2f} {r['decode_s']:>9.2f}"
+              f"{'' if r['exact'] else '  NOT EXACT'}")
+    print("each group at its smallest layout, summed (order-0 entropy of those layouts: the same for every layout)")
+    for r in sorted(best_layouts(rows), key=lambda r: r["bytes"]):
+        layouts = ", ".join(f"{g} {layout}" for g, layout in r["layouts"].items())
+        print(f"  {r['codec']:<8} {r['bytes']:>11,} B  {r['bytes'] / r['entropy_bytes']:.5f} x entropy  "
+              f"decode {r['decode_s']:.2f}s  ({layouts})")
 
 
 def main(argv) -> int:
@@ -282,14 +326,24 @@ def main(argv) -> int:
                         help="train the smoke preset this long on the sample data and measure val_bpb")
     parser.add_argument("--record", action="store_true", help="record-size artifact bytes per combination "
                         "(minutes of CPU: GPTQ of the embedding, brotli-11 of ~40M symbols once per brotli row)")
-    parser.add_argument("--record-codecs", default="ans", help="comma-separated symbol codecs of the --record rows")
+    parser.add_argument("--record-codecs", default="ans,ctx", help="comma-separated symbol codecs of the --record rows")
+    parser.add_argument("--artifact", metavar="PATH", help="only the codec table, on the quantised symbols of this "
+                        "final_model.golf (e.g. a real run's), group by group")
     args = parser.parse_args(argv)
+    if args.artifact:
+        groups: dict[str, list] = {}
+        for name, e in read_artifact(args.artifact)[0].items():
+            if isinstance(e, QuantTensor):
+                groups.setdefault(artifact_groups(args.artifact)[name], []).append(e.q)
+        print(f"codec table on the symbols of {args.artifact}")
+        print_codecs(codec_table(groups))
+        return 0
     if args.record:
         print("record-size model (Config() defaults), trained-like random weights, synthetic Hessians")
-        print(f"{'combination':<46} {'bytes':>12} {'quant s':>8} {'encode s':>9}  LQER")
+        print(f"{'combination':<58} {'bytes':>12} {'quant s':>8} {'encode s':>9}  LQER")
         for r in record_report(args.seed, tuple(args.record_codecs.split(","))):
             lqer = f"{r['lqer_bytes']:,} B on {', '.join(r['lqer_tensors'])}" if r.get("lqer_tensors") else ""
-            print(f"{r['combination']:<46} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}  {lqer}",
+            print(f"{r['combination']:<58} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}  {lqer}",
                   flush=True)
         return 0
     if args.smoke > 0:
@@ -301,7 +355,7 @@ def main(argv) -> int:
         print("trained matrices at the run's bits (matrices int6, embedding int7), Hessians from training batches")
     else:
         state, hessians = synthetic_layers(args.seed)
-        plan = {n: {"bits": args.bits, "clip_k": BENCH_CLIP_K[n]} for n in state}
+        plan = {n: {"bits": args.bits, "clip_k": BENCH_CLIP_K[n], "group": n.split(".")[0]} for n in state}
         print(f"synthetic layers, int{args.bits} SDClip, {BENCH_TOKENS} correlated calibration rows, seed {args.seed}")
     report = quant_report(state, hessians, plan)
     print_layers(report, state)

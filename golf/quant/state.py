@@ -12,23 +12,31 @@ import torch
 
 from golf.config import GolfError, pick
 from golf.quant.gptq import gptq_quantize, output_error
-from golf.quant.lowrank import lqer_factors
+from golf.quant.lowrank import factor_bytes, lqer_factors
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows, quantize_rtn
 
 
 LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
+LQER_SELECTIONS = ("per_byte", "top_k")
 
 
 @dataclass(frozen=True)
 class LqerPlan:
-    """Which tensors get an LQER correction and how it is stored (defaults: the record's, PR #1855 log
-    "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4)."""
-    top_k: int = 3  # 0: no LQER
+    """Which tensors get an LQER correction and how it is stored (factor defaults: the record's, PR #1855 log
+    "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4).
+
+    select "top_k": the top_k matrices by output error (the record's rule). select "per_byte": every quantised
+    matrix gets its factors fitted, and the plan keeps those that remove the most output error (measured on
+    the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit budget_bytes:
+    K follows from bytes against error. top_k 0 turns LQER off in both."""
+    top_k: int = 3
     rank: int = 4
     a_bits: int = 2
     b_bits: int = 4
     group: int = 64
     weighting: str = "frobenius"  # frobenius (the record's plain SVD) | hessian (fit in the output metric)
+    select: str = "top_k"
+    budget_bytes: int = 12_000  # per_byte: factor bytes at their nominal widths (golf/quant/lowrank.py factor_bytes)
 
 
 def rtn_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> QuantTensor:
@@ -63,19 +71,68 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
 
 
 def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
-    """entries with LQER factors on lqer.top_k of their quantised matrices (a new dict; entries unchanged)."""
+    """entries with LQER factors on the matrices lqer selects (a new dict; entries unchanged)."""
     out = dict(entries)
-    for name in lqer_targets(state, entries, hessians, lqer.top_k) if lqer.top_k > 0 else []:
-        h = hessians.get(name) if pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING") else None
-        factors = lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
-        out[name] = dataclasses.replace(entries[name], lqer=factors)
+    pick({s: s for s in LQER_SELECTIONS}, lqer.select, "LQER_SELECT")
+    if lqer.top_k <= 0:
+        return out
+    use_h = pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING")
+
+    def factors(name):
+        h = hessians.get(name) if use_h else None
+        return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
+
+    if lqer.select == "top_k":
+        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k)}
+    else:
+        chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
+    for name, f in chosen.items():
+        out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
+
+
+def lqer_candidates(entries: dict) -> list[str]:
+    return [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+
+
+def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -> float:
+    """Output error ||X (W - approx)^T|| from the tensor's Hessian; ||W - approx||_F where it has none."""
+    if name in hessians:
+        return output_error(state[name], approx, hessians[name])
+    return torch.linalg.norm(as_rows(state[name]) - as_rows(approx)).item()
+
+
+def lqer_by_bytes(state: dict, entries: dict, hessians: dict, factors) -> list[dict]:
+    """Every candidate matrix with its fitted factors: {name, factors, bytes (nominal), gain (output error
+    removed)}, best gain per byte first (ties by name, so the order is deterministic)."""
+    names = lqer_candidates(entries)
+    if any(n in hessians for n in names):  # one metric for all: output error where Hessians exist
+        names = [n for n in names if n in hessians]
+    rows = []
+    for name in names:
+        f = factors(name)
+        base = dequantize_rows(entries[name])
+        gain = matrix_error(state, name, base, hessians) - matrix_error(
+            state, name, base + f.product().reshape(base.shape), hessians)
+        rows.append({"name": name, "factors": f, "bytes": factor_bytes(f), "gain": gain})
+    return sorted(rows, key=lambda r: (-r["gain"] / r["bytes"], r["name"]))
+
+
+def select_within(rows: list[dict], budget_bytes: float) -> dict:
+    """{name: factors} of the rows taken best first while their bytes fit the budget; a correction that
+    does not lower the error is never taken."""
+    chosen, spent = {}, 0.0
+    for r in rows:
+        if r["gain"] > 0 and spent + r["bytes"] <= budget_bytes:
+            chosen[r["name"]] = r["factors"]
+            spent += r["bytes"]
+    return chosen
 
 
 def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
     """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
     has a Hessian (RTN), by ||E||_F as the record ranks them."""
-    names = [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+    names = lqer_candidates(entries)
     with_h = [n for n in names if n in hessians]
     if with_h:
         errors = {n: output_error(state[n], dequantize_rows(entries[n]), hessians[n]) for n in with_h}
