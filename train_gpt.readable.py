@@ -185,8 +185,10 @@ class Config:
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay; on the
-    # trained smoke artifact 10% below order-0 ANS and 1% below brotli (python -m golf.bench quant --smoke)
+    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay. On trained
+    # smoke symbols 12% below order-0 ANS and 1% below brotli; zpaq (pip install zpaq; SYMBOL_LAYOUT=
+    # simsort+transpose, the record's) was 2% smaller still but decodes ~10x slower, inside the eval budget
+    # (python -m golf.bench quant --artifact final_model.golf measures all of them on a run's own symbols).
     codec: str = "ctx"
     # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
     # (smallest per group: the context coder sees the row above, so a similarity sort can pay).
@@ -2240,6 +2242,10 @@ try:
     import constriction
 except ImportError:  # only the "ans" codec needs it; ans_coder() says what to install
     constriction = None
+try:
+    import zpaq
+except ImportError:  # only the "zpaq" codec needs it; zpaq_module() says what to install
+    zpaq = None
 
 
 def zlib_compress(data: bytes, level: int | None = None) -> bytes:
@@ -2281,6 +2287,23 @@ def brotli_compress(data: bytes, level: int | None = None) -> bytes:
 
 def brotli_decompress(data: bytes) -> bytes:
     return brotli.decompress(data)
+
+
+def zpaq_module():
+    if zpaq is None:
+        raise GolfError("codec zpaq needs the zpaq package: pip install zpaq")
+    return zpaq
+
+
+def zpaq_compress(data: bytes, level: int | None = None) -> bytes:
+    """ZPAQ context mixing (level 5, the strongest: lrzip -L 9's back end, which the record's per-group
+    pipeline runs) in one block (threads=1: deterministic, and ~1-3% smaller than a threaded split). Decodes
+    at ~0.4 M symbols/s here, ~10x slower than ctx: at record size ~90 s inside the eval budget."""
+    return zpaq_module().compress(data, level=5 if level is None else level, threads=1)
+
+
+def zpaq_decompress(data: bytes) -> bytes:
+    return zpaq_module().decompress(data)
 
 
 def ans_coder():
@@ -2550,6 +2573,7 @@ CODECS = {
     "brotli": (brotli_compress, brotli_decompress),
     "ans": (ans_compress, ans_decompress),
     "ctx": (ctx_compress, ctx_decompress),
+    "zpaq": (zpaq_compress, zpaq_decompress),
 }
 # Codecs whose compress also takes the block's matrix shapes (shapes=[(rows, cols), ...]).
 MATRIX_CODECS = {"ctx"}

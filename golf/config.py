@@ -153,8 +153,10 @@ class Config:
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay; on the
-    # trained smoke artifact 10% below order-0 ANS and 1% below brotli (python -m golf.bench quant --smoke)
+    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay. On trained
+    # smoke symbols 12% below order-0 ANS and 1% below brotli; zpaq (pip install zpaq; SYMBOL_LAYOUT=
+    # simsort+transpose, the record's) was 2% smaller still but decodes ~10x slower, inside the eval budget
+    # (python -m golf.bench quant --artifact final_model.golf measures all of them on a run's own symbols).
     codec: str = "ctx"
     # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
     # (smallest per group: the context coder sees the row above, so a similarity sort can pay).

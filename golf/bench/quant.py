@@ -18,7 +18,6 @@ import time
 
 import numpy
 import torch
-import zpaq
 
 from golf.artifact import encode_artifact, read_artifact, read_file_bytes, read_header
 from golf.budget import WallclockBudget
@@ -43,13 +42,8 @@ BENCH_TOKENS = 4096
 LQER_BUDGETS = (6_000, 12_000, 24_000, 48_000)  # per_byte budgets (nominal factor bytes) the LQER sweep tries
 
 
-def zpaq_compress(data: bytes, level: int | None = None) -> bytes:
-    # threads=1: one block, deterministic and ~1-3 points smaller than the multi-threaded split (zpaq docs).
-    return zpaq.compress(data, level=5 if level is None else level, threads=1)
-
-
-# The artifact's codecs plus ZPAQ (lrzip -L 9's back end, in-process), measured here only.
-BENCH_CODECS = {**{k: v for k, v in CODECS.items() if k != "zlib"}, "zpaq": (zpaq_compress, zpaq.decompress)}
+# The artifact's codecs (ZPAQ included: lrzip -L 9's back end, in-process) but zlib.
+BENCH_CODECS = {k: v for k, v in CODECS.items() if k != "zlib"}
 LAYOUTS = {"rows": lambda q: q, "transposed": lambda q: q.T, "simsort": lambda q: q[similarity_order(q)],
            "simsort+T": lambda q: q[similarity_order(q)].T}  # the record's layout for its hot tensors
 
