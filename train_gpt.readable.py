@@ -2369,7 +2369,7 @@ def ans_decompress(data: bytes) -> bytes:
 # ANS when that is smaller (i.i.d. rows), and says which in the stream's first byte.
 # Stream: mode uint8 (0 plain ans | 1 context), then the ans stream, or CTX_HEAD (matrices, the grid's three
 # sizes, lowest residual, alphabet size), the matrices' (rows, cols) as uint32, then two length-prefixed
-# brotli parts (side info, count table) and the coder's uint32 words.
+# brotli parts (side info: only the codes the grid reads, see side_bytes; count table) and the coder's words.
 CTX_HEAD = struct.Struct("<IBBBhH")
 # (spread octaves, distance half-octaves, vertical buckets). Measured on the 56-step smoke artifact's
 # similarity-sorted int7 embedding (residual entropy / order-0): spread 0.97, spread x vertical(9) 0.88,
@@ -2401,19 +2401,28 @@ def ctx_side(q: numpy.ndarray) -> tuple:
             log2_code(distance))
 
 
-def side_bytes(side: tuple) -> bytes:
+def side_bytes(side: tuple, grid: tuple) -> bytes:
+    """The side info the grid reads: the shift always, the spread codes only with spread classes, the
+    row-distance codes only with distance classes."""
     shift, row_code, col_code, whole, dist_code = side
-    return shift.tobytes() + row_code.tobytes() + col_code.tobytes() + bytes([whole]) + dist_code.tobytes()
+    spreads, distances, _ = grid
+    return (shift.tobytes() + (row_code.tobytes() + col_code.tobytes() + bytes([whole]) if spreads > 1 else b"")
+            + (dist_code.tobytes() if distances > 1 else b""))
 
 
-def side_size(rows: int, cols: int) -> int:
-    return 2 * cols + 2 * rows + 1
+def side_size(rows: int, cols: int, grid: tuple) -> int:
+    return cols + (rows + cols + 1 if grid[0] > 1 else 0) + (rows if grid[1] > 1 else 0)
 
 
-def parse_side(side: numpy.ndarray, rows: int, cols: int) -> tuple:
-    shift = side[:cols].view(numpy.int8)
-    row_code, col_code = side[cols:cols + rows], side[cols + rows:2 * cols + rows]
-    return shift, row_code, col_code, int(side[2 * cols + rows]), side[2 * cols + rows + 1:]
+def parse_side(side: numpy.ndarray, rows: int, cols: int, grid: tuple) -> tuple:
+    """Inverse of side_bytes; codes the grid does not read come back as zeros (static_contexts ignores them)."""
+    shift, at = side[:cols].view(numpy.int8), cols
+    row_code, col_code, whole = numpy.zeros(rows, numpy.uint8), numpy.zeros(cols, numpy.uint8), 0
+    if grid[0] > 1:
+        row_code, col_code, whole = side[at:at + rows], side[at + rows:at + rows + cols], int(side[at + rows + cols])
+        at += rows + cols + 1
+    dist_code = side[at:at + rows] if grid[1] > 1 else numpy.zeros(rows, numpy.uint8)
+    return shift, row_code, col_code, whole, dist_code
 
 
 def static_contexts(side: tuple, grid: tuple) -> numpy.ndarray:
@@ -2489,18 +2498,18 @@ def ctx_compress(data: bytes, level: int | None = None, shapes=None) -> bytes:
     lowest = min(int(r.min()) for r in residuals)
     alphabet = max(int(r.max()) for r in residuals) - lowest + 1
     index = numpy.concatenate([r.ravel() for r in residuals]) - lowest
-    side = brotli_compress(b"".join(side_bytes(s) for s in sides))
     best = None
     for grid in CTX_GRIDS:
         contexts = numpy.concatenate([(static_contexts(sd, grid) + vertical_bucket(rows_above(r), grid[2])).ravel()
                                       for r, sd in zip(residuals, sides)])
         table = counts_table(contexts, index, math.prod(grid), alphabet)
         packed_table = brotli_compress(table.tobytes())
-        estimate = code_bytes(table, contexts, index) + len(packed_table)
+        side = brotli_compress(b"".join(side_bytes(sd, grid) for sd in sides))
+        estimate = code_bytes(table, contexts, index) + len(packed_table) + len(side)
         if best is None or estimate < best[0]:
-            best = (estimate, grid, contexts, table, packed_table)
-    estimate, grid, contexts, table, packed_table = best
-    if estimate + len(side) + 8 * len(shapes) + 32 >= len(plain):
+            best = (estimate, grid, contexts, table, packed_table, side)
+    estimate, grid, contexts, table, packed_table, side = best
+    if estimate + 8 * len(shapes) + 32 >= len(plain):
         return plain
     weights, family, coder = table_models(table), ctx_family(), ans_coder()()
     starts = numpy.cumsum([0] + [r * c for r, c in shapes])
@@ -2541,7 +2550,7 @@ def ctx_decompress(data: bytes) -> bytes:
         at += 4 + length
     side = numpy.frombuffer(parts[0], dtype=numpy.uint8)
     table = numpy.frombuffer(parts[1], dtype="<u2")
-    if side.size != sum(side_size(r, c) for r, c in shapes) or table.size != math.prod(grid) * alphabet:
+    if side.size != sum(side_size(r, c, grid) for r, c in shapes) or table.size != math.prod(grid) * alphabet:
         raise GolfError(f"ctx stream: side info {side.size} B or count table {table.size} entries do not fit the head")
     if (len(data) - at) % 4:
         raise GolfError(f"ctx stream: {len(data) - at} coder bytes is not whole words")
@@ -2550,8 +2559,8 @@ def ctx_decompress(data: bytes) -> bytes:
     family = ctx_family()
     out, s_at = [], 0
     for rows, cols in shapes:
-        sd = parse_side(side[s_at:s_at + side_size(rows, cols)], rows, cols)
-        s_at += side_size(rows, cols)
+        sd = parse_side(side[s_at:s_at + side_size(rows, cols, grid)], rows, cols, grid)
+        s_at += side_size(rows, cols, grid)
         base = static_contexts(sd, grid)
         residual = numpy.zeros((rows, cols), dtype=numpy.int16)
         for _, row, n_rows in ctx_chunks([(rows, cols)], buckets > 1):

@@ -165,9 +165,11 @@ def test_ctx_codes_structured_matrices_below_order0_and_brotli():
     ans, brotli_bytes = len(CODECS["ans"][0](data)), len(CODECS["brotli"][0](data))
     assert blob[0] == 1  # context mode was chosen
     assert len(blob) < 0.75 * ans and len(blob) < 0.8 * brotli_bytes  # measured: 0.69 and 0.72
-    # i.i.d. rows have nothing to model: the plain ANS stream is kept, one mode byte dearer.
+    # i.i.d. rows have nothing to model: one context (the flat grid, its counts a little more compact than plain
+    # ANS's histogram) or the plain ANS stream itself, never more than one mode byte dearer.
     iid = np.clip(np.round(rng.standard_normal((256, 96)) * 31 / 12), -31, 31).astype(np.int8)
-    assert ctx_compress(iid.tobytes(), shapes=[iid.shape]) == b"\0" + CODECS["ans"][0](iid.tobytes())
+    blob, plain = ctx_compress(iid.tobytes(), shapes=[iid.shape]), CODECS["ans"][0](iid.tobytes())
+    assert blob == b"\0" + plain or (blob[0] == 1 and tuple(blob[5:8]) == (1, 1, 1) and len(blob) <= len(plain))
 
 
 def test_ctx_bad_streams_are_golf_errors():
