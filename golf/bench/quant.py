@@ -3,11 +3,14 @@
 Default: synthetic layers (Gaussian weights, std 0.02, fed correlated inputs: white noise through a
 random mixing with a decaying spectrum, so GPTQ has correlations to exploit).
 `--smoke SECONDS`: train the smoke preset for SECONDS on the sample data, then val_bpb of the fp32
-model, RTN, GPTQ and GPTQ+LQER (both weightings) at the run's bits (matrices int6, embedding int7).
+model, RTN, GPTQ and GPTQ+LQER (top-K, both weightings; per_byte as configured) at the run's bits (matrices
+int6, embedding int7).
 `--record`: a record-size model (Config() defaults, 36M params) with trained-like random weights (Gaussian
 rows, per-row std spread exp(0.3 z), as tools/preflight.py draws them) and synthetic Hessians: the
 artifact bytes of each combination of embedding quantiser, LQER and codec, and today's (previous) default.
-The codec table compresses the same GPTQ symbols with each codec, rows as stored and transposed.
+`--artifact PATH`: only the codec table, on the symbols of any final_model.golf.
+The codec table compresses the same GPTQ symbols with each codec, group by group, in each layout (rows as
+stored, transposed, similarity-sorted, sorted then transposed), and sums each codec's best layout per group.
 """
 import argparse
 import dataclasses
@@ -167,7 +170,9 @@ def smoke_model(seconds: float) -> tuple[dict, dict, dict, dict]:
     rtn = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
     gptq = quantize_state(state, {n: {**s, "method": "gptq"} for n, s in plan.items()}, hessians)
     runs = {"rtn": rtn, "gptq": gptq, **{f"gptq+lqer_{w}": with_lqer(state, hessians, gptq, w, cfg.lqer_top_k)
-                                         for w in ("frobenius", "hessian")}}
+                                         for w in ("frobenius", "hessian")},
+            f"gptq+lqer per_byte {cfg.lqer_budget_bytes:,}": with_lqer(state, hessians, gptq, cfg.lqer_weighting,
+                                                                     cfg.lqer_top_k, "per_byte", cfg.lqer_budget_bytes)}
     for label, entries in runs.items():
         model.load_state_dict(dequantize_state(entries, state))
         bpb[label] = score(model)
@@ -345,7 +350,7 @@ def main(argv) -> int:
         print(f"smoke model ({args.smoke:.0f} s CPU), val_bpb (non-overlapping windows), gap to fp32 {bpb['fp32']:.4f}:")
         for label, value in bpb.items():
             if label != "fp32":
-                print(f"  {label:<22} {value:.4f} (gap {value - bpb['fp32']:+.4f})")
+                print(f"  {label:<28} {value:.4f} (gap {value - bpb['fp32']:+.4f})")
         print("trained matrices at the run's bits (matrices int6, embedding int7), Hessians from training batches")
     else:
         state, hessians = synthetic_layers(args.seed)
