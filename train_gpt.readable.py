@@ -2373,7 +2373,8 @@ def ans_decompress(data: bytes) -> bytes:
 CTX_HEAD = struct.Struct("<IBBBhH")
 # (spread octaves, distance half-octaves, vertical buckets). Measured on the 56-step smoke artifact's
 # similarity-sorted int7 embedding (residual entropy / order-0): spread 0.97, spread x vertical(9) 0.88,
-# distance x vertical(15) 0.81 (brotli on the transposed rows ~0.82, golf/bench/quant.py has the codec table).
+# distance x vertical(15) 0.81; on the sorted rows transposed brotli reaches 0.82 and ZPAQ 0.79, which ctx does
+# not (ZPAQ adapts along each column; python -m golf.bench quant --artifact has the table).
 CTX_GRIDS = ((1, 1, 1), (8, 1, 1), (8, 1, 9), (1, 12, 15), (8, 12, 15))
 CTX_CHUNK = 1 << 16  # symbols per coder call when no row depends on the one above
 LOG_CODE_FLOOR = 1 / 16  # mean |residual| is coded as log2(x + floor): an all-zero row still has a code
@@ -2444,8 +2445,8 @@ def counts_table(contexts: numpy.ndarray, index: numpy.ndarray, n_ctx: int, alph
     """Counts per (context, symbol), each context's row scaled to fit uint16 (kept >= 1 where non-zero):
     the integer table both sides build their models from."""
     counts = numpy.bincount(contexts * alphabet + index, minlength=n_ctx * alphabet).reshape(n_ctx, alphabet)
-    shift = numpy.maximum(0, numpy.ceil(numpy.log2(numpy.maximum(counts.max(axis=1), 1) / 65535))).astype(numpy.int64)
-    scaled = numpy.where(counts > 0, numpy.maximum(counts >> shift[:, None], 1), 0)
+    halvings = numpy.maximum(0, numpy.ceil(numpy.log2(numpy.maximum(counts.max(axis=1), 1) / 65535))).astype(numpy.int64)
+    scaled = numpy.where(counts > 0, numpy.maximum(counts >> halvings[:, None], 1), 0)
     return scaled.astype("<u2")
 
 
@@ -2883,18 +2884,17 @@ def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[
     return chosen
 
 
-def ordered_symbols(entry: QuantTensor, order: str, orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+def ordered_symbols(entry: QuantTensor, order: str,
+                    orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
     """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity). `orders`
     memoises permutations by (id(entry), order) across the layouts that choose_layouts tries."""
     rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
     if order == "none":
         return tensor_bytes(entry.q), None
+    orders = {} if orders is None else orders
     key = (id(entry), order)
-    if orders is None or key not in orders:
-        perm = ROW_ORDERS[order](rows)
-        if orders is None:
-            orders = {}
-        orders[key] = perm
+    if key not in orders:
+        orders[key] = ROW_ORDERS[order](rows)
     perm = orders[key]
     return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
 

@@ -175,18 +175,17 @@ def choose_layouts(entries: dict, groups: dict[str, str], layout_of_group: dict[
     return chosen
 
 
-def ordered_symbols(entry: QuantTensor, order: str, orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+def ordered_symbols(entry: QuantTensor, order: str,
+                    orders: dict | None = None) -> tuple[numpy.ndarray, numpy.ndarray | None]:
     """(the q rows in `order`, as bytes; the permutation as uint32 bytes, None for the identity). `orders`
     memoises permutations by (id(entry), order) across the layouts that choose_layouts tries."""
     rows = entry.q.numpy().reshape(entry.q.shape[0], -1)
     if order == "none":
         return tensor_bytes(entry.q), None
+    orders = {} if orders is None else orders
     key = (id(entry), order)
-    if orders is None or key not in orders:
-        perm = ROW_ORDERS[order](rows)
-        if orders is None:
-            orders = {}
-        orders[key] = perm
+    if key not in orders:
+        orders[key] = ROW_ORDERS[order](rows)
     perm = orders[key]
     return numpy.ascontiguousarray(rows[perm]).reshape(-1).view(numpy.uint8), perm.astype("<u4").view(numpy.uint8)
 
