@@ -35,6 +35,7 @@ def test_tiny_recipe_passes_every_check_with_figures_and_limits(sample_data):
     # The code counted is the shipped file's exact bytes.
     assert f"code {(ROOT / 'train_gpt.py').stat().st_size} " in checks["size"]["detail"]
     assert checks["eval.prequant"]["limit"] == "uncounted"  # the diagnostic pass is not in the eval 600 s
+    assert checks["eval.decode"]["limit"] == "timed"  # the artifact's decode is (it runs inside the eval)
 
 
 def test_oversized_recipe_fails_naming_the_size():
