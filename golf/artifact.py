@@ -82,13 +82,42 @@ def bytes_tensor(data: numpy.ndarray, dtype: torch.dtype, shape) -> torch.Tensor
 
 
 def per_group(setting, groups_used, name: str) -> dict:
-    """A str applies to every group; a dict must name each group in use."""
+    """A dict must name each group in use. A str is one choice for every group, or comma-separated
+    GROUP=CHOICE entries plus one bare CHOICE for the other groups (CODEC="embed=zpaq,ctx")."""
     if isinstance(setting, str):
-        return {g: setting for g in groups_used}
+        setting = parse_per_group(setting, groups_used, name)
     missing = [g for g in groups_used if g not in setting]
     if missing:
         raise GolfError(f"artifact: {name} has no entry for group(s) {', '.join(missing)}")
     return {g: setting[g] for g in groups_used}
+
+
+def parse_per_group(text: str, groups_used, name: str) -> dict:
+    default, chosen = None, {}
+    for entry in text.split(","):
+        group, has_group, choice = entry.strip().rpartition("=")
+        if not choice or (has_group and not group):
+            raise GolfError(f"artifact: {name} {text!r}: entry {entry!r} is not GROUP=CHOICE or CHOICE")
+        if not has_group:
+            if default is not None:
+                raise GolfError(f"artifact: {name} {text!r}: two choices ({default}, {choice}) for the other groups")
+            default = choice
+        elif group not in groups_used:
+            raise GolfError(f"artifact: {name} {text!r}: no group {group!r} here (groups: {', '.join(groups_used)})")
+        else:
+            chosen[group] = choice
+    return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
+
+
+def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
+    """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
+    can compress (its optional package is installed). Raises the one-line GolfError the write would."""
+    groups = list(dict.fromkeys(groups))
+    for codec in set(per_group(codecs, groups, "codecs").values()):
+        pick(CODECS, codec, "CODEC")[0](b"\0\1")
+    for layout in per_group(transforms, groups, "transforms").values():
+        if layout != "auto":
+            layout_of(layout)
 
 
 def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple]]:

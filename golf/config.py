@@ -157,6 +157,8 @@ class Config:
     # smoke symbols 12% below order-0 ANS and 1% below brotli; zpaq (pip install zpaq; SYMBOL_LAYOUT=
     # simsort+transpose, the record's) was 2% smaller still but decodes ~10x slower, inside the eval budget
     # (python -m golf.bench quant --artifact final_model.golf measures all of them on a run's own symbols).
+    # Per group: "embed=zpaq,ctx" (GROUP=CODEC entries, one bare CODEC for the rest; SYMBOL_LAYOUT likewise),
+    # checked before training starts.
     codec: str = "ctx"
     # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
     # (smallest per group: the context coder sees the row above, so a similarity sort can pay).

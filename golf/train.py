@@ -16,7 +16,7 @@ import sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from golf.artifact import encode_artifact, read_artifact, write_artifact
+from golf.artifact import check_symbol_settings, encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget, size_violation_line
 from golf.config import RECIPE, Config, GolfError, from_env
 from golf.data import (DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
@@ -212,6 +212,7 @@ def main(code_path: str) -> int:
     log_provenance(log, cfg, code_path,
                    shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
+    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])  # before training
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     budget = WallclockBudget(cfg, env.device)

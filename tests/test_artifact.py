@@ -328,3 +328,30 @@ def test_auto_layout_keeps_the_smallest_candidate():
     auto = encode_artifact(entries, {"w": "m"}, {}, "brotli", "auto")
     assert len(auto) == min(sizes.values()) and sizes["transpose"] < sizes["none"]
     assert_same(entries["w"], decode_artifact(auto, "f")[0]["w"])
+
+
+def test_per_group_settings_parse_and_bad_ones_are_one_line():
+    from golf.artifact import check_symbol_settings, per_group
+
+    groups = ["embed", "attn", "mlp"]
+    assert per_group("embed=zpaq,ctx", groups, "codecs") == {"embed": "zpaq", "attn": "ctx", "mlp": "ctx"}
+    assert per_group("brotli", groups, "codecs") == {g: "brotli" for g in groups}
+    assert per_group("mlp=simsort+transpose, embed=none,auto", groups, "transforms") == {
+        "embed": "none", "attn": "auto", "mlp": "simsort+transpose"}
+    for bad, match in (("embd=zpaq,ctx", "no group 'embd'"), ("ans,ctx", "two choices"), ("embed=,ctx", "is not"),
+                       ("embed=zpaq", "no entry for group")):
+        with pytest.raises(GolfError, match=match):
+            per_group(bad, groups, "codecs")
+    check_symbol_settings("embed=zpaq,ctx", "embed=simsort+transpose,auto", groups)
+    with pytest.raises(GolfError, match="CODEC='lz4'"):
+        check_symbol_settings("embed=lz4,ctx", "auto", groups)
+    with pytest.raises(GolfError, match="row order|transform"):
+        check_symbol_settings("ctx", "embed=sorted+none,auto", groups)
+    # The per-group string reaches the artifact as it is written: each group's blocks carry their own codec.
+    entries, groups_of = sample_entries()
+    blob = encode_artifact(entries, groups_of, {}, codecs="embed=zpaq,ctx", transforms="embed=simsort+transpose,none")
+    blocks = read_header(blob, "x")[0]["blocks"]
+    assert blocks["embed/q"]["codec"] == "zpaq" and blocks["attn/q"]["codec"] == "ctx"
+    back = decode_artifact(blob, "x")[0]
+    for name in entries:
+        assert_same(entries[name], back[name])

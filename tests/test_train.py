@@ -34,6 +34,8 @@ def run_train(tmp_path, sample_data, script=ROOT / "train_gpt.py", nproc=1, **en
     ({"MODEL_DIMS": "64"}, "MODEL_DIM"),
     ({"PRESET": "huge"}, "PRESET"),
     ({"DATA_PATH": "/nonexistent/data"}, "/nonexistent/data"),
+    ({"CODEC": "embed=lz4,ctx"}, "CODEC='lz4'"),  # refused before training, not at the write after it
+    ({"SYMBOL_LAYOUT": "embd=auto,none"}, "no group 'embd'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, sample_data, env, needle):
     proc, _ = run_train(tmp_path, sample_data, **env)
