@@ -185,16 +185,17 @@ class Config:
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
     gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
     gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
-    # Symbol codec (golf/compress.py CODECS): context ANS, plain order-0 ANS where contexts do not pay. On trained
-    # smoke symbols 12% below order-0 ANS and 1% below brotli; zpaq (pip install zpaq; SYMBOL_LAYOUT=
-    # simsort+transpose, the record's) was 2% smaller still but decodes ~10x slower, inside the eval budget
-    # (python -m golf.bench quant --artifact final_model.golf measures all of them on a run's own symbols).
-    # Per group: "embed=zpaq,ctx" (GROUP=CODEC entries, one bare CODEC for the rest; SYMBOL_LAYOUT likewise),
-    # checked before training starts.
-    codec: str = "ctx"
-    # Symbol layout (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM (simsort+transpose, the record's) | auto
-    # (smallest per group: the context coder sees the row above, so a similarity sort can pay).
-    symbol_layout: str = "auto"
+    # Symbol codec per group (golf/compress.py CODECS; GROUP=CODEC entries, one bare CODEC for the rest; checked
+    # before training). The embedding in ZPAQ over its similarity-sorted rows transposed (the record's layout),
+    # the rest in context ANS (plain order-0 ANS where contexts do not pay). Re-encoding the 61-step smoke
+    # artifact: this 777,462 B (decode 3.9 s), all ZPAQ 782,298 B (6.8 s), all ctx 789,445 B (0.4 s), brotli
+    # 798,346 B, order-0 ANS 875,794 B. At record size ZPAQ decodes the 4.2 M embedding symbols in ~10 s
+    # (predicted at 0.43 M symbols/s here), inside the timed eval. python -m golf.bench quant --artifact
+    # final_model.golf measures every codec and layout on a run's own symbols.
+    codec: str = "embed=zpaq,ctx"
+    # Symbol layout per group (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM | auto (smallest of
+    # AUTO_LAYOUTS with the group's codec: the context coder sees the row above, so a similarity sort can pay).
+    symbol_layout: str = "embed=simsort+transpose,auto"
     # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
     lqer_top_k: int = 3  # 0: off (both selections); LQER_SELECT=top_k: this many

@@ -232,7 +232,7 @@ def previous_default_bytes(entries: dict, groups: dict) -> int:
     return 44 + len(header) + payload
 
 
-def record_report(seed: int, codecs=("ans", "ctx"), cfg: Config | None = None) -> list[dict]:
+def record_report(seed: int, codecs=("ans", "ctx", Config().codec), cfg: Config | None = None) -> list[dict]:
     """Artifact bytes at record size for each combination (embedding RTN int8 | GPTQ int7) x (LQER off | top-K |
     per_byte) x codec, plus the previous default (RTN int8 embedding, version 1 with brotli). The matrices are RTN
     int6 in every row (GPTQ of 34M matrix params takes too long on a shared CPU; it moves symbols within
@@ -267,9 +267,9 @@ def record_report(seed: int, codecs=("ans", "ctx"), cfg: Config | None = None) -
             entries = with_lqer(state, hessians, base, cfg.lqer_weighting, top_k, select, budget)
             lqer_s = time.perf_counter() - start
             for codec in codecs:
-                # The context coder with the default's layout (auto: a similarity sort where it pays); the
+                # The default's codecs with its layouts; ctx alone with auto (a similarity sort where it pays); the
                 # others as they store best on i.i.d. rows (rows as they are).
-                layout = cfg.symbol_layout if codec == "ctx" else "none"
+                layout = cfg.symbol_layout if codec == cfg.codec else "auto" if codec == "ctx" else "none"
                 start = time.perf_counter()
                 blob = encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, codec, layout)
                 header = read_header(blob, "record")[0]
@@ -325,7 +325,8 @@ def main(argv) -> int:
                         help="train the smoke preset this long on the sample data and measure val_bpb")
     parser.add_argument("--record", action="store_true", help="record-size artifact bytes per combination "
                         "(minutes of CPU: GPTQ of the embedding, brotli-11 of ~40M symbols once per brotli row)")
-    parser.add_argument("--record-codecs", default="ans,ctx", help="comma-separated symbol codecs of the --record rows")
+    parser.add_argument("--record-codecs", default=f"ans;ctx;{Config().codec}",
+                        help="semicolon-separated symbol codecs (per-group settings allowed) of the --record rows")
     parser.add_argument("--artifact", metavar="PATH", help="only the codec table, on the quantised symbols of this "
                         "final_model.golf (e.g. a real run's), group by group")
     args = parser.parse_args(argv)
@@ -340,7 +341,7 @@ def main(argv) -> int:
     if args.record:
         print("record-size model (Config() defaults), trained-like random weights, synthetic Hessians")
         print(f"{'combination':<58} {'bytes':>12} {'quant s':>8} {'encode s':>9}  LQER")
-        for r in record_report(args.seed, tuple(args.record_codecs.split(","))):
+        for r in record_report(args.seed, tuple(args.record_codecs.split(";"))):
             lqer = f"{r['lqer_bytes']:,} B on {', '.join(r['lqer_tensors'])}" if r.get("lqer_tensors") else ""
             print(f"{r['combination']:<58} {r['bytes']:>12,} {r['quant_s']:>8.1f} {r['encode_s']:>9.1f}  {lqer}",
                   flush=True)
