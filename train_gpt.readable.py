@@ -2394,15 +2394,17 @@ def rows_above(residual: numpy.ndarray) -> numpy.ndarray:
     return above
 
 
-def ctx_side(q: numpy.ndarray) -> tuple:
-    """(rows, cols) int16 symbols -> (column shift int8, row codes, column codes, whole-matrix code,
-    row-distance codes): the side info the contexts are built from."""
+def ctx_side(q: numpy.ndarray) -> tuple[tuple, numpy.ndarray, numpy.ndarray]:
+    """(rows, cols) int16 symbols -> (side info: column shift int8, row codes, column codes, whole-matrix code,
+    row-distance codes; the residual q - shift; the residual of the row above each row)."""
     shift = numpy.clip(numpy.round(q.mean(axis=0)), -127, 127).astype(numpy.int8)
     residual = q - shift.astype(numpy.int16)
+    above = rows_above(residual)
     spread = numpy.abs(residual)
-    distance = numpy.abs(residual - rows_above(residual)).mean(axis=1)
-    return (shift, log2_code(spread.mean(axis=1)), log2_code(spread.mean(axis=0)), int(log2_code(spread.mean())),
+    distance = numpy.abs(residual - above).mean(axis=1)
+    side = (shift, log2_code(spread.mean(axis=1)), log2_code(spread.mean(axis=0)), int(log2_code(spread.mean())),
             log2_code(distance))
+    return side, residual, above
 
 
 def side_bytes(side: tuple, grid: tuple) -> bytes:
@@ -2496,16 +2498,14 @@ def ctx_compress(data: bytes, level: int | None = None, shapes=None) -> bytes:
     plain = b"\0" + ans_compress(data)
     if symbols.size == 0:
         return plain
-    mats = split_matrices(symbols, shapes)
-    sides = [ctx_side(q) for q in mats]
-    residuals = [q - side[0].astype(numpy.int16) for q, side in zip(mats, sides)]
+    sides, residuals, aboves = zip(*(ctx_side(q) for q in split_matrices(symbols, shapes)))
     lowest = min(int(r.min()) for r in residuals)
     alphabet = max(int(r.max()) for r in residuals) - lowest + 1
     index = numpy.concatenate([r.ravel() for r in residuals]) - lowest
     best = None
     for grid in CTX_GRIDS:
-        contexts = numpy.concatenate([(static_contexts(sd, grid) + vertical_bucket(rows_above(r), grid[2])).ravel()
-                                      for r, sd in zip(residuals, sides)])
+        contexts = numpy.concatenate([(static_contexts(sd, grid) + vertical_bucket(above, grid[2])).ravel()
+                                      for above, sd in zip(aboves, sides)])
         table = counts_table(contexts, index, math.prod(grid), alphabet)
         packed_table = brotli_compress(table.tobytes())
         side = brotli_compress(b"".join(side_bytes(sd, grid) for sd in sides))
