@@ -2821,15 +2821,25 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
+def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
+    names codec_setting (default: "codec of group G")."""
+    codec_of = per_group(codecs, groups_used, "codecs")
+    for g, codec in codec_of.items():
+        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+    layouts = per_group(transforms, groups_used, "transforms")
+    for layout in layouts.values():
+        if layout != "auto":
+            layout_of(layout)
+    return codec_of, layouts
+
+
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    groups = list(dict.fromkeys(groups))
-    for codec in set(per_group(codecs, groups, "codecs").values()):
-        pick(CODECS, codec, "CODEC")[0](b"\0\1")
-    for layout in per_group(transforms, groups, "transforms").values():
-        if layout != "auto":
-            layout_of(layout)
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    for codec in set(codec_of.values()):
+        CODECS[codec][0](b"\0\1")
 
 
 def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple]]:
@@ -2869,14 +2879,7 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     missing = [n for n in entries if n not in groups]
     if missing:
         raise GolfError(f"artifact: no group for tensor(s) {', '.join(missing)}")
-    groups_used = list(dict.fromkeys(groups[n] for n in entries))
-    codec_of = per_group(codecs, groups_used, "codecs")
-    for g, codec in codec_of.items():
-        pick(CODECS, codec, f"codec of group {g}")
-    layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
-        if layout != "auto":
-            layout_of(layout)
+    codec_of, layouts = symbol_settings(codecs, transforms, list(dict.fromkeys(groups[n] for n in entries)))
     orders: dict = {}
     records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of, orders),
                                       orders)

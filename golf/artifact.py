@@ -109,15 +109,25 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
+def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
+    names codec_setting (default: "codec of group G")."""
+    codec_of = per_group(codecs, groups_used, "codecs")
+    for g, codec in codec_of.items():
+        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+    layouts = per_group(transforms, groups_used, "transforms")
+    for layout in layouts.values():
+        if layout != "auto":
+            layout_of(layout)
+    return codec_of, layouts
+
+
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    groups = list(dict.fromkeys(groups))
-    for codec in set(per_group(codecs, groups, "codecs").values()):
-        pick(CODECS, codec, "CODEC")[0](b"\0\1")
-    for layout in per_group(transforms, groups, "transforms").values():
-        if layout != "auto":
-            layout_of(layout)
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    for codec in set(codec_of.values()):
+        CODECS[codec][0](b"\0\1")
 
 
 def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple]]:
@@ -157,14 +167,7 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     missing = [n for n in entries if n not in groups]
     if missing:
         raise GolfError(f"artifact: no group for tensor(s) {', '.join(missing)}")
-    groups_used = list(dict.fromkeys(groups[n] for n in entries))
-    codec_of = per_group(codecs, groups_used, "codecs")
-    for g, codec in codec_of.items():
-        pick(CODECS, codec, f"codec of group {g}")
-    layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
-        if layout != "auto":
-            layout_of(layout)
+    codec_of, layouts = symbol_settings(codecs, transforms, list(dict.fromkeys(groups[n] for n in entries)))
     orders: dict = {}
     records, chunks = lay_out_tensors(entries, groups, choose_layouts(entries, groups, layouts, codec_of, orders),
                                       orders)
@@ -464,16 +467,15 @@ def block_label(blob: bytes, payload_start: int, rec: dict) -> str:
 
 def group_row(group: str, header: dict, labels: dict | None = None) -> dict:
     tensors = [t for t in header["tensors"] if t["group"] == group]
-    blocks = [b for b in header["blocks"].values() if b["group"] == group]
+    blocks = {key: b for key, b in header["blocks"].items() if b["group"] == group}
     params = sum(int(numpy.prod(t["shape"], dtype=numpy.int64)) for t in tensors)
-    compressed = sum(b["length"] for b in blocks)
+    compressed = sum(b["length"] for b in blocks.values())
     parts: dict[str, int] = {}
     codecs: dict[str, str] = {}
-    for key, b in header["blocks"].items():
-        if b["group"] == group:
-            parts[b["part"]] = parts.get(b["part"], 0) + b["length"]
-            codecs[b["part"]] = (labels or {}).get(key, b["codec"])
+    for key, b in blocks.items():
+        parts[b["part"]] = parts.get(b["part"], 0) + b["length"]
+        codecs[b["part"]] = (labels or {}).get(key, b["codec"])
     return {"group": group, "tensors": len(tensors), "params": params,
-            "bits": sorted({t["bits"] for t in tensors}), "raw_bytes": sum(b["raw_length"] for b in blocks),
+            "bits": sorted({t["bits"] for t in tensors}), "raw_bytes": sum(b["raw_length"] for b in blocks.values()),
             "compressed_bytes": compressed, "bits_per_param": 8 * compressed / params if params else None,
             "parts": parts, "codecs": codecs}
