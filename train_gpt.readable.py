@@ -2174,8 +2174,12 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
     return out
 
 
-def lqer_candidates(entries: dict) -> list[str]:
-    return [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+def lqer_candidates(entries: dict, hessians: dict) -> list[str]:
+    """The quantised matrices LQER may correct, compared in one metric: those with a Hessian (output error)
+    where any has one, else all of them (Frobenius error, as the record ranks them under RTN)."""
+    names = [n for n, e in entries.items() if isinstance(e, QuantTensor) and min(as_rows(e.q).shape) > 1]
+    with_h = [n for n in names if n in hessians]
+    return with_h or names
 
 
 def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -> float:
@@ -2188,11 +2192,8 @@ def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -
 def lqer_by_bytes(state: dict, entries: dict, hessians: dict, factors) -> list[dict]:
     """Every candidate matrix with its fitted factors: {name, factors, bytes (nominal), gain (output error
     removed)}, best gain per byte first (ties by name, so the order is deterministic)."""
-    names = lqer_candidates(entries)
-    if any(n in hessians for n in names):  # one metric for all: output error where Hessians exist
-        names = [n for n in names if n in hessians]
     rows = []
-    for name in names:
+    for name in lqer_candidates(entries, hessians):
         f = factors(name)
         base = dequantize_rows(entries[name])
         gain = matrix_error(state, name, base, hessians) - matrix_error(
@@ -2215,13 +2216,8 @@ def select_within(rows: list[dict], budget_bytes: float) -> dict:
 def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
     """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
     has a Hessian (RTN), by ||E||_F as the record ranks them."""
-    names = lqer_candidates(entries)
-    with_h = [n for n in names if n in hessians]
-    if with_h:
-        errors = {n: output_error(state[n], dequantize_rows(entries[n]), hessians[n]) for n in with_h}
-    else:
-        errors = {n: torch.linalg.norm(as_rows(state[n]) - as_rows(dequantize_rows(entries[n]))).item()
-                  for n in names}
+    errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), hessians)
+              for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
 
 

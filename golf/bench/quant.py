@@ -22,9 +22,9 @@ import time
 import numpy
 import torch
 
-from golf.artifact import encode_artifact, read_artifact, read_file_bytes, read_header
+from golf.artifact import compress_chunks, encode_artifact, read_artifact, read_file_bytes, read_header
 from golf.budget import WallclockBudget
-from golf.compress import CODECS, MATRIX_CODECS, similarity_order
+from golf.compress import CODECS, similarity_order
 from golf.config import Config, from_env
 from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
@@ -123,11 +123,12 @@ def codec_table(groups: dict[str, list[torch.Tensor]], codecs=None, layouts=None
             laid = [numpy.ascontiguousarray(LAYOUTS[layout](m)) for m in mats]
             symbols = numpy.concatenate([m.ravel() for m in laid])
             data = symbols.tobytes()
+            chunks = [(m.tobytes(), m.shape) for m in laid]
             entropy = order0_entropy_bytes(symbols)
             for codec in codecs or BENCH_CODECS:
-                compress, decompress = BENCH_CODECS[codec]
+                decompress = BENCH_CODECS[codec][1]
                 start = time.perf_counter()
-                blob = compress(data, shapes=[m.shape for m in laid]) if codec in MATRIX_CODECS else compress(data)
+                blob = compress_chunks(codec, chunks)
                 encode_s = time.perf_counter() - start
                 start = time.perf_counter()
                 exact = decompress(blob) == data
@@ -332,9 +333,10 @@ def main(argv) -> int:
     args = parser.parse_args(argv)
     if args.artifact:
         groups: dict[str, list] = {}
+        group_of = artifact_groups(args.artifact)
         for name, e in read_artifact(args.artifact)[0].items():
             if isinstance(e, QuantTensor):
-                groups.setdefault(artifact_groups(args.artifact)[name], []).append(e.q)
+                groups.setdefault(group_of[name], []).append(e.q)
         print(f"codec table on the symbols of {args.artifact}")
         print_codecs(codec_table(groups))
         return 0
