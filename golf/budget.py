@@ -17,6 +17,7 @@ Compile warm-up is untimed because it resets weights, optimiser and data afterwa
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -24,6 +25,48 @@ from golf.dist import all_reduce_
 
 # Phases counted in neither 600 s budget (see above); they are timed and reported all the same.
 UNCOUNTED_PHASES = ("warmup", "serialise", "diagnostic")
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track of the challenge and the limits that apply on it (None: no limit, the time is only reported)."""
+    name: str  # golf's name: --track of tools/submit.py and tools/preflight.py
+    spelling: str  # submission.json's "track" as golf writes it
+    folder: str  # upstream's records/<folder>/
+    aliases: tuple[str, ...]  # further spellings in upstream's submission.json files, normalised by track_named
+    train_seconds: float | None
+    eval_seconds: float | None
+
+    def limits(self) -> str:
+        times = (f"train {self.train_seconds:.0f}s, eval {self.eval_seconds:.0f}s" if self.train_seconds is not None
+                 else "train and eval times reported, no limit")
+        return f"{SIZE_LIMIT_BYTES:,} bytes; {times}"
+
+
+# openai/parameter-golf README: 16,000,000 bytes on every track; 10 minutes of training on 8xH100 (and 10 more
+# of evaluation) only for the record leaderboard; "Non-record Submissions" (any hardware or time) and the
+# "unlimited compute track ... not intended to meet the 10-minute cutoff" both go in records/track_non_record_16mb/.
+# Spellings seen there: 10min_16mb; non-record-16mb, non_record_16mb; non-record-unlimited-compute-16mb.
+SIZE_LIMIT_BYTES = 16_000_000  # code + compressed model, decimal bytes, on every track
+TRACKS = {t.name: t for t in (
+    Track("record", "10min_16mb", "track_10min_16mb", ("10min",), 600.0, 600.0),
+    Track("non-record", "non-record-16mb", "track_non_record_16mb", ("nonrecord",), None, None),
+    Track("unlimited", "non-record-unlimited-compute-16mb", "track_non_record_16mb",
+          ("unlimited-compute", "unlimited-compute-16mb", "non-record-unlimited"), None, None))}
+
+
+def track_key(spelling: str) -> str:
+    """One spelling of a track name: lower case, '-' for '_' and spaces, no 'track-' prefix."""
+    return spelling.strip().lower().replace("_", "-").replace(" ", "-").removeprefix("track-")
+
+
+def track_named(spelling: str) -> Track | None:
+    """The track a spelling names (golf's name, a submission.json spelling or a records folder name), or None."""
+    key = track_key(spelling)
+    for t in TRACKS.values():
+        if key in {track_key(s) for s in (t.name, t.spelling, t.folder, *t.aliases)}:
+            return t
+    return None
 
 
 class WallclockBudget:

@@ -31,7 +31,10 @@ THE CLAIMED SCORE (the one place this order is written down; RunSummary.claimed 
 A round-trip-named line that repeats an earlier sliding or TTT score's exact val_loss and val_bpb is a re-log
 of it and keeps that kind (late-March records re-log the sliding score as `final_int8_zlib_roundtrip_exact`);
 a round trip equal to the pre-quant score stays a round trip.
-A log with none of these has no claimed score (the run did not finish).
+A log with none of these has no claimed score. A reader is then shown its pre-quantisation score (the `prequant`
+line, else the last periodic val line) labelled "no artifact score: the claimed X is the pre-quantisation val"
+(RunSummary.reported_claim); the run did not finish only where the log does not show training reach its end
+(RunSummary.training_end: a stop line, or a step line at its own cap).
 """
 
 import json
@@ -76,6 +79,7 @@ TO_MS = {"ms": 1.0, "s": 1000.0, "m": 60000.0}
 OTHER, PREQUANT, ROUNDTRIP, SLIDING, TTT = range(5)
 KIND_NAMES = {OTHER: "other", PREQUANT: "pre-quant", ROUNDTRIP: "round trip", SLIDING: "sliding", TTT: "TTT"}
 PREQUANT_LABEL = re.compile(r"pre[-_ ]?quant|post[-_]ema")
+PREQUANT_CLAIM = "no artifact score: the claimed {bpb} is the pre-quantisation val"  # RunSummary.reported_claim
 
 
 def eval_kind(label: str) -> int:
@@ -111,6 +115,7 @@ class RunSummary:
     finals: list[tuple[str, float]] = field(default_factory=list)  # (line label, val_bpb) of non-step val lines, in order
     scores: list[dict] = field(default_factory=list)  # each {label, val_loss, val_bpb, eval_ms} of those lines
     size_lines: dict = field(default_factory=dict)  # values key -> the size line it came from (its counting rule)
+    step_cap: int | None = None  # M of the last `step:N/M` line: the iterations the run was set to
 
     def get(self, key: str, default=None):
         return self.values.get(key, default)
@@ -144,6 +149,30 @@ class RunSummary:
     def claimed(self) -> dict | None:
         """{label, val_loss, val_bpb, eval_ms} of the score the run claims (the module doc's order), or None."""
         return self.best((ROUNDTRIP, SLIDING, TTT))
+
+    def reported_claim(self) -> dict | None:
+        """The claim as a reader is shown it: the artifact's score (claimed); in a log without one, its
+        pre-quantisation score, labelled as such (module doc); None when the log has neither."""
+        claim = self.claimed()
+        if claim is not None:
+            return claim
+        line = self.best((PREQUANT,)) or (self.vals[-1] if self.vals else None)
+        if line is None:
+            return None
+        return dict(label=PREQUANT_CLAIM.format(bpb=line["val_bpb"]), val_loss=line.get("val_loss"),
+                    val_bpb=line["val_bpb"], eval_ms=None, kind=PREQUANT)
+
+    def training_end(self) -> str | None:
+        """How the log shows training reached its end, or None: a stop line (ours `stopped`, upstream
+        `stopping_early: wallclock_cap`), or a step line at the run's own step cap (`step:N/N`)."""
+        if self.get("stopped.step") is not None:
+            return f"stopped at step {int(self.get('stopped.step'))}"
+        if self.get("stopping_early.step") is not None:
+            return f"wallclock stop at step {int(self.get('stopping_early.step'))}"
+        last = max([r["step"] for r in self.steps + self.vals], default=None)
+        if last is not None and last == self.step_cap:
+            return f"last step {last}/{self.step_cap}"
+        return None
 
     def claimed_score(self) -> tuple[float, float] | None:
         claim = self.claimed()
@@ -287,6 +316,7 @@ def read_line(summary: RunSummary, line: str) -> None:
         vals = {STEP_ALIASES.get(k, k): (float(v), unit) for k, v, unit in kvs}
         time = vals.get("train_time")
         row = dict(step=int(step.group(1)), train_time_ms=None if time is None else time[0] * TO_MS.get(time[1], 1.0))
+        summary.step_cap = int(step.group(2))
         if "train_loss" in vals:
             avg = vals.get("step_avg")
             summary.steps.append(dict(row, train_loss=vals["train_loss"][0], step_avg_ms=avg and avg[0]))

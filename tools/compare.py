@@ -3,7 +3,8 @@
     python tools/compare.py RUN_LOG [RUN_LOG ...] [--artifact-dir DIR [DIR ...]] [--json]
 
 One column per run; rows: the config fields that differ between the runs (from each log's
-`config:` line), the claimed score and its label (the order in golf/logparse.py's doc), steps,
+`config:` line), the claimed score and its label (the order in golf/logparse.py's doc; a log with no artifact
+score shows its pre-quantisation val, labelled "no artifact score: the claimed X is the pre-quantisation val"), steps,
 step_avg_ms, pre-quant and round-trip BPB, quant gap (round trip - pre-quant), TTT gain (round trip - TTT),
 artifact / code / total bytes, train and eval seconds. A value a log lacks prints as "—".
 --json prints one JSON object per run per line instead, with the same fields (null where a log has none). With --artifact-dir (one folder per log, in order) the artifact bytes are the
@@ -57,7 +58,7 @@ def run_fields(s: RunSummary, artifact_bytes) -> dict:
         total = artifact_bytes + code if code is not None else None
     else:
         artifact_bytes = s.get("artifact_bytes")
-    claim = s.claimed()
+    claim = s.reported_claim()
     as_int = (lambda v: None if v is None else int(v))
     return {"claimed_bpb": claim and claim["val_bpb"], "claimed_label": claim and claim["label"],
             "prequant_bpb": s.prequant_bpb(), "roundtrip_bpb": s.roundtrip_bpb(), "ttt_bpb": s.ttt_bpb(),

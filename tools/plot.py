@@ -4,7 +4,8 @@
 
 Panels: train loss against wallclock and against step; val BPB (periodic points, and the final
 prequant / round-trip / TTT scores at the last step); step time; with --artifact, compressed bytes
-by tensor group and code bytes against the 16,000,000-byte budget; a table of final numbers.
+by tensor group and code bytes against the 16,000,000-byte budget; a table of final numbers (a claim that is
+only a pre-quantisation val is starred, with golf/logparse.py's "no artifact score: ..." label below the table).
 Each run is labelled by its run id (the log's file name), its `recipe:` if logged, and the config
 fields that differ between the logs given. Reads ours and upstream's log formats (golf/logparse.py);
 lines that look like results but do not parse are listed on stderr, one line per log.
@@ -153,15 +154,28 @@ def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def results_cells(summaries: list[RunSummary]) -> tuple[list[list[str]], list[str]]:
+    """The final-numbers table's rows, one per run, and a note per run whose claim is no artifact score (its
+    claimed cell starred; the note is golf/logparse.py's label)."""
+    cells, notes = [], []
+    for s, name in zip(summaries, run_names(summaries)):
+        claim = s.reported_claim()
+        prequant_only = claim is not None and claim["kind"] == PREQUANT
+        cells.append([name, fmt(s.final_step(), ",d"), fmt(s.step_avg_ms(), ".1f"),
+                      fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
+                      fmt(claim and claim["val_bpb"], ".4f") + ("*" if prequant_only else ""),
+                      fmt(s.get("total_bytes"), ",.0f")])
+        if prequant_only:
+            notes.append(f"* {name}: {claim['label']}")
+    return cells, notes
+
+
 def plot_results_table(ax, summaries, colors) -> None:
     ax.axis("off")
     header = ["run", "steps", "step ms", "pre-quant", "round trip", "TTT", "claimed", "total bytes"]
-    cells = []
-    for s, name in zip(summaries, run_names(summaries)):
-        claim = s.claimed()
-        cells.append([name, fmt(s.final_step(), ",d"), fmt(s.step_avg_ms(), ".1f"),
-                      fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
-                      fmt(claim and claim["val_bpb"], ".4f"), fmt(s.get("total_bytes"), ",.0f")])
+    cells, notes = results_cells(summaries)
+    if notes:
+        ax.text(0.5, 0.0, "\n".join(notes), ha="center", va="bottom", fontsize=8, transform=ax.transAxes)
     table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)

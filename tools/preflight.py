@@ -1,11 +1,17 @@
 """Preflight: size, memory and both 600 s budgets of a training file, known on a CPU before a GPU minute.
 
     python tools/preflight.py [train_gpt.py] [--json] [--checks model,memory,size,train,reserve,eval]
+                              [--track record|non-record|unlimited]
 
 Loads the GIVEN file's own code (packed, self-extracting or library-driven: whatever it defines is what is
 checked), its Config from the env (PRESET and field overrides, as a run reads them), and reports one line per
 check, each with its figure, its limit and the margin. Predicted figures say what they were calibrated on
 (golf/budget.py: published record logs). Exit 0 all within limits, 1 a limit broken, 2 bad input.
+
+--track (golf/budget.py TRACKS; default record): size and memory are checked on every track. On the record track
+`track.train` / `track.eval` hold MAX_WALLCLOCK_SECONDS and EVAL_MAX_SECONDS to its 600 s each (FAIL naming the
+limit); on non-record and unlimited they are reported with no limit, and a time line over the run's own setting
+(reserve, eval) is a WARN, never a FAIL.
 
 - model: the model at its real dims, one forward+backward on one full-length sequence (shapes, dtypes, finite
   loss, a gradient on every trained weight); unique/effective params, train/eval depth.
@@ -449,6 +455,32 @@ def run_checks(ns, path: Path, wanted: tuple[str, ...], world_size: int) -> list
     return results
 
 
+TIME_CHECKS = ("train", "reserve", "eval")  # lines whose verdict is a time budget (module doc, --track)
+
+
+def apply_track(results: list[dict], cfg, track, wanted: tuple[str, ...]) -> list[dict]:
+    """The track's time limits: its lines `track.train` / `track.eval` (the run's settings against the track's
+    limits, or reported where it has none); off the record track a time line's FAIL becomes a WARN."""
+    if track.train_seconds is None:
+        results = [dict(r, status="WARN", detail=r["detail"] + f"; over the run's own setting, no limit on the "
+                                                               f"{track.name} track")
+                   if r["check"] in TIME_CHECKS and r["status"] == "FAIL" else r for r in results]
+    for check, what, env, setting, limit in (
+            ("train", "training + GPTQ calibration", "MAX_WALLCLOCK_SECONDS", cfg.max_wallclock_seconds,
+             track.train_seconds),
+            ("eval", "evaluation (TTT included)", "EVAL_MAX_SECONDS", cfg.eval_max_seconds, track.eval_seconds)):
+        if check not in wanted:
+            continue
+        if limit is None:
+            results.append(line("PASS", f"track.{check}", f"{env}={setting:.0f}s", f"none ({track.name} track)", "-",
+                                f"{what}: reported, no limit on this track (golf/budget.py TRACKS)"))
+        else:
+            results.append(line("PASS" if setting <= limit else "FAIL", f"track.{check}", f"{env}={setting:.0f}s",
+                                f"{limit:.0f}s ({track.name} track)", f"{limit - setting:+.0f}s",
+                                f"{what} may take at most {limit:.0f}s on the {track.name} track (golf/budget.py TRACKS)"))
+    return results
+
+
 def format_line(r: dict) -> str:
     return (f"{r['status']} {r['check']}: {r['figure']} limit:{r['limit']} margin:{r['margin']}"
             + (f" | {r['detail']}" if r["detail"] else ""))
@@ -460,19 +492,24 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}")
     ap.add_argument("--world-size", type=int, default=8, help="GPUs of the target machine")
+    ap.add_argument("--track", default="record", help="record (default), non-record or unlimited (module doc)")
     args = ap.parse_args(argv)
     wanted = tuple(c.strip() for c in args.checks.split(",") if c.strip())
     unknown = [c for c in wanted if c not in CHECKS]
+    track = facts.track_named(args.track)
     t0 = time.perf_counter()
     try:
         if unknown:
             raise PreflightError(f"--checks: unknown check(s) {', '.join(unknown)} (choices: {', '.join(CHECKS)})")
+        if track is None:
+            raise PreflightError(f"--track: {args.track!r} names no track (choices: {', '.join(facts.TRACKS)})")
         ns = load_training_file(Path(args.train_file))
     except PreflightError as e:
         print(f"preflight: {e}", file=sys.stderr)
         return 2
     try:
-        results = run_checks(ns, Path(args.train_file), wanted, args.world_size)
+        results = apply_track(run_checks(ns, Path(args.train_file), wanted, args.world_size), ns.from_env(), track,
+                              wanted)
     except ns.GolfError as e:  # the file's own bad-input error: a bad env value, an unknown piece
         print(f"preflight: {args.train_file}: {e}", file=sys.stderr)
         return 2
