@@ -1,6 +1,7 @@
 """The run-log parser on our own log (written by golf.train's logger) and on upstream's formats."""
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -153,3 +154,46 @@ def test_upstream_console_log_without_source(tmp_path):
     s = parse_run_log(str(path))
     assert len(s.steps) == 2 and len(s.vals) == 2 and s.roundtrip_bpb() == 1.22436570
     assert s.unread == [lines[3]]
+
+
+# ---- a log with no artifact score: its pre-quantisation val, labelled; how training ended
+
+PREQUANT_ONLY = [ln for ln in OUR_RESULTS if not ln.startswith(("final_", "eval_time"))]
+
+
+def test_a_pre_quantisation_claim_is_labelled_by_the_parser_compare_and_plot(tmp_path, capsys):
+    from tools.compare import main as compare_main
+    from tools.plot import results_cells
+
+    s = parse_run_log(write_our_log(tmp_path, PREQUANT_ONLY))
+    capsys.readouterr()  # the logger's console lines
+    assert s.claimed() is None  # never an artifact score ...
+    assert s.reported_claim()["label"] == "no artifact score: the claimed 1.95 is the pre-quantisation val"
+    assert s.reported_claim()["val_bpb"] == 1.95 and s.training_end() == "stopped at step 25"
+    assert compare_main([s.path, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["claimed_bpb"], row["claimed_label"]) == (1.95, "no artifact score: the claimed 1.95 is the "
+                                                                "pre-quantisation val")
+    assert compare_main([s.path]) == 0
+    assert "| claimed by | no artifact score: the claimed 1.95 is the pre-quantisation val |" in capsys.readouterr().out
+    cells, notes = results_cells([s])
+    assert cells[0][6] == "1.9500*" and notes == ["* ablation_a: no artifact score: the claimed 1.95 is the "
+                                                  "pre-quantisation val"]
+    full = parse_run_log(write_our_log(tmp_path, OUR_RESULTS))  # a finished run claims its TTT score, unstarred
+    assert full.reported_claim()["label"] == "final_ttt" and results_cells([full]) == ([[
+        "ablation_a", "25", "2004.8", "1.9500", "1.9600", "1.9300", "1.9300", "786,804"]], [])
+
+
+def test_upstream_periodic_val_is_the_pre_quantisation_claim_and_the_cap_its_end(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text(UPSTREAM_LOG.split("Serialized model: ")[0])  # ends after its wallclock stop and memory line
+    s = parse_run_log(str(path))
+    assert s.claimed() is None and s.training_end() == "wallclock stop at step 13780"
+    assert s.reported_claim()["label"] == "no artifact score: the claimed 1.2172 is the pre-quantisation val"
+    path.write_text(UPSTREAM_LOG.split("step:13750/20000")[0])  # cut off at step 1 of 20000
+    s = parse_run_log(str(path))
+    assert s.training_end() is None and s.step_cap == 20000
+    path.write_text("step:500/500 train_loss:2.0 train_time:9000ms\nstep:500/500 val_loss:2.1 val_bpb:1.3\n")
+    assert parse_run_log(str(path)).training_end() == "last step 500/500"  # its iteration cap, no stop line
+    path.write_text("step:1/500 train_loss:9.0 train_time:9ms\n")
+    assert parse_run_log(str(path)).reported_claim() is None  # no score of any kind

@@ -52,6 +52,7 @@ def test_oversized_recipe_fails_naming_the_size():
 @pytest.mark.parametrize("args, env, needle", [
     (["/nonexistent/train_gpt.py"], {}, "/nonexistent/train_gpt.py: training file not found"),
     (["--checks", "speed"], {}, "unknown check(s) speed"),
+    (["--track", "fortnight"], {}, "--track: 'fortnight' names no track (choices: record, non-record, unlimited)"),
     ([], {"MODEL_DIMS": "64"}, "MODEL_DIM"),
     ([str(ROOT / "tools" / "size_check.py")], {}, "not a golf training file"),
 ])
@@ -112,3 +113,26 @@ def test_meta_counts_match_a_real_cpu_run():
     with FlopCounterMode(display=False) as counter:
         real(x, x).backward()
     assert train_flops_per_row(ns, cfg, math_attention) == counter.get_total_flops() > 0
+
+
+def test_track_unlimited_reports_a_four_hour_recipe_that_the_record_track_fails(monkeypatch, capsys):
+    # In-process (the file loads once per call, no interpreter start): a 4-hour wallclock, and a GPTQ reserve
+    # far under its predicted calibration time (a time line that FAILs against the run's own setting).
+    from tools.preflight import main as preflight_main
+
+    for k, v in dict(TINY_ENV, MAX_WALLCLOCK_SECONDS="14400", QUANT_RESERVE_SECONDS="0.0001").items():
+        monkeypatch.setenv(k, v)
+    assert preflight_main(["--checks", "train,reserve"]) == 1  # the record track, by default
+    record = capsys.readouterr().out.splitlines()
+    assert [ln for ln in record if ln.startswith("FAIL track.train:")] == [
+        "FAIL track.train: MAX_WALLCLOCK_SECONDS=14400s limit:600s (record track) margin:-13800s | training + GPTQ "
+        "calibration may take at most 600s on the record track (golf/budget.py TRACKS)"]
+    assert any(ln.startswith("FAIL reserve:") for ln in record)
+    assert preflight_main(["--checks", "train,reserve", "--track", "unlimited"]) == 0
+    unlimited = capsys.readouterr().out.splitlines()
+    assert "PASS track.train: MAX_WALLCLOCK_SECONDS=14400s limit:none (unlimited track) margin:- | training + GPTQ " \
+           "calibration: reported, no limit on this track (golf/budget.py TRACKS)" in unlimited
+    reserve = [ln for ln in unlimited if ln.startswith(("FAIL reserve", "WARN reserve"))]
+    assert len(reserve) == 1 and reserve[0].startswith("WARN") and "no limit on the unlimited track" in reserve[0]
+    assert unlimited[-1].startswith("preflight PASS")
+    assert not any(ln.startswith("FAIL") for ln in unlimited)

@@ -5,15 +5,17 @@ from pathlib import Path
 
 import pytest
 
+from golf.budget import TRACKS, track_named
 from golf.logparse import parse_run_log
-from tools.submit import FAIL, FIELDS, PASS, WARN, Check, betainc, check_folder, main, student_t_cdf, validate, welch_test
+from tools.submit import (FAIL, FIELDS, NON_RECORD_FIELDS, PASS, WARN, Check, betainc, check_folder, main,
+                          student_t_cdf, validate, welch_test)
 
 CODE = "print('packed')\n# a logged source line that looks like a result:\n# step:999/1 train_loss:0.1\n"
 
 
 def fake_run(root: Path, seed: int, val_loss: float, val_bpb: float, code: str = CODE, artifact_bytes: int = 5000,
              train_ms: int = 590000, eval_s: float = 300.0, final: bool = True, logged_total: int | None = None,
-             ttt: tuple[float, float] | None = None) -> Path:
+             ttt: tuple[float, float] | None = None, prequant: tuple[float, float] | None = None) -> Path:
     run = root / f"run{seed}"
     (run / "logs").mkdir(parents=True)
     (run / "train_gpt.py").write_text(code)
@@ -30,6 +32,8 @@ def fake_run(root: Path, seed: int, val_loss: float, val_bpb: float, code: str =
              f"step:6000/20000 train_loss:2.9000 train_time:{train_ms}ms step_avg:{train_ms / 6000:.2f}ms",
              f"stopped step:6000 train_time:{train_ms}ms planned:585000ms",
              f"eval_time:{eval_s}s budget:600s"]
+    if prequant:
+        lines.insert(-1, f"prequant val_loss:{prequant[0]:.8f} val_bpb:{prequant[1]:.8f}")
     if final:
         lines.append(f"final_roundtrip val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
     if ttt:
@@ -333,3 +337,151 @@ def test_folder_figure_without_per_seed_results(tmp_path):
     (folder / "submission.json").write_text(json.dumps(sub))
     assert Check(WARN, "submission.json", "val_bpb 1.07 (no per-seed results) is neither a log's claim nor their mean "
                                           "1.06107587") in check_folder(folder)
+
+
+# ---- tracks: record (600 s + 600 s), non-record and unlimited (times reported); 16,000,000 bytes on all
+
+@pytest.mark.parametrize("spelling, name", [
+    ("10min_16mb", "record"), ("track_10min_16mb", "record"), ("record", "record"),
+    ("non-record-16mb", "non-record"), ("non_record_16mb", "non-record"), ("track_non_record_16mb", "non-record"),
+    ("Non-Record", "non-record"), ("non-record-unlimited-compute-16mb", "unlimited"), ("unlimited", "unlimited"),
+    ("16mb", None), ("", None)])
+def test_track_spellings(spelling, name):
+    assert (track_named(spelling) and track_named(spelling).name) == name
+
+
+def set_track(folder: Path, track) -> None:
+    sub = json.loads((folder / "submission.json").read_text())
+    sub.pop("track", None) if track is None else sub.update(track=track)
+    (folder / "submission.json").write_text(json.dumps(sub))
+
+
+FOUR_HOURS = dict(train_ms=14_400_039, eval_ms=700_000)  # the 2026-03-18 4-hour baseline's train_time, a long eval
+
+
+@pytest.mark.parametrize("spelling, name", [("non-record-16mb", "non-record"), ("non_record_16mb", "non-record"),
+                                            ("non-record-unlimited-compute-16mb", "unlimited")])
+def test_times_are_reported_never_failed_off_the_record_track(tmp_path, spelling, name):
+    folder = upstream_folder(tmp_path, **FOUR_HOURS)
+    set_track(folder, spelling)
+    checks = check_folder(folder)
+    assert [c.line() for c in checks if c.level == FAIL] == []
+    assert Check(PASS, "submission.json", f"track {spelling!r}: {name} (16,000,000 bytes; train and eval times "
+                                          "reported, no limit)") in checks
+    assert (PASS, f"train 14400.0s: reported, no limit on the {name} track") in levels(folder, "train_seed0.log")
+    assert (PASS, f"eval 700.0s: reported, no limit on the {name} track") in levels(folder, "train_seed0.log")
+    # the size limit stays: 16,021,999 bytes as the log counted them FAILs on every track
+    (folder / "train_seed0.log").write_text(phased_log(0, SEEDS[0], model=15_990_000, **FOUR_HOURS))
+    assert validate(folder)[0] == ("FAIL train_seed0.log: size as the log counted it (artifact + compressed code): "
+                                   "16,021,999 > 16,000,000")
+
+
+def test_record_track_fails_the_same_times(tmp_path):
+    folder = upstream_folder(tmp_path, **FOUR_HOURS)
+    set_track(folder, "10min_16mb")
+    assert (FAIL, "training took 14400.0s > 600s") in levels(folder, "train_seed0.log")
+    assert (FAIL, "evaluation took 700.0s > 600s") in levels(folder, "train_seed0.log")
+
+
+def test_track_from_the_field_then_track_option_then_the_records_folder(tmp_path, capsys):
+    folder = upstream_folder(tmp_path, **FOUR_HOURS)
+    set_track(folder, "6hour_16mb")  # a spelling no track has
+    assert Check(FAIL, "submission.json", "track '6hour_16mb' names no track ('10min_16mb', 'non-record-16mb', "
+                                          "'non-record-unlimited-compute-16mb'); checked as record") in check_folder(folder)
+    set_track(folder, "non-record-16mb")
+    assert Check(FAIL, "submission.json", "track 'non-record-16mb' is the non-record track, not --track record") \
+        in check_folder(folder, TRACKS["record"])
+    set_track(folder, None)
+    assert validate(folder, TRACKS["unlimited"]) == []
+    assert main(["--validate", str(folder), "--track", "non_record_16mb"]) == 0
+    assert "track non-record (16,000,000 bytes; train and eval times reported, no limit): no track field, from " \
+           "--track" in capsys.readouterr().out
+    assert any("training took 14400.0s" in p for p in validate(folder))  # no field, no option: the record track
+    placed = tmp_path / "records" / "track_non_record_16mb"
+    placed.mkdir(parents=True)
+    folder = folder.rename(placed / folder.name)
+    assert validate(folder) == []  # upstream's own non-record folders without a track field
+    with pytest.raises(SystemExit):
+        main(["--validate", str(folder), "--track", "fortnight"])
+    assert "'fortnight' names no track" in capsys.readouterr().err
+
+
+def test_build_a_non_record_folder(tmp_path, capsys):
+    runs = [fake_run(tmp_path, s, 2.5 + s / 100, 1.1 + s / 100, train_ms=14_400_000, eval_s=900.0,
+                     prequant=(2.4 + s / 100, 1.05 + s / 100)) for s in (1, 2)]
+    assert submit(tmp_path, runs) == 1  # the record track refuses both times
+    err = capsys.readouterr().err
+    assert "training took 14400.0s > 600s (record track)" in err and "evaluation took 900.0s > 600s" in err
+    assert submit(tmp_path, runs, "--track", "non-record") == 0
+    folder = tmp_path / "subs" / "records" / "track_non_record_16mb" / "2026-05-01_Test"
+    sub = json.loads((folder / "submission.json").read_text())
+    assert sub["track"] == "non-record-16mb" and set(FIELDS) | set(NON_RECORD_FIELDS) <= set(sub)
+    assert {f: sub[f] for f in NON_RECORD_FIELDS} == {
+        "pre_quant_val_loss": pytest.approx(2.415), "pre_quant_val_bpb": pytest.approx(1.065), "step_stop": 6000,
+        "wallclock_seconds": 14400.0, "bytes_total": 5000 + len(CODE), "bytes_model_compressed": 5000,
+        "bytes_code": len(CODE)}
+    assert "| 1 | 2.51000 | 1.11000 | 5000 |" in (folder / "README.md").read_text()
+    assert validate(folder) == []
+    del sub["wallclock_seconds"]
+    (folder / "submission.json").write_text(json.dumps(sub))
+    assert validate(folder) == ["FAIL submission.json: missing field 'wallclock_seconds'"]
+    assert submit(tmp_path, runs, "--track", "unlimited", "--name", "Long") == 0
+    sub = json.loads((folder.parent / "2026-05-01_Long" / "submission.json").read_text())
+    assert sub["track"] == "non-record-unlimited-compute-16mb" and sub["wallclock_seconds"] == 14400.0
+
+
+def upstream_log(lines: list[str]) -> str:
+    return "\n".join(["Hyperparameters:", "  seed: 1337"] + lines) + "\n"
+
+
+# A run that stopped on its wallclock cap and logged only periodic val lines (2026-03-23_DGAttention's shape).
+CAPPED_PREQUANT_ONLY = ["step:2900/20000 train_loss:1.9412 train_time:584177ms step_avg:201.44ms",
+                        "step:2979/20000 val_loss:2.0089 val_bpb:1.1898 train_time:600055ms step_avg:201.43ms",
+                        "stopping_early: wallclock_cap train_time:600055ms step:2979/20000",
+                        "Serialized model rdquant+zstd: 15558180 bytes", "Code size: 80288 bytes",
+                        "Total submission size rdquant+zstd: 15638468 bytes"]
+
+
+@pytest.mark.parametrize("lines, said", [
+    (CAPPED_PREQUANT_ONLY, "no artifact score: the claimed 1.1898 is the pre-quantisation val; training reached its "
+                           "end: wallclock stop at step 2979"),
+    ([ln.replace("/20000", "/2979") for ln in CAPPED_PREQUANT_ONLY if not ln.startswith("stopping")],
+     "no artifact score: the claimed 1.1898 is the pre-quantisation val; training reached its end: last step "
+     "2979/2979"),
+    (CAPPED_PREQUANT_ONLY[:2], "no artifact score: the claimed 1.1898 is the pre-quantisation val; the run did not "
+                              "finish"),  # cut off mid-run: no stop line, step 2979 of 20000
+    (CAPPED_PREQUANT_ONLY[:1], "no score of the artifact (round trip, sliding or TTT line): the run did not finish"),
+])
+def test_a_pre_quantisation_claim_is_labelled_and_a_run_that_trained_to_its_end_is_not_unfinished(tmp_path, lines,
+                                                                                                  said):
+    folder = tmp_path / "records" / "track_non_record_16mb" / "2026-03-23_Synthetic"
+    folder.mkdir(parents=True)
+    (folder / "train_gpt.py").write_text("#" * 80287 + "\n")
+    (folder / "README.md").write_text("# synthetic\n")
+    (folder / "train.log").write_text(upstream_log(lines))
+    (folder / "submission.json").write_text(json.dumps({"author": "A", "github_id": "a", "name": "S", "val_bpb": 1.1898,
+                                                        "track": "non-record-16mb"}))
+    assert (FAIL, said) in levels(folder, "train.log")
+    assert validate(folder) == [f"FAIL train.log: {said}"]  # the claim, not the track or the time
+
+
+def test_off_the_record_track_other_names_of_the_code_and_submission_files_are_warnings(tmp_path):
+    folder = upstream_folder(tmp_path, **FOUR_HOURS)
+    set_track(folder, None)
+    (folder / "train_gpt.py").rename(folder / "train_gpt_legendre.py")
+    (folder / "submission.json").rename(folder / "submission_binary.json")
+    placed = tmp_path / "records" / "track_non_record_16mb"
+    placed.mkdir(parents=True)
+    folder = folder.rename(placed / folder.name)
+    checks = check_folder(folder)
+    assert [c.line() for c in checks if c.level == FAIL] == []
+    assert checks[:2] == [
+        Check(WARN, "submission.json", "missing; the folder ships submission_binary.json instead (a name upstream "
+                                       "accepted on the non-record track)"),
+        Check(WARN, "train_gpt.py", "missing; the folder ships train_gpt_legendre.py instead (a name upstream "
+                                    "accepted on the non-record track)")]
+    assert (PASS, "claimed quantized_ttt_phased val_bpb 1.06124613 = submission.json seed 0 val_bpb 1.06124613") in \
+        levels(folder, "train_seed0.log")  # read from submission_binary.json
+    # the record track takes the names as they are
+    assert [c.line() for c in check_folder(folder, TRACKS["record"]) if c.level == FAIL] == [
+        "FAIL submission.json: missing", "FAIL train_gpt.py: missing"]

@@ -4,7 +4,8 @@
     GOLF_UPSTREAM=/work/upstream python tests/test_upstream.py     # the per-log table behind the counts
 
 Skipped (the only skip) when GOLF_UPSTREAM is unset. A record log is a *.log / *.txt file (not
-requirements.txt) in or below a records/track_10min_16mb/<folder> that has a submission.json.
+requirements.txt) in or below a records/track_10min_16mb/<folder> that has a submission.json. Every folder of
+records/track_non_record_16mb is validated on its own track (no FAIL for the track or a time).
 """
 
 import json
@@ -17,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.logparse import parse_run_log  # noqa: E402
-from tools.submit import FAIL, check_folder, folder_logs, same_score, seed_of  # noqa: E402
+from tools.submit import FAIL, Check, check_folder, folder_logs, same_score, seed_of  # noqa: E402
 
 UPSTREAM = os.environ.get("GOLF_UPSTREAM")
 pytestmark = [pytest.mark.upstream,
@@ -88,6 +89,21 @@ def test_frontier_record_three_seeds():
     assert claims == {f"train_seed{s}.log": f"claimed quantized_ttt_phased val_bpb {v} = submission.json seed {s} "
                                             f"val_bpb {v}" for s, v in (("0", 1.06124613), ("1234", 1.06208695),
                                                                        ("42", 1.05989454))}
+
+
+def test_non_record_folders_fail_on_no_track_or_time():
+    root = Path(UPSTREAM) / "records" / "track_non_record_16mb"
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert len(folders) >= 14  # 14 folders on 2026-05-04 (4-hour, 27-hour, 1x5090, 2xH100 runs among them)
+    for folder in folders:
+        checks = check_folder(folder)
+        fails = [c.text for c in checks if c.level == FAIL]
+        assert [t for t in fails if "track" in t or "took" in t] == [], folder.name
+        ended = {str(p.relative_to(folder)) for p in folder_logs(folder) if parse_run_log(str(p)).training_end()}
+        assert [c.where for c in checks if c.where in ended and "did not finish" in c.text] == [], folder.name
+    dg = root / "2026-03-23_DGAttention_DavidGao"  # stopped on its cap, scored only before quantising
+    assert Check(FAIL, "train.log", "no artifact score: the claimed 1.1898 is the pre-quantisation val; training "
+                                    "reached its end: wallclock stop at step 2979") in check_folder(dg)
 
 
 if __name__ == "__main__":
