@@ -92,7 +92,15 @@ class Deviation:
 # Every place where the default still differs from the record (issue 23's rule: a deviation is lossless, a
 # legality fix or a correction argued neutral, and stays selectable by a Config field). Keyed by the record's
 # log-header key or a short piece name; tools/equiv.py reports these as DEVIATION, anything else unequal as FAIL.
-DEVIATIONS: dict[str, Deviation] = {}
+DEVIATIONS: dict[str, Deviation] = {
+    "model.param_count": Deviation(
+        record="35,945,671 parameters (log model_params)", golf="35,945,623",
+        kind="lossless",
+        reason="the record allocates two-lane weights (parallel_post_lambdas 2x2, parallel_resid_lambdas 2) for all "
+               "11 blocks (R:1237-1242) but its forward reads them only for blocks 8-10 (R:1359); golf has the 3 "
+               "read ones, so 48 never-read parameters (~96 artifact bytes) are not stored; outputs are unchanged "
+               "(tools/equiv.py model pieces)"),
+}
 
 # golf's default before issue 13, field for field (git show 77cbd86:golf/config.py); the new pieces off.
 GPT_J_X0 = dataclasses.replace(
@@ -102,8 +110,12 @@ GPT_J_X0 = dataclasses.replace(
     lane_x0_residual=True, orthogonal_init=False, doc_attention=False, muon_momentum_warmup_steps=0, embed_wd=0.0,
     scalar_wd=0.0, grad_clip_norm=0.0, min_lr=0.0)
 
+# golf's default before issue 23, kept selectable for a GPU comparison.
+PRIOR = dataclasses.replace(Config(), train_loader="fixed_rows")
+
 RECIPES = {
     "default": Config(),
+    "prior": PRIOR,
     "gpt_j_x0": GPT_J_X0,
     "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
     # The default stack on CaseOps data (golf/caseops.py; scored on the original bytes by the val byte sidecar).
