@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golf.config import GolfError  # noqa: E402
@@ -66,6 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--pieces", nargs="+", metavar="FAMILY", help=f"families to run (of {', '.join(FAMILIES)})")
     args = ap.parse_args(argv)
+    # The pieces run small tensors: on the 2 shared cores a second intra-op thread only spins (the model pieces
+    # took 10-20x the CPU time with 2 threads under load).
+    torch.set_num_threads(1)
     try:
         result = run(args)
     except GolfError as e:

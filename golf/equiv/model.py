@@ -208,9 +208,9 @@ def param_count_piece(rec, cfg) -> Piece:
     """Parameters at the real dims (no forward): golf's GPT(cfg) against the record's GPT at its header values."""
     from golf.model.gpt import GPT
 
-    torch.manual_seed(0)
-    ours = sum(p.numel() for p in GPT(cfg).parameters())
-    record_model = rec.module.GPT(record_hparams(rec))
+    with torch.device("meta"):  # shapes only: no memory, no init
+        ours = sum(p.numel() for p in GPT(cfg).parameters())
+        record_model = rec.module.GPT(record_hparams(rec))
     theirs = sum(p.numel() for p in record_model.parameters())
     unread = unread_record_params(record_model)
     detail = f"golf {ours:,} vs record {theirs:,} (record's never-read two-lane weights: {unread})"
