@@ -6,11 +6,13 @@ DEVIATION with the table's reason. Equal although a deviation is declared is sti
 tools/equiv.py says so in the detail).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-STATUSES = ("PASS", "FAIL", "DEVIATION")
+# n/a: a config key that describes the launch, paths or logging (golf/equiv/config.py); it never fails the run.
+STATUSES = ("PASS", "FAIL", "DEVIATION", "n/a")
 
 
 @dataclass
@@ -27,8 +29,13 @@ class Piece:
         return f"{text} -- {self.reason}" if self.reason else text
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "detail": self.detail, "reason": self.reason}
+        """For --json: an infinite or NaN difference (shapes or kinds that do not compare) is null."""
+        return {"name": self.name, "status": self.status, "max_abs": finite_or_none(self.max_abs),
+                "max_rel": finite_or_none(self.max_rel), "detail": self.detail, "reason": self.reason}
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def as_tensor(x) -> torch.Tensor:
