@@ -9,6 +9,7 @@ import pytest
 from golf.config import Config
 from golf.equiv import config as equiv_config
 from golf.equiv.record import load_record
+from golf.equiv.report import deviation_rows
 from golf.recipes import DEVIATIONS
 from tests.equiv_record import ROOT, needs_record, record_dir
 
@@ -75,3 +76,12 @@ def test_tool_json_lists_pieces_and_config_and_exits_by_their_statuses():
     assert all(set(e) >= {"name", "status", "max_abs", "max_rel", "reason"} for e in result["config"])
     failed = any(e["status"] == "FAIL" for e in result["config"])
     assert out.returncode == (1 if failed else 0)
+
+
+def test_readme_deviation_table_is_the_deviations_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Deviations from the record", 1)[1].split("\n## ", 1)[0]
+    listed = [line for line in table.splitlines() if line.startswith("| `")]
+    expected = deviation_rows(DEVIATIONS)
+    assert listed == expected, "README rows should be:\n" + "\n".join(expected)
+    assert all(d.kind in ("lossless", "legality", "neutral") for d in DEVIATIONS.values())

@@ -74,3 +74,8 @@ def verdict(name, equal, max_abs, max_rel, detail, deviation=None) -> Piece:
         return Piece(name, "DEVIATION", max_abs, max_rel, detail,
                      f"{deviation.kind}: record {deviation.record}, golf {deviation.golf}: {deviation.reason}")
     return Piece(name, "FAIL", max_abs, max_rel, detail)
+
+
+def deviation_rows(deviations: dict) -> list[str]:
+    """The README's "Deviations from the record" table rows, one per DEVIATIONS entry."""
+    return [f"| `{key}` | {d.record} | {d.golf} | {d.kind} | {d.reason} |" for key, d in deviations.items()]
