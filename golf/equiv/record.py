@@ -244,7 +244,7 @@ def record_hparams(rec: RecordHandle, **overrides):
         raise GolfError(f"{rec.path}: Hyperparameters reads no env for {', '.join(unknown)}")
     values = {"fused_ce_enabled": False, **overrides}
     env = dict(rec.env)
-    env.update({names[k]: env_value(str(v)) if not isinstance(v, bool) else str(int(v)) for k, v in values.items()})
+    env.update({names[k]: env_value(str(v)) for k, v in values.items()})
     namespace = dict(vars(rec.module))
     with patched_env(env):
         exec(compile(class_source(source, "Hyperparameters"), str(rec.path), "exec"), namespace)
