@@ -49,7 +49,8 @@ def test_every_header_key_has_one_entry_and_a_golf_field_or_a_reason(record):
 @needs_record
 def test_an_altered_header_value_fails_that_key_only(record, tmp_path):
     text = (record_dir() / "train_seed42.log").read_text()
-    for line, altered in (("  qk_gain_init: 5.0\n", "  qk_gain_init: 5.25\n"), ("  num_loops: 2\n", "  num_loops: 3\n")):
+    for line, altered in (("  qk_gain_init: 5.0\n", "  qk_gain_init: 5.25\n"),
+                          ("  num_loops: 2\n", "  num_loops: 3\n")):
         assert text.count(line) == 1
         text = text.replace(line, altered)
     log = tmp_path / "train_seed42.log"
@@ -63,7 +64,7 @@ def test_an_altered_header_value_fails_that_key_only(record, tmp_path):
 @needs_record
 def test_an_undeclared_difference_fails_and_a_declared_one_is_a_deviation(record, monkeypatch):
     assert by_key(equiv_config.check(record, Config()))["compressor"].status == "DEVIATION"
-    monkeypatch.delitem(DEVIATIONS, "compressor")
+    monkeypatch.setattr(equiv_config, "DEVIATIONS", {k: d for k, d in DEVIATIONS.items() if k != "compressor"})
     assert by_key(equiv_config.check(record, Config()))["compressor"].status == "FAIL"
 
 

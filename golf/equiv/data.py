@@ -9,7 +9,6 @@ cu_seqlens to a multiple of 64 with the row length, R:607-609, empty segments fo
 after that padding is stripped) and the longest segment.
 """
 
-import dataclasses
 import json
 import lzma
 import tempfile
