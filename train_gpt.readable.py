@@ -214,6 +214,10 @@ class Config:
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
     quant_reserve_seconds: float = 8.0
+    # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
+    checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)
+    checkpoint_every_seconds: float = 0.0  # training seconds between checkpoints (their writing is off the clock); 0: none
+    resume: str = ""  # "latest" (newest complete checkpoint under OUT_DIR/checkpoints) or a step_N checkpoint directory
     # ---- runtime
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | triton | sdpa (golf/kernels/attention.py); a missing one falls back
@@ -506,6 +510,23 @@ class DistributedTokenLoader:
         chunk = self.stream.take(span_len * self.world_size)
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
+
+    def state_dict(self) -> dict:
+        """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
+        stream = self.stream
+        return {"shards": [os.path.basename(p) for p in stream.paths], "shard_index": stream.shard_index,
+                "position": stream.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a state_dict() of a loader over the same shards."""
+        stream = self.stream
+        if state["shards"] != [os.path.basename(p) for p in stream.paths]:
+            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read shards "
+                            f"{state['shards'][:3]}..., this run has {len(stream.paths)} others; resume on the same data")
+        if stream.shard_index != state["shard_index"]:
+            stream.shard_index = state["shard_index"]
+            stream.tokens = read_shard(stream.paths[stream.shard_index])
+        stream.position = state["position"]
 
 
 def document_ids(tokens: torch.Tensor) -> torch.Tensor:
@@ -3772,6 +3793,12 @@ class WallclockBudget:
         self.actual[phase] = self.actual.get(phase, 0.0) + time.perf_counter() - self.phase_t0.pop(phase)
         return self.actual[phase]
 
+    def shift_train_clock(self, seconds: float) -> None:
+        """Move the running training clock's zero later by `seconds` (golf/checkpoint.py): a checkpoint write is
+        taken off it; a negative shift carries a resumed run's elapsed training time over."""
+        self.train_t0 += seconds
+        self.phase_t0["train"] += seconds
+
     def tick(self) -> bool:
         """After each training step: the slowest rank's elapsed training time (one all-reduce, so LR, progress
         and the stop step agree on every rank; .item() waits for the step's kernels); True when another step as
@@ -3832,6 +3859,25 @@ def size_violation_line(artifact_bytes: int, code_bytes: int, limit: int) -> str
             f"(artifact {artifact_bytes} + code {code_bytes})")
 
 
+# ---- golf/checkpoint.py: Checkpoint and resume: every rank's training state written atomically while training, and a run continued from it. ----
+class NoCheckpoints:
+    """CHECKPOINTING=off: nothing is written or read."""
+
+    def __init__(self, cfg, env, log):
+        if cfg.checkpoint_every_seconds > 0 or cfg.resume:
+            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on; a packed train_gpt.py has the "
+                            "checkpoint code only when packed from such a recipe (`python tools/pack.py --recipe long`)")
+
+    def start(self, *live) -> int:
+        return 0
+
+    def after_step(self, step: int, stop: bool) -> None:
+        pass
+
+
+CHECKPOINTERS = {"off": NoCheckpoints}
+
+
 # ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the global grad-norm clip, then ----
 def autocast_dtype(device: torch.device):
     return torch.bfloat16 if device.type == "cuda" else None
@@ -3875,7 +3921,7 @@ class RunLog:
         self.on = env.is_main
         if self.on:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            open(self.path, "w").close()
+            open(self.path, "a" if cfg.resume else "w").close()  # a resumed run's log goes on
 
     def __call__(self, line: str, console: bool = True) -> None:
         if not self.on:
@@ -3911,8 +3957,10 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
+    CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
     Returns the number of optimiser steps taken."""
+    checkpoints = pick(CHECKPOINTERS, cfg.checkpointing, "CHECKPOINTING")(cfg, env, log)  # checks RESUME first
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -3942,7 +3990,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     budget.start("train")
-    step, stop = 0, False
+    step, stop = checkpoints.start(model, ema, opts, loader, budget), False
     while step < cfg.iterations and not stop:
         set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
                                    cfg.warmdown_frac, cfg.min_lr))
@@ -3951,6 +3999,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
         loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1
         stop = budget.tick()
+        checkpoints.after_step(step, stop)
         if step % cfg.train_log_every == 0 or step == 1 or stop or step == cfg.iterations:
             log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} "
                 f"train_time:{budget.train_elapsed * 1000:.0f}ms step_avg:{budget.train_elapsed * 1000 / step:.2f}ms")
@@ -4015,7 +4064,7 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
-    meta = {"config": dataclasses.asdict(cfg)}
+    meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 

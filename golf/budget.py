@@ -69,6 +69,12 @@ class WallclockBudget:
         self.actual[phase] = self.actual.get(phase, 0.0) + time.perf_counter() - self.phase_t0.pop(phase)
         return self.actual[phase]
 
+    def shift_train_clock(self, seconds: float) -> None:
+        """Move the running training clock's zero later by `seconds` (golf/checkpoint.py): a checkpoint write is
+        taken off it; a negative shift carries a resumed run's elapsed training time over."""
+        self.train_t0 += seconds
+        self.phase_t0["train"] += seconds
+
     def tick(self) -> bool:
         """After each training step: the slowest rank's elapsed training time (one all-reduce, so LR, progress
         and the stop step agree on every rank; .item() waits for the step's kernels); True when another step as

@@ -182,6 +182,10 @@ class Config:
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
     quant_reserve_seconds: float = 8.0
+    # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
+    checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)
+    checkpoint_every_seconds: float = 0.0  # training seconds between checkpoints (their writing is off the clock); 0: none
+    resume: str = ""  # "latest" (newest complete checkpoint under OUT_DIR/checkpoints) or a step_N checkpoint directory
     # ---- runtime
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | triton | sdpa (golf/kernels/attention.py); a missing one falls back

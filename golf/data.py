@@ -174,6 +174,23 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    def state_dict(self) -> dict:
+        """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
+        stream = self.stream
+        return {"shards": [os.path.basename(p) for p in stream.paths], "shard_index": stream.shard_index,
+                "position": stream.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a state_dict() of a loader over the same shards."""
+        stream = self.stream
+        if state["shards"] != [os.path.basename(p) for p in stream.paths]:
+            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read shards "
+                            f"{state['shards'][:3]}..., this run has {len(stream.paths)} others; resume on the same data")
+        if stream.shard_index != state["shard_index"]:
+            stream.shard_index = state["shard_index"]
+            stream.tokens = read_shard(stream.paths[stream.shard_index])
+        stream.position = state["position"]
+
 
 def document_ids(tokens: torch.Tensor) -> torch.Tensor:
     """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.

@@ -1,0 +1,187 @@
+"""Checkpoint and resume (golf/checkpoint.py): a run SIGKILLed mid-training and resumed ends with the uninterrupted
+run's artifact, byte for byte; a broken or foreign checkpoint is one error line, exit 2, and stays as it was.
+
+The runs are step-capped (ITERATIONS) under a wallclock far beyond them: golf's LR warmdown and loop start follow
+max(time, step) progress (golf/optim.py lr_multiplier, golf/budget.py progress), so with 100,000 s of budget the time
+terms stay at their plateau (LR multiplier 1, progress = step / ITERATIONS) and the trajectory depends on steps only.
+A time-bounded run is not reproducible even uninterrupted; resume carries its elapsed training time over instead."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from golf.data import DistributedTokenLoader, write_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+ITERATIONS = 30
+
+
+@pytest.fixture(scope="module")
+def long_script(tmp_path_factory) -> Path:
+    """train_gpt.py packed from recipe `long` (the one that packs the checkpoint code)."""
+    out = tmp_path_factory.mktemp("long") / "train_gpt.py"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "pack.py"), "--recipe", "long", "-o", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
+    return out
+
+
+def run_env(sample_data, **overrides) -> dict:
+    # OUT_DIR "." with a run directory as cwd: runs in different directories have the same config, hence the same
+    # artifact metadata. TTT off and 4K val tokens keep the evaluation after training short.
+    env = dict(os.environ, PRESET="smoke", DATA_PATH=sample_data["data_path"],
+               TOKENIZER_PATH=sample_data["tokenizer_path"], VOCAB_SIZE=str(sample_data["vocab_size"]),
+               OUT_DIR=".", RUN_ID="t", ITERATIONS=str(ITERATIONS), MAX_WALLCLOCK_SECONDS="100000",
+               QUANT_RESERVE_SECONDS="1000", MODEL_DIM="64", NUM_LAYERS="3", TRAIN_BATCH_TOKENS="4096",
+               GRAD_ACCUM_STEPS="2", VAL_MAX_TOKENS="4096", TTT_ENABLED="0", CHECKPOINT_EVERY_SECONDS="0.5",
+               PYTHONPATH=str(ROOT))
+    env.update(overrides)
+    return env
+
+
+def command(script: Path, nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, str(script)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*/manifest.json"))
+
+
+def run_killed_after_checkpoint(script: Path, run_dir: Path, env: dict, nproc: int) -> None:
+    """Start a run, SIGKILL its whole process group (torchrun and every rank) once a checkpoint is complete."""
+    run_dir.mkdir()
+    proc = subprocess.Popen(command(script, nproc), env=env, cwd=run_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {err.decode()[-2000:]}"
+    assert complete_checkpoints(run_dir)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, long_script, sample_data) -> dict:
+    """A 2-rank gloo run killed mid-training, and a pristine copy of its checkpoints taken right after the kill."""
+    base = tmp_path_factory.mktemp("killed")
+    run_dir = base / "run"
+    run_killed_after_checkpoint(long_script, run_dir, run_env(sample_data), nproc=2)
+    log = (run_dir / "logs" / "t.txt").read_text()
+    assert "stopped step:" not in log and not (run_dir / "final_model.golf").exists()  # killed while training
+    shutil.copytree(run_dir / "checkpoints", base / "pristine")
+    return {"run_dir": run_dir, "pristine": base / "pristine"}
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_matches_uninterrupted_artifact(tmp_path, long_script, sample_data, killed_run):
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    proc = subprocess.run(command(long_script, 2), env=run_env(sample_data), cwd=whole, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run_dir = killed_run["run_dir"]
+    proc = subprocess.run(command(long_script, 2), env=run_env(sample_data, RESUME="latest"), cwd=run_dir,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run_dir / "logs" / "t.txt").read_text()
+    resumed_at = int(log.split("resumed from:")[1].split("step:")[1].split()[0])
+    assert 0 < resumed_at < ITERATIONS
+    assert f"stopped step:{ITERATIONS} " in log
+    assert (run_dir / "final_model.golf").read_bytes() == (whole / "final_model.golf").read_bytes()
+
+
+def resume_fails(script: Path, checkpoints: Path, run_dir: Path, env: dict, needle: str) -> None:
+    """A 1-process RESUME of `checkpoints` ends in one stderr line holding `needle`, exit 2, checkpoints untouched."""
+    run_dir.mkdir()
+    shutil.copytree(checkpoints, run_dir / "checkpoints")
+    before = tree(run_dir / "checkpoints")
+    proc = subprocess.run(command(script, 1), env=dict(env, RESUME="latest"), cwd=run_dir, capture_output=True,
+                          text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert tree(run_dir / "checkpoints") == before
+
+
+def newest(checkpoints: Path) -> Path:
+    return sorted(checkpoints.glob("step_*/manifest.json"))[-1].parent
+
+
+def test_truncated_checkpoint_file_is_named(tmp_path, long_script, sample_data, killed_run):
+    broken = tmp_path / "broken"
+    shutil.copytree(killed_run["pristine"], broken)
+    rank0 = newest(broken) / "rank_0.pt"
+    rank0.write_bytes(rank0.read_bytes()[:-100])
+    resume_fails(long_script, broken, tmp_path / "run", run_env(sample_data), f"{newest(broken).name}/rank_0.pt: ")
+
+
+def test_flipped_byte_fails_the_checksum(tmp_path, long_script, sample_data, killed_run):
+    broken = tmp_path / "broken"
+    shutil.copytree(killed_run["pristine"], broken)
+    rank1 = newest(broken) / "rank_1.pt"
+    data = bytearray(rank1.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    rank1.write_bytes(bytes(data))
+    resume_fails(long_script, broken, tmp_path / "run", run_env(sample_data), "rank_1.pt: sha256 differs")
+
+
+def test_another_config_is_refused(tmp_path, long_script, sample_data, killed_run):
+    resume_fails(long_script, killed_run["pristine"], tmp_path / "run", run_env(sample_data, MATRIX_LR="0.03"),
+                 "MATRIX_LR=0.026 there, 0.03 here")
+
+
+def test_another_world_size_is_refused(tmp_path, long_script, sample_data, killed_run):
+    resume_fails(long_script, killed_run["pristine"], tmp_path / "run", run_env(sample_data),
+                 "written by 2 ranks, this run has 1")
+
+
+def test_another_recipe_is_refused(tmp_path, sample_data, killed_run):
+    resume_fails(ROOT / "golf" / "train.py", killed_run["pristine"], tmp_path / "run",
+                 run_env(sample_data, CHECKPOINTING="on"), "written by recipe 'long'")
+
+
+def test_default_pack_carries_no_checkpoint_code_and_says_how_to_get_it(tmp_path, sample_data):
+    from tools.pack import pack_source
+    import dataclasses
+    from golf.recipes import RECIPES
+
+    default = pack_source(ROOT, "default", dataclasses.asdict(RECIPES["default"]))
+    long = pack_source(ROOT, "long", dataclasses.asdict(RECIPES["long"]))
+    for name in ("class Checkpointer", "def read_manifest", "def write_synced"):
+        assert name not in default and name in long
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    proc = subprocess.run(command(ROOT / "train_gpt.py", 1), env=run_env(sample_data), cwd=run_dir,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--recipe long" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_loader_state_continues_the_stream_across_shards(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_shard(str(tmp_path / f"x_train_{i:06d}.bin"), rng.integers(0, 1000, 700, dtype=np.uint16))
+    paths = sorted(str(p) for p in tmp_path.glob("*.bin"))
+    loader = DistributedTokenLoader(paths, rank=1, world_size=2)
+    for _ in range(3):
+        loader.next_batch(256, 64, 1)  # 3 x 2 x 129 tokens: into the second shard
+    state = loader.state_dict()
+    assert state["shard_index"] == 1
+    expected = [loader.next_batch(256, 64, 1) for _ in range(4)]  # crosses into the third shard
+    fresh = DistributedTokenLoader(paths, rank=1, world_size=2)
+    fresh.load_state_dict(state)
+    for (x, y), (ex, ey) in zip((fresh.next_batch(256, 64, 1) for _ in range(4)), expected):
+        assert x.equal(ex) and y.equal(ey)
