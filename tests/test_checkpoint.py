@@ -55,16 +55,31 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "checkpoints").glob("step_*/manifest.json"))
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid. torchrun starts each rank in a session of its own, so killing torchrun's
+    process group would leave the ranks running."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child)] + descendants(int(child))
+    return found
+
+
 def run_killed_after_checkpoint(script: Path, run_dir: Path, env: dict, nproc: int) -> None:
-    """Start a run, SIGKILL its whole process group (torchrun and every rank) once a checkpoint is complete."""
+    """Start a run; once a checkpoint is complete, SIGKILL torchrun and every rank at once."""
     run_dir.mkdir()
     proc = subprocess.Popen(command(script, nproc), env=env, cwd=run_dir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not complete_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    ranks = descendants(proc.pid)
+    for pid in [proc.pid] + ranks:
+        os.kill(pid, signal.SIGKILL)
     _, err = proc.communicate()
+    for pid in ranks:  # reaped by init once torchrun is gone: wait until each has vanished
+        while Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text():
+            time.sleep(0.01)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {err.decode()[-2000:]}"
     assert complete_checkpoints(run_dir)
 
