@@ -511,23 +511,6 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
-    def state_dict(self) -> dict:
-        """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
-        stream = self.stream
-        return {"shards": [os.path.basename(p) for p in stream.paths], "shard_index": stream.shard_index,
-                "position": stream.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from a state_dict() of a loader over the same shards."""
-        stream = self.stream
-        if state["shards"] != [os.path.basename(p) for p in stream.paths]:
-            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read shards "
-                            f"{state['shards'][:3]}..., this run has {len(stream.paths)} others; resume on the same data")
-        if stream.shard_index != state["shard_index"]:
-            stream.shard_index = state["shard_index"]
-            stream.tokens = read_shard(stream.paths[stream.shard_index])
-        stream.position = state["position"]
-
 
 def document_ids(tokens: torch.Tensor) -> torch.Tensor:
     """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
@@ -3793,12 +3776,6 @@ class WallclockBudget:
         self.actual[phase] = self.actual.get(phase, 0.0) + time.perf_counter() - self.phase_t0.pop(phase)
         return self.actual[phase]
 
-    def shift_train_clock(self, seconds: float) -> None:
-        """Move the running training clock's zero later by `seconds` (golf/checkpoint.py): a checkpoint write is
-        taken off it; a negative shift carries a resumed run's elapsed training time over."""
-        self.train_t0 += seconds
-        self.phase_t0["train"] += seconds
-
     def tick(self) -> bool:
         """After each training step: the slowest rank's elapsed training time (one all-reduce, so LR, progress
         and the stop step agree on every rank; .item() waits for the step's kernels); True when another step as
@@ -3865,8 +3842,8 @@ class NoCheckpoints:
 
     def __init__(self, cfg, env, log):
         if cfg.checkpoint_every_seconds > 0 or cfg.resume:
-            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on; a packed train_gpt.py has the "
-                            "checkpoint code only when packed from such a recipe (`python tools/pack.py --recipe long`)")
+            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on, in a file packed with it "
+                            "(python tools/pack.py --recipe long)")
 
     def start(self, *live) -> int:
         return 0

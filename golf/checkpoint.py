@@ -41,8 +41,8 @@ class NoCheckpoints:
 
     def __init__(self, cfg, env, log):
         if cfg.checkpoint_every_seconds > 0 or cfg.resume:
-            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on; a packed train_gpt.py has the "
-                            "checkpoint code only when packed from such a recipe (`python tools/pack.py --recipe long`)")
+            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on, in a file packed with it "
+                            "(python tools/pack.py --recipe long)")
 
     def start(self, *live) -> int:
         return 0

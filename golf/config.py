@@ -310,6 +310,13 @@ def config_from_dict(fields: dict, source: str) -> Config:
     return Config(**values)
 
 
+def packed_when(field: str, value):
+    """Marks a method that only the piece chosen by Config.<field> == value calls (the loader's state_dict, used by
+    golf/checkpoint.py's Checkpointer alone): tools/pack.py leaves it out of a file packed with another value, so
+    the record track's file does not carry it. In the library the method stays as it is."""
+    return lambda method: method
+
+
 def pick(slot: dict, choice: str, setting: str):
     """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError."""
     if choice not in slot:

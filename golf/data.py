@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import torch
 
-from golf.config import GolfError
+from golf.config import GolfError, packed_when
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -174,12 +174,14 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    @packed_when("checkpointing", "on")
     def state_dict(self) -> dict:
         """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
         stream = self.stream
         return {"shards": [os.path.basename(p) for p in stream.paths], "shard_index": stream.shard_index,
                 "position": stream.position}
 
+    @packed_when("checkpointing", "on")
     def load_state_dict(self, state: dict) -> None:
         """Continue from a state_dict() of a loader over the same shards."""
         stream = self.stream

@@ -51,8 +51,9 @@ def command(script: Path, nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script)]
 
 
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step_*/manifest.json"))
+def complete_checkpoints(run_dir: Path, min_step: int = 0) -> list[Path]:
+    return [m for m in sorted((run_dir / "checkpoints").glob("step_*/manifest.json"))
+            if int(m.parent.name.split("_")[1]) >= min_step]
 
 
 def descendants(pid: int) -> list[int]:
@@ -65,13 +66,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def run_killed_after_checkpoint(script: Path, run_dir: Path, env: dict, nproc: int) -> None:
-    """Start a run; once a checkpoint is complete, SIGKILL torchrun and every rank at once."""
+def run_killed_after_checkpoint(script: Path, run_dir: Path, env: dict, nproc: int, min_step: int) -> None:
+    """Start a run; once a checkpoint of step >= min_step is complete, SIGKILL torchrun and every rank at once."""
     run_dir.mkdir()
     proc = subprocess.Popen(command(script, nproc), env=env, cwd=run_dir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not complete_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+    while not complete_checkpoints(run_dir, min_step) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     ranks = descendants(proc.pid)
     for pid in [proc.pid] + ranks:
@@ -89,9 +90,10 @@ def killed_run(tmp_path_factory, long_script, sample_data) -> dict:
     """A 2-rank gloo run killed mid-training, and a pristine copy of its checkpoints taken right after the kill."""
     base = tmp_path_factory.mktemp("killed")
     run_dir = base / "run"
-    run_killed_after_checkpoint(long_script, run_dir, run_env(sample_data), nproc=2)
+    run_killed_after_checkpoint(long_script, run_dir, run_env(sample_data), nproc=2, min_step=ITERATIONS // 3)
     log = (run_dir / "logs" / "t.txt").read_text()
     assert "stopped step:" not in log and not (run_dir / "final_model.golf").exists()  # killed while training
+    assert log.count("checkpoint:") > 1 and len(complete_checkpoints(run_dir)) == 1  # older ones were removed
     shutil.copytree(run_dir / "checkpoints", base / "pristine")
     return {"run_dir": run_dir, "pristine": base / "pristine"}
 
@@ -114,7 +116,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_artifact(tmp_path, long_sc
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run_dir / "logs" / "t.txt").read_text()
     resumed_at = int(log.split("resumed from:")[1].split("step:")[1].split()[0])
-    assert 0 < resumed_at < ITERATIONS
+    assert ITERATIONS // 3 <= resumed_at < ITERATIONS
     assert f"stopped step:{ITERATIONS} " in log
     assert (run_dir / "final_model.golf").read_bytes() == (whole / "final_model.golf").read_bytes()
 
