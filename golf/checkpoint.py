@@ -70,6 +70,11 @@ def write_synced(path: str, data: bytes) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename or a new entry in `directory` durable."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -115,22 +120,23 @@ def read_manifest(directory: str, cfg, world_size: int) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
-        files, fmt = manifest["files"], manifest["format"]
+        fmt = manifest["format"]
+        files = {str(name): (int(entry["bytes"]), str(entry["sha256"])) for name, entry in manifest["files"].items()}
         step, elapsed = int(manifest["step"]), float(manifest["train_elapsed"])
         fields, fingerprint, recipe, world = (manifest["config"], manifest["config_sha256"], manifest["recipe"],
                                               manifest["world_size"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise GolfError(f"{path}: unreadable checkpoint manifest ({type(e).__name__}: {e})") from None
     if fmt != CHECKPOINT_FORMAT:
         raise GolfError(f"{path}: checkpoint format {fmt}, this build reads {CHECKPOINT_FORMAT}")
-    for name, entry in sorted(files.items()):
+    for name, (expected_bytes, sha256) in sorted(files.items()):
         file = os.path.join(directory, name)
         size = os.path.getsize(file) if os.path.isfile(file) else None
         if size is None:
             raise GolfError(f"{file}: missing; the checkpoint is incomplete")
-        if size != entry["bytes"]:
-            raise GolfError(f"{file}: {size} bytes, the manifest says {entry['bytes']}: truncated or overwritten")
-        if sha256_file(file) != entry["sha256"]:
+        if size != expected_bytes:
+            raise GolfError(f"{file}: {size} bytes, the manifest says {expected_bytes}: truncated or overwritten")
+        if sha256_file(file) != sha256:
             raise GolfError(f"{file}: sha256 differs from the manifest's: the file is corrupt")
     if recipe != RECIPE:
         raise GolfError(f"{path}: written by recipe {recipe!r}, this file runs {RECIPE!r}; resume with the same file")
@@ -140,7 +146,7 @@ def read_manifest(directory: str, cfg, world_size: int) -> dict:
         shown = ", ".join(f"{k.upper()}={fields.get(k)!r} there, {ours.get(k)!r} here" for k in diff[:3])
         raise GolfError(f"{path}: written by another config ({shown or 'fingerprint differs'}); "
                         "resume with the run's settings")
-    if world != world_size or sorted(files) != [f"rank_{r}.pt" for r in range(world_size)]:
+    if world != world_size or set(files) != {f"rank_{r}.pt" for r in range(world_size)}:
         raise GolfError(f"{path}: written by {world} ranks, this run has {world_size}; resume with "
                         f"--nproc_per_node={world}")
     return {"step": step, "train_elapsed": elapsed, "directory": directory}
@@ -208,6 +214,7 @@ class Checkpointer:
     def save(self, step: int) -> None:
         directory = os.path.join(self.root, f"step_{step:07d}")
         os.makedirs(directory, exist_ok=True)
+        fsync_dir(self.root)
         payload = {"optimizers": [opt.state_dict() for opt in self.opts], "loader": self.loader.state_dict(),
                    "rng": {"torch": torch.get_rng_state()}}
         if self.env.device.type == "cuda":

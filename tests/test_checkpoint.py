@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golf.checkpoint import read_manifest, resolve_resume
+from golf.config import Config, GolfError
 from golf.data import DistributedTokenLoader, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +116,13 @@ def test_killed_and_resumed_run_matches_uninterrupted_artifact(tmp_path, long_sc
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run_dir / "logs" / "t.txt").read_text()
-    resumed_at = int(log.split("resumed from:")[1].split("step:")[1].split()[0])
+    resumed = log.split("resumed from:")[1].split("\n")[0]
+    resumed_at = int(resumed.split("step:")[1].split()[0])
     assert ITERATIONS // 3 <= resumed_at < ITERATIONS
+    # The training clock goes on from the checkpoint's elapsed time.
+    carried_ms = int(resumed.split("train_time:")[1].rstrip("ms"))
+    final_ms = int(log.split("stopped step:")[-1].split("train_time:")[1].split("ms")[0])
+    assert 0 < carried_ms < final_ms
     assert f"stopped step:{ITERATIONS} " in log
     # Each new checkpoint removed the one before it once complete.
     assert log.count("\ncheckpoint:") > 2 and len(list((run_dir / "checkpoints").glob("step_*"))) == 1
@@ -203,3 +210,15 @@ def test_loader_state_continues_the_stream_across_shards(tmp_path):
     fresh.load_state_dict(state)
     for (x, y), (ex, ey) in zip((fresh.next_batch(256, 64, 1) for _ in range(4)), expected):
         assert x.equal(ex) and y.equal(ey)
+
+
+def test_resume_latest_without_a_complete_checkpoint_names_the_directory(tmp_path):
+    (tmp_path / "checkpoints" / "step_0000004").mkdir(parents=True)  # killed before its manifest
+    with pytest.raises(GolfError, match=r"checkpoints: RESUME=latest found no complete checkpoint"):
+        resolve_resume("latest", str(tmp_path))
+
+
+def test_unreadable_manifest_is_named(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": 1, "files": ')
+    with pytest.raises(GolfError, match=r"manifest.json: unreadable checkpoint manifest"):
+        read_manifest(str(tmp_path), Config(), 1)
