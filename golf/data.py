@@ -185,9 +185,11 @@ class DistributedTokenLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continue from a state_dict() of a loader over the same shards."""
         stream = self.stream
-        if state["shards"] != [os.path.basename(p) for p in stream.paths]:
-            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read shards "
-                            f"{state['shards'][:3]}..., this run has {len(stream.paths)} others; resume on the same data")
+        names = [os.path.basename(p) for p in stream.paths]
+        if state["shards"] != names:
+            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read {len(state['shards'])} "
+                            f"shards ({', '.join(state['shards'][:2])}, ...), this run {len(names)} others "
+                            f"({', '.join(names[:2])}, ...); resume on the same data")
         if stream.shard_index != state["shard_index"]:
             stream.shard_index = state["shard_index"]
             stream.tokens = read_shard(stream.paths[stream.shard_index])
