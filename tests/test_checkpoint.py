@@ -6,6 +6,7 @@ max(time, step) progress (golf/optim.py lr_multiplier, golf/budget.py progress),
 terms stay at their plateau (LR multiplier 1, progress = step / ITERATIONS) and the trajectory depends on steps only.
 A time-bounded run is not reproducible even uninterrupted; resume carries its elapsed training time over instead."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -222,3 +223,62 @@ def test_unreadable_manifest_is_named(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format": 1, "files": ')
     with pytest.raises(GolfError, match=r"manifest.json: unreadable checkpoint manifest"):
         read_manifest(str(tmp_path), Config(), 1)
+
+
+def test_loader_refuses_the_state_of_other_shards(tmp_path):
+    write_shard(str(tmp_path / "a_train_000000.bin"), np.arange(600, dtype=np.uint16))
+    write_shard(str(tmp_path / "b_train_000000.bin"), np.arange(600, dtype=np.uint16))
+    state = DistributedTokenLoader([str(tmp_path / "a_train_000000.bin")], 0, 1).state_dict()
+    with pytest.raises(GolfError, match=r"read 1 shards \(a_train_000000.bin, \.\.\.\), this run 1 others"):
+        DistributedTokenLoader([str(tmp_path / "b_train_000000.bin")], 0, 1).load_state_dict(state)
+
+
+def test_save_then_resume_in_process_restores_state_and_keeps_writing_off_the_clock(tmp_path):
+    """One process: a checkpoint of a tiny model, AdamW and EMA, then a fresh set resumed from it."""
+    import torch
+
+    from golf.budget import WallclockBudget
+    from golf.checkpoint import Checkpointer
+    from golf.dist import DistEnv
+    from golf.optim import WeightEMA
+
+    write_shard(str(tmp_path / "x_train_000000.bin"), np.arange(5000, dtype=np.uint16) % 97)
+    cfg = Config(out_dir=str(tmp_path), checkpointing="on", checkpoint_every_seconds=1.0, device="cpu")
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    lines = []
+
+    def live():
+        model = torch.nn.Linear(4, 3)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        loader = DistributedTokenLoader([str(tmp_path / "x_train_000000.bin")], 0, 1)
+        return model, WeightEMA(model, 0.5), [opt], loader, WallclockBudget(cfg, env.device)
+
+    model, ema, opts, loader, budget = live()
+    saver = Checkpointer(cfg, env, lines.append)
+    assert saver.start(model, ema, opts, loader, budget) == 0
+    budget.start("train")
+    for _ in range(2):
+        model(torch.randn(2, 4)).sum().backward()
+        opts[0].step()
+        ema.update()
+        loader.next_batch(128, 64, 1)
+    budget.train_elapsed = 1.5  # past the first mark
+    t0 = budget.train_t0
+    saver.after_step(2, stop=False)
+    assert budget.train_t0 > t0  # the write is taken off the training clock
+    assert saver.next_at == 2.5 and lines[-1].startswith("checkpoint:")
+    budget.train_elapsed = 2.6
+    saver.after_step(3, stop=True)  # the step a run stops at writes nothing
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000002"]
+    expected = (torch.rand(3), model(torch.ones(1, 4)), ema.shadow[0].clone(), loader.next_batch(128, 64, 1)[0])
+
+    model2, ema2, opts2, loader2, budget2 = live()  # a new init: other weights, and the RNG moved on
+    resumer = Checkpointer(dataclasses.replace(cfg, resume="latest"), env, lines.append)
+    budget2.start("train")
+    assert resumer.start(model2, ema2, opts2, loader2, budget2) == 2
+    assert budget2.train_elapsed == 1.5 and lines[-1].startswith("resumed from:")
+    assert budget2.tick() is False and budget2.train_elapsed >= 1.5  # the clock goes on from the checkpoint
+    assert torch.rand(3).equal(expected[0])
+    assert model2(torch.ones(1, 4)).equal(expected[1]) and ema2.shadow[0].equal(expected[2])
+    assert opts2[0].state_dict()["state"][0]["exp_avg"].equal(opts[0].state_dict()["state"][0]["exp_avg"])
+    assert loader2.next_batch(128, 64, 1)[0].equal(expected[3])
