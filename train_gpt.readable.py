@@ -217,6 +217,10 @@ class Config:
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
     quant_reserve_seconds: float = 8.0
+    # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
+    checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)
+    checkpoint_every_seconds: float = 0.0  # training seconds between checkpoints (their writing is off the clock); 0: none
+    resume: str = ""  # "latest" (newest complete checkpoint under OUT_DIR/checkpoints) or a step_N checkpoint directory
     # ---- runtime
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | triton | sdpa (golf/kernels/attention.py); a missing one falls back
@@ -460,15 +464,6 @@ class TokenStream:
         self.tokens = read_shard(self.paths[self.shard_index])
         self.position = 0
 
-    def state_dict(self) -> dict:
-        """Where the stream stands: a resumed run continues with the same next token."""
-        return {"shard_index": self.shard_index, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.shard_index = int(state["shard_index"])
-        self.tokens = read_shard(self.paths[self.shard_index])
-        self.position = int(state["position"])
-
     def take(self, n: int) -> np.ndarray:
         """The next n tokens (uint16[n]), crossing shard ends as needed."""
         chunks = []
@@ -519,12 +514,6 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
-    def state_dict(self) -> dict:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
-
 
 class DocumentPackingLoader:
     """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
@@ -570,12 +559,6 @@ class DocumentPackingLoader:
         self.position += step_tokens
         x, y = span[None, :-1], span[None, 1:]
         return x, y, document_ids(x, cap=seq_len)
-
-    def state_dict(self) -> dict:
-        return {"shard_index": self.shard_index, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.open_shard(int(state["shard_index"]), int(state["position"]))
 
 
 # Config.train_loader: how training tokens become batches.
@@ -3923,6 +3906,25 @@ def size_violation_line(artifact_bytes: int, code_bytes: int, limit: int) -> str
             f"(artifact {artifact_bytes} + code {code_bytes})")
 
 
+# ---- golf/checkpoint.py: Checkpoint and resume: every rank's training state written atomically while training, and a run continued from it. ----
+class NoCheckpoints:
+    """CHECKPOINTING=off: nothing is written or read."""
+
+    def __init__(self, cfg, env, log):
+        if cfg.checkpoint_every_seconds > 0 or cfg.resume:
+            raise GolfError("CHECKPOINT_EVERY_SECONDS / RESUME need CHECKPOINTING=on, in a file packed with it "
+                            "(python tools/pack.py --recipe long)")
+
+    def start(self, *live) -> int:
+        return 0
+
+    def after_step(self, step: int, stop: bool) -> None:
+        pass
+
+
+CHECKPOINTERS = {"off": NoCheckpoints}
+
+
 # ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the global grad-norm clip, then ----
 def autocast_dtype(device: torch.device):
     return torch.bfloat16 if device.type == "cuda" else None
@@ -3967,7 +3969,7 @@ class RunLog:
         self.on = env.is_main
         if self.on:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            open(self.path, "w").close()
+            open(self.path, "a" if cfg.resume else "w").close()  # a resumed run's log goes on
 
     def __call__(self, line: str, console: bool = True) -> None:
         if not self.on:
@@ -4003,8 +4005,10 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
+    CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
     Returns the number of optimiser steps taken."""
+    checkpoints = pick(CHECKPOINTERS, cfg.checkpointing, "CHECKPOINTING")(cfg, env, log)  # checks RESUME first
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -4034,7 +4038,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     budget.start("train")
-    step, stop = 0, False
+    step, stop = checkpoints.start(model, ema, opts, loader, budget), False
     while step < cfg.iterations and not stop:
         set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
                                    cfg.warmdown_frac, cfg.min_lr))
@@ -4043,6 +4047,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
         loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1
         stop = budget.tick()
+        checkpoints.after_step(step, stop)
         if step % cfg.train_log_every == 0 or step == 1 or stop or step == cfg.iterations:
             log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} "
                 f"train_time:{budget.train_elapsed * 1000:.0f}ms step_avg:{budget.train_elapsed * 1000 / step:.2f}ms")
@@ -4108,7 +4113,7 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
-    meta = {"config": dataclasses.asdict(cfg)}
+    meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from golf.config import packed_when
 from golf.dist import all_reduce_
 
 # Phases counted in neither 600 s budget (see above); they are timed and reported all the same.
@@ -111,6 +112,13 @@ class WallclockBudget:
         self._sync()
         self.actual[phase] = self.actual.get(phase, 0.0) + time.perf_counter() - self.phase_t0.pop(phase)
         return self.actual[phase]
+
+    @packed_when("checkpointing", "on")
+    def shift_train_clock(self, seconds: float) -> None:
+        """Move the running training clock's zero later by `seconds` (golf/checkpoint.py): a checkpoint write is
+        taken off it; a negative shift carries a resumed run's elapsed training time over."""
+        self.train_t0 += seconds
+        self.phase_t0["train"] += seconds
 
     def tick(self) -> bool:
         """After each training step: the slowest rank's elapsed training time (one all-reduce, so LR, progress

@@ -185,6 +185,10 @@ class Config:
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
     quant_reserve_seconds: float = 8.0
+    # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
+    checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)
+    checkpoint_every_seconds: float = 0.0  # training seconds between checkpoints (their writing is off the clock); 0: none
+    resume: str = ""  # "latest" (newest complete checkpoint under OUT_DIR/checkpoints) or a step_N checkpoint directory
     # ---- runtime
     compile: bool = True
     attention: str = "auto"  # auto | fa3 | triton | sdpa (golf/kernels/attention.py); a missing one falls back
@@ -307,6 +311,13 @@ def config_from_dict(fields: dict, source: str) -> Config:
             raise GolfError(f"{source}: config field {name}={value!r} is not a {kind.__name__}")
         values[name] = value
     return Config(**values)
+
+
+def packed_when(field: str, value):
+    """Marks a method that only the piece chosen by Config.<field> == value calls (the loader's state_dict, used by
+    golf/checkpoint.py's Checkpointer alone): tools/pack.py leaves it out of a file packed with another value, so
+    the record track's file does not carry it. In the library the method stays as it is."""
+    return lambda method: method
 
 
 def pick(slot: dict, choice: str, setting: str):

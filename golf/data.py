@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import torch
 
-from golf.config import GolfError
+from golf.config import GolfError, packed_when
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -124,15 +124,6 @@ class TokenStream:
         self.tokens = read_shard(self.paths[self.shard_index])
         self.position = 0
 
-    def state_dict(self) -> dict:
-        """Where the stream stands: a resumed run continues with the same next token."""
-        return {"shard_index": self.shard_index, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.shard_index = int(state["shard_index"])
-        self.tokens = read_shard(self.paths[self.shard_index])
-        self.position = int(state["position"])
-
     def take(self, n: int) -> np.ndarray:
         """The next n tokens (uint16[n]), crossing shard ends as needed."""
         chunks = []
@@ -183,11 +174,26 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    @packed_when("checkpointing", "on")
     def state_dict(self) -> dict:
-        return self.stream.state_dict()
+        """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
+        stream = self.stream
+        return {"shards": [os.path.basename(p) for p in stream.paths], "shard_index": stream.shard_index,
+                "position": stream.position}
 
+    @packed_when("checkpointing", "on")
     def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
+        """Continue from a state_dict() of a loader over the same shards."""
+        stream = self.stream
+        names = [os.path.basename(p) for p in stream.paths]
+        if state["shards"] != names:
+            raise GolfError(f"{os.path.dirname(stream.paths[0])}: the checkpoint's loader read {len(state['shards'])} "
+                            f"shards ({', '.join(state['shards'][:2])}, ...), this run {len(names)} others "
+                            f"({', '.join(names[:2])}, ...); resume on the same data")
+        if stream.shard_index != state["shard_index"]:
+            stream.shard_index = state["shard_index"]
+            stream.tokens = read_shard(stream.paths[stream.shard_index])
+        stream.position = state["position"]
 
 
 class DocumentPackingLoader:
@@ -235,10 +241,20 @@ class DocumentPackingLoader:
         x, y = span[None, :-1], span[None, 1:]
         return x, y, document_ids(x, cap=seq_len)
 
+    @packed_when("checkpointing", "on")
     def state_dict(self) -> dict:
-        return {"shard_index": self.shard_index, "position": self.position}
+        """Where the stream stands (golf/checkpoint.py saves it): the next batch comes from here."""
+        return {"shards": [os.path.basename(p) for p in self.paths], "shard_index": self.shard_index,
+                "position": self.position}
 
+    @packed_when("checkpointing", "on")
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a state_dict() of a loader over the same shards."""
+        names = [os.path.basename(p) for p in self.paths]
+        if state["shards"] != names:
+            raise GolfError(f"{os.path.dirname(self.paths[0])}: the checkpoint's loader read {len(state['shards'])} "
+                            f"shards ({', '.join(state['shards'][:2])}, ...), this run {len(names)} others "
+                            f"({', '.join(names[:2])}, ...); resume on the same data")
         self.open_shard(int(state["shard_index"]), int(state["position"]))
 
 

@@ -6,6 +6,8 @@ A recipe is a complete choice of pieces and defaults; env vars still override an
 - gpt_j_x0: golf's default before issue 13 (the 2026-04-09 record's shape: GPT-J parallel blocks with x0 mix,
   two lanes in the last 4 virtual layers; the naive baseline's optimiser values), kept for comparison.
 - baseline: the upstream baseline's shape (plain sequential stack of 9 blocks, MLP x2 ReLU^2) on gpt_j_x0 values.
+- long: the default stack for runs off the record track (4 hours, the unlimited-compute entries' length), packed
+  with checkpoint and resume (golf/checkpoint.py; README "Resuming a long run").
 """
 
 import dataclasses
@@ -133,4 +135,6 @@ RECIPES = {
     # FineWeb docs. `python tools/smoke.py --recipe caseops` runs it on the sample (prepare_sample.py --caseops).
     "caseops": Config(data_path="./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
                       tokenizer_path="./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"),
+    # A checkpoint every 30 minutes of training: a crash at hour 3 loses at most half an hour.
+    "long": Config(max_wallclock_seconds=14400.0, checkpointing="on", checkpoint_every_seconds=1800.0),
 }

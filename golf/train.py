@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import check_symbol_settings, encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget, size_violation_line
+from golf.checkpoint import CHECKPOINTERS
 from golf.config import RECIPE, Config, GolfError, from_env, pick
 from golf.data import (TRAIN_LOADERS, DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
                        val_byte_sidecar_paths)
@@ -44,7 +45,7 @@ class RunLog:
         self.on = env.is_main
         if self.on:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            open(self.path, "w").close()
+            open(self.path, "a" if cfg.resume else "w").close()  # a resumed run's log goes on
 
     def __call__(self, line: str, console: bool = True) -> None:
         if not self.on:
@@ -80,8 +81,10 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
+    CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
     Returns the number of optimiser steps taken."""
+    checkpoints = pick(CHECKPOINTERS, cfg.checkpointing, "CHECKPOINTING")(cfg, env, log)  # checks RESUME first
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
     if env.world_size > 1:
@@ -111,7 +114,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     budget.start("train")
-    step, stop = 0, False
+    step, stop = checkpoints.start(model, ema, opts, loader, budget), False
     while step < cfg.iterations and not stop:
         set_lr(opts, lr_multiplier(step, budget.train_elapsed, budget.train_seconds, cfg.lr_warmup_steps,
                                    cfg.warmdown_frac, cfg.min_lr))
@@ -120,6 +123,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
         loss = train_step(net, loader, opts, cfg, grad_accum, env.device, ema)
         step += 1
         stop = budget.tick()
+        checkpoints.after_step(step, stop)
         if step % cfg.train_log_every == 0 or step == 1 or stop or step == cfg.iterations:
             log(f"step:{step}/{cfg.iterations} train_loss:{loss.item():.4f} "
                 f"train_time:{budget.train_elapsed * 1000:.0f}ms step_avg:{budget.train_elapsed * 1000 / step:.2f}ms")
@@ -185,7 +189,7 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
     groups = {name: r.group for name, r in rules.items()}
-    meta = {"config": dataclasses.asdict(cfg)}
+    meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
 

@@ -304,6 +304,47 @@ def test_slot_picked_by_a_runtime_value_is_kept_whole(toy):
     assert 'BLOCKS = {"parallel": parallel_block, "sequential": sequential_block}' in src
 
 
+def test_packed_when_method_is_packed_only_with_its_setting(toy, tmp_path):
+    config = (toy / "golf/config.py").read_text() + \
+        "\n\ndef packed_when(field, value):\n    return lambda method: method\n"
+    data = (toy / "golf/data.py").read_text().replace("from golf.dist import world", textwrap.dedent("""\
+        from golf.config import packed_when
+        from golf.dist import world
+
+
+        def only_gelu_reads_me():
+            return 5
+
+
+        class Stream:
+            def take(self):
+                return 1
+
+            # Said for gelu.
+            @packed_when("act", "gelu")
+            def gelu_only(self):
+                return only_gelu_reads_me()
+
+            def after(self):
+                return 2"""))
+    train = (toy / "golf/train.py").read_text().replace("from golf.data import tokens",
+                                                         "from golf.data import Stream, tokens").replace(
+        "    block, act = build(cfg)", "    block, act = build(cfg)\n    print('stream', Stream().take() + Stream().after())")
+    write_toy(toy, **{"golf/config.py": config, "golf/data.py": data, "golf/train.py": train})
+    relu = pack_source(toy, "toy", TOY_RECIPE)
+    assert "def gelu_only" not in relu and "Said for gelu" not in relu and "only_gelu_reads_me" not in relu
+    assert "packed_when" not in relu
+    assert "        return 1\n\n    def after(self):" in relu  # one blank line between the methods left
+    gelu = pack_source(toy, "toy", dict(TOY_RECIPE, act="gelu"))
+    assert "    # Said for gelu.\n    def gelu_only(self):\n        return only_gelu_reads_me()" in gelu
+    assert "def only_gelu_reads_me" in gelu and "packed_when" not in gelu
+    for src in (relu, gelu):
+        script = tmp_path / "train_gpt.py"
+        script.write_text(src)
+        proc = run_isolated(script)
+        assert proc.returncode == 0 and "stream 3" in proc.stdout, proc.stderr
+
+
 def test_check_files_reports_a_diff(tmp_path, capsys):
     path = tmp_path / "train_gpt.py"
     path.write_text("old\n")

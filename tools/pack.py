@@ -14,6 +14,8 @@ How (all analysis with `ast`, nothing of the package is imported except golf/rec
   dict literal SLOT to Config.FIELD; the packed SLOT keeps only the recipe's key, so unchosen pieces
   are unreachable and dropped. A slot also picked by a runtime value (e.g. a codec read from a
   header) is kept whole.
+- Conditional methods: a method decorated `@packed_when("field", value)` is packed only when the recipe's Config
+  field has that value (without the decorator); otherwise it and the names only it reads are left out.
 - Config: field defaults the recipe changes are rewritten; RECIPE (golf/config.py) becomes the
   recipe's name. Only these nodes are re-rendered; everything else is the original source text,
   comments included (and the comment lines directly above a unit).
@@ -28,6 +30,7 @@ readable source to -o. --check exits 1 when either file differs from a fresh pac
 import argparse
 import ast
 import base64
+import copy
 import dataclasses
 import difflib
 import heapq
@@ -50,6 +53,7 @@ ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
 ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
+PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field", value) on a method
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
@@ -530,6 +534,68 @@ def recipe_edits(mod: Module, recipe: dict) -> list[tuple[ast.AST, str]]:
     return edits
 
 
+# ---------------------------------------------------------------- conditional methods
+
+def marked_methods(modules, unit: Unit, fields: set[str]) -> list[tuple[ast.stmt, ast.Call, str, object]]:
+    """(method, its @packed_when decorator, field, value) for each marked method of a class unit."""
+    if not isinstance(unit.node, ast.ClassDef):
+        return []
+    mod, found = modules[unit.module], []
+    for i, stmt in enumerate(unit.node.body):
+        for dec in getattr(stmt, "decorator_list", []):
+            if not (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Name) and dec.func.id == PACKED_WHEN[1]
+                    and resolve(modules, unit.module, dec.func.id) == ("def", PACKED_WHEN[0])):
+                continue
+            args = [a.value for a in dec.args if isinstance(a, ast.Constant)]
+            if len(dec.args) != 2 or len(args) != 2 or args[0] not in fields or i == 0:
+                raise PackError(f"{mod.where(dec)}: write @{PACKED_WHEN[1]}(\"field\", value) with a Config field "
+                                "and a literal, on a method that is not the first statement of its class")
+            found.append((stmt, dec, args[0], args[1]))
+    return found
+
+
+def dropped_methods(modules, unit: Unit, recipe: dict) -> tuple[list[ast.stmt], list[ast.Call]]:
+    """(the marked methods this recipe leaves out, the decorators of those it keeps)."""
+    marked = marked_methods(modules, unit, set(recipe))
+    return ([m for m, _, f, v in marked if recipe[f] != v], [d for _, d, f, v in marked if recipe[f] == v])
+
+
+def class_refs(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Call]) -> set[str]:
+    """What a class reads from module scope without its dropped methods and the markers of its kept ones."""
+    node = copy.copy(unit.node)
+    node.body = []
+    for stmt in unit.node.body:
+        if stmt in dropped:
+            continue
+        if any(d in kept_decorators for d in getattr(stmt, "decorator_list", [])):
+            stmt = copy.copy(stmt)
+            stmt.decorator_list = [d for d in stmt.decorator_list if d not in kept_decorators]
+        node.body.append(stmt)
+    return module_level_names(node)[1]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A source range for unit_text's edits: (lineno, col_offset) to (end_lineno, end_col_offset)."""
+    lineno: int
+    col_offset: int
+    end_lineno: int
+    end_col_offset: int
+
+
+def method_edits(modules, unit: Unit, recipe: dict) -> list[tuple[Span, str]]:
+    """Cut each dropped method (with the blank and comment lines above it) and each kept method's marker line."""
+    dropped, kept_decorators = dropped_methods(modules, unit, recipe)
+    body = getattr(unit.node, "body", [])
+    edits = []
+    for method in dropped:
+        prev = body[body.index(method) - 1]
+        edits.append((Span(prev.end_lineno, prev.end_col_offset, method.end_lineno, method.end_col_offset), ""))
+    for dec in kept_decorators:
+        edits.append((Span(dec.lineno, 0, dec.end_lineno + 1, 0), ""))
+    return edits
+
+
 # ---------------------------------------------------------------- reachability
 
 @dataclass
@@ -568,6 +634,9 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
                 continue
             kept[id(unit)] = unit
             refs = unit.refs
+            dropped, kept_decorators = dropped_methods(modules, unit, recipe)
+            if dropped or kept_decorators:
+                refs = class_refs(unit, dropped, kept_decorators)
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
                 _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
@@ -694,6 +763,8 @@ def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict)
             if isinstance(unit.node, ast.Assign):
                 edits.setdefault(id(unit), []).append((unit.node.value, literal(recipe_name)))
 
+    for unit in plan.kept:
+        edits.setdefault(id(unit), []).extend(method_edits(modules, unit, recipe))
     kept_ids = {id(u) for u in plan.kept}
     out = [header(recipe_name), "\n", import_block(plan.imports)]
     for name in module_order(modules):
