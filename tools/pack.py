@@ -738,18 +738,18 @@ def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
 
 # ---------------------------------------------------------------- compression and sizes
 
-# python-minifier settings of the shipped form, measured on the default pack (readable 215,783 B, minified then
+# python-minifier settings of the shipped form, measured on the default pack (readable 216,097 B, minified then
 # brotli-11). The record's own pyminify flags (--no-rename-locals --no-hoist-literals --remove-literal-statements
-# --remove-asserts --prefer-single-line) give 31,997 B; these settings 31,239 B, and dropping argument annotations
-# first (drop_argument_annotations) 30,632 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and
-# removing `return None` 33 B. Globals keep their names (renaming them would save 1,518 B more): preflight reads them
-# from the module (GPT, from_env, ...), error lines print class names, and the static audit follows val data by names
-# (renamed globals give it a false FAIL). Arguments keep theirs: python-minifier never renames a parameter that a call
-# could pass by keyword.
+# --remove-asserts --prefer-single-line) give 31,997 B; these settings alone 31,239 B, and with the triton rules of
+# minify_for_shipping 30,498 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and removing
+# `return None` 33 B. Globals keep their names (renaming them would save 1,518 B more): preflight reads them from the
+# module (GPT, from_env, ...), error lines print class names, and the static audit follows val data by names (renamed
+# globals give it a false FAIL). Arguments keep theirs: python-minifier never renames a parameter that a call could
+# pass by keyword.
 SHIPPED_MINIFY = dict(
     remove_annotations=python_minifier.RemoveAnnotationsOptions(
         remove_variable_annotations=True, remove_return_annotations=True,
-        remove_argument_annotations=False,  # all or none: drop_argument_annotations keeps triton's
+        remove_argument_annotations=False,  # all or none: minify_for_shipping keeps the kernels' only
         remove_class_attribute_annotations=False),  # dataclass fields: Config's fields are its env vars
     remove_literal_statements=True,  # docstrings: the readable twin keeps them
     rename_locals=True, rename_globals=False, hoist_literals=False, remove_explicit_return_none=False,
@@ -757,7 +757,7 @@ SHIPPED_MINIFY = dict(
 
 
 def is_jit(fn: ast.FunctionDef) -> bool:
-    """Decorated by `triton.jit` (or any `jit`, called or bare): the decorator reads the argument annotations."""
+    """Decorated by `triton.jit` (or any `jit`, called or bare)."""
     for dec in fn.decorator_list:
         dec = dec.func if isinstance(dec, ast.Call) else dec
         if (dec.attr if isinstance(dec, ast.Attribute) else getattr(dec, "id", "")) == "jit":
@@ -765,21 +765,25 @@ def is_jit(fn: ast.FunctionDef) -> bool:
     return False
 
 
-def drop_argument_annotations(tree: ast.Module) -> ast.Module:
-    """`tree` without argument annotations, except in jit kernels (`BLOCK: tl.constexpr` is what triton compiles by).
-    Nothing else in golf reads them at run time (no inspect.signature, get_type_hints or singledispatch)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_jit(node):
-            a = node.args
-            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
-                if arg is not None:
-                    arg.annotation = None
-    return tree
+def arguments(fn: ast.FunctionDef) -> list[ast.arg]:
+    a = fn.args
+    return [arg for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if arg is not None]
 
 
 def minify_for_shipping(src: str) -> str:
-    """The code that runs, nothing else: `src` through python-minifier (the readable twin keeps the rest)."""
-    shipped = python_minifier.minify(ast.unparse(drop_argument_annotations(ast.parse(src))), **SHIPPED_MINIFY)
+    """The code that runs, nothing else: `src` through python-minifier (the readable twin keeps the rest). Triton
+    kernels are special: triton.jit compiles by their argument annotations (`BLOCK: tl.constexpr`), so only theirs
+    stay (nothing else in golf reads one at run time: no inspect.signature, get_type_hints or singledispatch; -607 B),
+    and their arguments are never aliased by a local (python-minifier's `D=BLOCK` makes `tl.arange(0, D)` fail in
+    triton's interpreter: arange's arguments must be of type tl.constexpr; -134 B more, aliases compress badly)."""
+    tree = ast.parse(src)
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    kernel_args = sorted({arg.arg for fn in functions if is_jit(fn) for arg in arguments(fn)})
+    for fn in functions:
+        if not is_jit(fn):
+            for arg in arguments(fn):
+                arg.annotation = None
+    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args)
     ast.parse(shipped)  # a minifier bug must not ship
     return shipped
 
