@@ -14,7 +14,7 @@ import pytest
 from golf.logparse import parse_run_log
 from golf.static_audit import AuditInputError, audit_file, unpacked_sources
 from tools.pack import (COMPRESSORS, PackError, check_files, function_free, latin1_literal, load_package, loader,
-                        minify_for_shipping, module_order, pack_source, self_extracting, sizes)
+                        minify_for_shipping, module_order, pack_source, self_extracting, shipped_file)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs a script with the golf package made unimportable: sys.modules["golf"] = None makes any
@@ -247,8 +247,8 @@ def test_compressed_file_runs_and_keeps_source_for_inspect(toy, tmp_path):
     crash.write_bytes(self_extracting("def boom():\n    raise ValueError('packed line')\n\nboom()\n"))
     res = run_isolated(crash)
     assert "def boom():raise ValueError('packed line')" in res.stderr and 'line 1, in boom' in res.stderr
-    s = sizes(src)
-    assert s["self_extracting"] == len(self_extracting(src)) and s["brotli"] < s["minified"] < s["raw"]
+    data, s = shipped_file(src)
+    assert s["self_extracting"] == len(data) and data == self_extracting(src) and s["brotli"] < s["minified"] < s["raw"]
     assert s["chosen"] in COMPRESSORS and s["literal"] < s["base85"]
 
 
@@ -411,7 +411,10 @@ def test_packed_file_matches_library_run(tmp_path, sample_data):
         res = run_isolated(run_dir / "train_gpt.py", dict(env, OUT_DIR=str(run_dir), RUN_ID=name), timeout=900)
         assert res.returncode == 0, res.stderr[-3000:]
         assert run_lines(run_dir / "logs" / f"{name}.txt") == want, name
-        assert "recipe:default" in (run_dir / "logs" / f"{name}.txt").read_text()
+        log = (run_dir / "logs" / f"{name}.txt").read_text(encoding="utf-8")
+        assert "recipe:default" in log
+        # The log holds the source that ran: the minified one for the shipped file, not its Latin-1 bytes.
+        assert (minify_for_shipping(src) if name == "compressed" else src) in log
 
 
 def test_shipped_source_keeps_the_names_the_tools_read_and_triton_annotations():

@@ -799,11 +799,6 @@ def lzma_pack(data: bytes) -> bytes:
 COMPRESSORS = {"brotli": lambda data: brotli.compress(data, quality=11), "lzma": lzma_pack}
 
 
-def smallest_compression(data: bytes) -> tuple[str, bytes]:
-    """(module name, compressed bytes) of the compressor giving the fewest bytes; a tie goes to the first listed."""
-    return min(((name, compress(data)) for name, compress in COMPRESSORS.items()), key=lambda c: len(c[1]))
-
-
 def latin1_literal(data: bytes) -> str:
     """A triple-quoted str literal of a Latin-1 source file whose .encode("latin-1") is `data`. Each byte is the one
     character Latin-1 decodes it to, except those the tokenizer cannot hold: NUL (refused in source), CR (read as a
@@ -839,19 +834,21 @@ def loader(codec: str, payload: bytes) -> bytes:
             "exec(compile(_packed_source,__file__,'exec'))\n").encode("latin-1")
 
 
+def shipped_file(src: str) -> tuple[bytes, dict]:
+    """(the shipped file, the bytes of each stage): `src` minified, compressed by whichever compressor gives fewer
+    bytes (a tie goes to the first listed), inside loader(). base85 is what the payload would take as base85 text."""
+    code = minify_for_shipping(src).encode("utf-8")
+    compressed = {name: compress(code) for name, compress in COMPRESSORS.items()}
+    codec = min(compressed, key=lambda name: len(compressed[name]))
+    data = loader(codec, compressed[codec])
+    literal = len(latin1_literal(compressed[codec])) - len('""""""')  # one byte per character in Latin-1
+    return data, {"raw": len(src.encode("utf-8")), "minified": len(code), **{n: len(c) for n, c in compressed.items()},
+                  "chosen": codec, "literal": literal, "base85": len(base64.b85encode(compressed[codec])),
+                  "self_extracting": len(data)}
+
+
 def self_extracting(src: str) -> bytes:
-    """The shipped file: `src` minified, compressed by the smaller compressor, inside loader()."""
-    return loader(*smallest_compression(minify_for_shipping(src).encode("utf-8")))
-
-
-def sizes(src: str) -> dict[str, int]:
-    """Bytes of each stage; base85 is what the payload would take as base85 text, for comparison."""
-    shipped = minify_for_shipping(src).encode("utf-8")
-    codec, payload = smallest_compression(shipped)
-    return {"raw": len(src.encode("utf-8")), "minified": len(shipped),
-            **{name: len(compress(shipped)) for name, compress in COMPRESSORS.items()}, "chosen": codec,
-            "literal": len(latin1_literal(payload).encode("latin-1")) - 6, "base85": len(base64.b85encode(payload)),
-            "self_extracting": len(loader(codec, payload))}
+    return shipped_file(src)[0]
 
 
 # ---------------------------------------------------------------- command line
@@ -911,13 +908,13 @@ def main(argv=None) -> int:
         print(f"pack: {e}", file=sys.stderr)
         return 2
     out = Path(args.output)
+    shipped, s = shipped_file(src)
     readable = src.encode("utf-8")
-    files = {out: readable} if args.readable else {readable_path(out): readable, out: self_extracting(src)}
+    files = {out: readable} if args.readable else {readable_path(out): readable, out: shipped}
     if args.check:
         return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --readable' if args.readable else ''}")
     for path, data in files.items():
         write_atomic(path, data)
-    s = sizes(src)
     print(f"{out}: recipe {args.recipe!r}, {s['raw']} bytes readable, {s['minified']} minified, {s['brotli']} brotli, "
           f"{s['lzma']} lzma -> {s['chosen']}; as a Latin-1 literal {s['literal']} (base85 would be {s['base85']}); "
           f"{s['self_extracting']} as the self-extracting file{'' if args.readable else ' <- written'}")
