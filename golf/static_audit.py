@@ -1,8 +1,10 @@
 """Static legality audit of any train_gpt.py: the reviewers' checklist, read from the source with `ast`.
 
 The audited file is never imported, run or exec'd. A self-extracting shim (a compressed literal that the file
-decodes and execs: lzma/brotli/zlib/gzip/bz2 over base85/base64/ascii85, or `exec(open(...).read())` of a
-sibling file) is unpacked by decoding the literal here, and the source inside is audited; the report says so.
+decodes and execs: lzma/brotli/zlib/gzip/bz2 over base85/base64/ascii85 or over the raw bytes of a Latin-1 file's
+string literal (tools/pack.py's form), or `exec(open(...).read())` of a sibling file) is unpacked by decoding the
+literal here, and the source inside is audited; the report says so. Files are read in the encoding their coding line
+declares (PEP 263), as Python reads them.
 
 How val data is followed (a taint analysis over the AST, one summary per function, iterated to a fixpoint):
   sources   string constants naming val shards (`fineweb_val_*.bin`, a "val" split argument), names and
@@ -28,8 +30,10 @@ import ast
 import base64
 import bz2
 import gzip
+import io
 import lzma
 import re
+import tokenize
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +64,7 @@ NETWORK_MODULES = ("urllib", "requests", "huggingface_hub", "socket", "http.clie
                    "urllib3", "datasets")
 NETWORK_CALLS = {"urlopen", "urlretrieve", "hf_hub_download", "snapshot_download", "create_connection",
                  "load_dataset"}
+# A str literal's characters are taken as Latin-1 bytes; "raw" is a literal holding the compressed bytes themselves.
 DECODERS = (("base85", base64.b85decode), ("base64", base64.b64decode), ("ascii85", base64.a85decode),
             ("raw", lambda b: b))
 RAW_LZMA2 = [{"id": lzma.FILTER_LZMA2}]  # what `lzma.compress(..., format=FORMAT_RAW)` shims use
@@ -108,13 +113,20 @@ class Finding:
 # ---------------------------------------------------------------- unpacking shims
 def load_units(path: Path) -> list[Unit]:
     """The file's source and every payload it decodes and execs, innermost last. Raises AuditInputError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AuditInputError(f"{path}: cannot read as UTF-8 text ({e})") from None
     units: list[Unit] = []
-    _add_unit(units, text, str(path), path, depth=0)
+    _add_unit(units, read_source(path), str(path), path, depth=0)
     return units
+
+
+def read_source(path: Path) -> str:
+    """The text of a Python file in the encoding its coding line declares (UTF-8 without one). Raises
+    AuditInputError."""
+    try:
+        data = path.read_bytes()
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (OSError, SyntaxError, UnicodeDecodeError) as e:
+        raise AuditInputError(f"{path}: cannot read as Python source text ({e})") from None
 
 
 def parse_source(text: str) -> tuple[ast.Module, int]:
@@ -173,7 +185,7 @@ def _add_unit(units: list[Unit], text: str, origin: str, path: Path, depth: int)
     units.append(Unit(text, origin, tree))
     if depth > 3:
         return
-    decoded_any = False
+    decoded_any, undecoded = False, []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and len(node.value) >= 200:
             found = decode_payload(node.value)
@@ -181,17 +193,22 @@ def _add_unit(units: list[Unit], text: str, origin: str, path: Path, depth: int)
                 how, inner = found
                 decoded_any = True
                 _add_unit(units, inner, f"{how} literal at {origin} line {node.lineno}", path, depth + 1)
+            else:
+                undecoded.append(node)
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and called_name(n) in ("exec", "eval")):
         target = exec_of_file(call, path)
         if target is not None:
             if not target.is_file():
                 raise AuditInputError(f"{origin}: exec() at line {call.lineno} runs {target.name}, which is not "
                                       f"beside the file; audit that file")
-            _add_unit(units, target.read_text(encoding="utf-8"),
+            _add_unit(units, read_source(target),
                       f"{target.name} (exec(open(...).read()) at {origin} line {call.lineno})", path, depth + 1)
         elif not decoded_any and call.args and not isinstance(call.args[0], ast.Constant):
+            longest = max(undecoded, key=lambda n: len(n.value), default=None)
+            why = "" if longest is None else (f"; the {len(longest.value):,}-character literal at line {longest.lineno} "
+                                              "is no payload this audit can decode (corrupt, or an unknown format)")
             raise AuditInputError(f"{origin}: exec() at line {call.lineno} runs code that could not be decoded "
-                                  f"statically ({ast.unparse(call)[:60]}...)")
+                                  f"statically ({ast.unparse(call)[:60]}...){why}")
 
 
 def decode_payload(value: str | bytes) -> tuple[str, str] | None:
@@ -208,7 +225,7 @@ def decode_payload(value: str | bytes) -> tuple[str, str] | None:
                 parse_source(source)
             except Exception:
                 continue
-            return f"{cname}+{dname}", source
+            return f"{cname}+{'latin-1' if dname == 'raw' and isinstance(value, str) else dname}", source
     return None
 
 

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import linecache
 import os
 import platform
 import subprocess
@@ -66,15 +67,19 @@ def git_commit(directory: str) -> str:
 
 
 def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -> None:
-    """Enough to reproduce the run: source hash (+ source, in the file only), config, versions, data hash."""
+    """Enough to reproduce the run: the file's hash, the source that ran (in the file only), config, versions, data
+    hash. A self-extracting train_gpt.py (Latin-1 bytes, not text) registered its source with linecache under its own
+    path; any other file is read from disk. bytes: counts the logged source, which golf/logparse.py skips by it."""
     code = open(code_path, "rb").read()
-    log(f"code:{os.path.basename(code_path)} sha256:{hashlib.sha256(code).hexdigest()[:16]} bytes:{len(code)}")
+    source = "".join(linecache.getlines(code_path))
+    log(f"code:{os.path.basename(code_path)} sha256:{hashlib.sha256(code).hexdigest()[:16]} "
+        f"bytes:{len(source.encode('utf-8'))}")
     log(f"recipe:{RECIPE} git:{git_commit(os.path.dirname(os.path.abspath(code_path)))}")
     log(f"config:{json.dumps(dataclasses.asdict(cfg), sort_keys=True)}")
     cuda = torch.version.cuda or "none"
     log(f"versions: python:{platform.python_version()} torch:{torch.__version__} cuda:{cuda}")
     log(f"data_fingerprint:{data_fingerprint(paths)} shards:{len(paths)}")
-    log("=" * 40 + " source " + "=" * 40 + "\n" + code.decode("utf-8", "replace"), console=False)
+    log("=" * 40 + " source " + "=" * 40 + "\n" + source, console=False)
     log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 from audit import main  # noqa: E402
-from golf.static_audit import audit_file, decode_payload, requote_fstrings  # noqa: E402
+from golf.static_audit import AuditInputError, audit_file, decode_payload, requote_fstrings  # noqa: E402
+from tools.pack import COMPRESSORS, loader, lzma_pack  # noqa: E402
 
 # Training code every synthetic file shares: a train loader and a training loop (must never be flagged).
 PRELUDE = '''
@@ -397,25 +398,47 @@ def test_a_cache_read_before_its_update_passes(tmp_path):
     assert verdicts(audit_file(path))["target_key"]["verdict"] == "PASS"
 
 
-SHIMS = {
-    "lzma+base85": lambda src: f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("'
-                               f'{base64.b85encode(lzma.compress(src)).decode()}")))\n',
-    "brotli+base64": lambda src: f'import brotli,base64\nexec(brotli.decompress(base64.b64decode('
-                                 f'"{base64.b64encode(brotli.compress(src)).decode()}")).decode())\n',
-    "zlib+base85": lambda src: f'import zlib,base64\n_c = zlib.decompress(base64.b85decode('
-                               f'"{base64.b85encode(zlib.compress(src)).decode()}"))\nexec(compile(_c, "x", "exec"))\n',
+SHIMS = {  # name: (how the report names the decoded unit, the shim's bytes for a source)
+    "lzma+base85": ("lzma+base85", lambda src: f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("'
+                                               f'{base64.b85encode(lzma.compress(src)).decode()}")))\n'.encode()),
+    "brotli+base64": ("brotli+base64", lambda src: f'import brotli,base64\nexec(brotli.decompress(base64.b64decode('
+                                                   f'"{base64.b64encode(brotli.compress(src)).decode()}")).decode())\n'
+                                                   .encode()),
+    "zlib+base85": ("zlib+base85", lambda src: f'import zlib,base64\n_c = zlib.decompress(base64.b85decode('
+                                               f'"{base64.b85encode(zlib.compress(src)).decode()}"))\n'
+                                               'exec(compile(_c, "x", "exec"))\n'.encode()),
+    # golf's shipped form before issue 24: .lzma ("alone") format in base85
+    "golf-lzma-alone+base85": ("lzma+base85", lambda src: (
+        "import base64, linecache, lzma, sys, traceback\n_packed_source = lzma.decompress(base64.b85decode("
+        f'"{base64.b85encode(lzma_pack(src)).decode()}")).decode()\n'
+        'exec(compile(_packed_source, __file__, "exec"))\n').encode()),
+    # golf's shipped form since: a Latin-1 file holding the compressed bytes in a string literal
+    "golf-brotli+latin-1": ("brotli+latin-1", lambda src: loader("brotli", COMPRESSORS["brotli"](src))),
+    "golf-lzma+latin-1": ("lzma+latin-1", lambda src: loader("lzma", COMPRESSORS["lzma"](src))),
 }
 
 
-@pytest.mark.parametrize("codec", SHIMS)
-def test_a_shim_is_unpacked_and_its_source_audited(tmp_path, codec):
+@pytest.mark.parametrize("shim", SHIMS)
+def test_a_shim_is_unpacked_and_its_source_audited(tmp_path, shim):
     inner, line = write(tmp_path, "inner", ILLEGAL["adapt_before_score"][1])
-    shim = tmp_path / "train_gpt.py"
-    shim.write_text(SHIMS[codec](inner.read_bytes()))
-    report = audit_file(shim)
-    assert any(u.startswith(f"{codec} literal at") for u in report["units"]), report["units"]
+    path = tmp_path / "train_gpt.py"
+    how, build = SHIMS[shim]
+    path.write_bytes(build(inner.read_bytes()))
+    report = audit_file(path)
+    assert any(u.startswith(f"{how} literal at") for u in report["units"]), report["units"]
     finding = verdicts(report)["val_update"]["findings"][0]
-    assert finding["verdict"] == "FAIL" and finding["line"] == line and finding["source"].startswith(codec)
+    assert finding["verdict"] == "FAIL" and finding["line"] == line and finding["source"].startswith(how)
+
+
+def test_files_are_read_in_their_declared_encoding(tmp_path):
+    inner, line = write(tmp_path, "inner", ILLEGAL["adapt_before_score"][1])
+    latin = tmp_path / "latin.py"
+    latin.write_bytes(b"# coding: latin-1\n" + "# caf\xe9\n".encode("latin-1") + inner.read_bytes())
+    assert verdicts(audit_file(latin))["val_update"]["findings"][0]["line"] == line + 2
+    broken = tmp_path / "broken.py"
+    broken.write_bytes(b"x = '\xff'\n")  # no coding line: UTF-8, which this is not
+    with pytest.raises(AuditInputError, match=r"broken.py: cannot read as Python source text"):
+        audit_file(broken)
 
 
 def test_exec_of_a_sibling_file_is_followed(tmp_path):

@@ -21,10 +21,11 @@ How (all analysis with `ast`, nothing of the package is imported except golf/rec
   comments included (and the comment lines directly above a unit).
 - Imports: non-golf imports of kept code, unused ones dropped, deduplicated, sorted into
   __future__ / stdlib / third-party, at the top. `from golf...` imports disappear.
-The shipped form is the smallest runnable one: -o gets a self-extracting file (the source stripped of
-comments and docstrings, lzma + base85, registered with linecache so tracebacks and inspect.getsource work; the file counted against the 16,000,000 bytes is
-this one) and the readable source goes beside it as <name>.readable.py. --readable writes only the
-readable source to -o. --check exits 1 when either file differs from a fresh pack.
+The shipped form is the smallest runnable one: -o gets a self-extracting file (the source minified by
+python-minifier, compressed by brotli or lzma, whichever is smaller, held as Latin-1 bytes in one string literal;
+registered with linecache so tracebacks and inspect.getsource work; the file counted against the 16,000,000 bytes is
+this one) and the readable source goes beside it as <name>.readable.py. --readable writes only the readable source
+to -o. --check exits 1 when either file differs from a fresh pack.
 """
 
 import argparse
@@ -34,18 +35,16 @@ import copy
 import dataclasses
 import difflib
 import heapq
-import io
 import lzma
 import os
-import re
 import stat
 import sys
 import tempfile
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import brotli
+import python_minifier
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "golf"
@@ -57,7 +56,7 @@ PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field",
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
-LOADER_NAMES = ("base64", "linecache", "lzma", "sys", "traceback", "_packed_source")  # bound by the --compress loader
+LOADER_NAMES = ("brotli", "linecache", "lzma", "sys", "traceback", "_packed_source")  # bound by the loader of the shipped file
 
 
 class PackError(Exception):
@@ -672,7 +671,7 @@ def plan_pack(modules: dict[str, Module], recipe: dict) -> Plan:
     for name in LOADER_NAMES:
         if name in owner and not isinstance(owner[name], ImportRec):
             raise PackError(f"{modules[owner[name].module].where(owner[name].node)}: {name!r} is reserved "
-                            "for the --compress loader")
+                            "for the loader of the shipped file")
     return Plan(kept, sorted(imports, key=lambda r: (r.module, r.name or "", r.asname or "")), slots)
 
 
@@ -810,90 +809,127 @@ def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
 
 # ---------------------------------------------------------------- compression and sizes
 
+# python-minifier settings of the shipped form, measured on the default pack (readable 216,097 B, minified then
+# brotli-11). The record's own pyminify flags (--no-rename-locals --no-hoist-literals --remove-literal-statements
+# --remove-asserts --prefer-single-line) give 31,997 B; these settings alone 31,239 B, and with the triton rules of
+# minify_for_shipping 30,498 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and removing
+# `return None` 33 B. Globals keep their names (renaming them would save 1,518 B more): preflight reads them from the
+# module (GPT, from_env, ...), error lines print class names, and the static audit follows val data by names (renamed
+# globals give it a false FAIL). Arguments keep theirs: python-minifier never renames a parameter that a call could
+# pass by keyword.
+SHIPPED_MINIFY = dict(
+    remove_annotations=python_minifier.RemoveAnnotationsOptions(
+        remove_variable_annotations=True, remove_return_annotations=True,
+        remove_argument_annotations=False,  # all or none: minify_for_shipping keeps the kernels' only
+        remove_class_attribute_annotations=False),  # dataclass fields: Config's fields are its env vars
+    remove_literal_statements=True,  # docstrings: the readable twin keeps them
+    rename_locals=True, rename_globals=False, hoist_literals=False, remove_explicit_return_none=False,
+    prefer_single_line=True)
+
+
+def is_jit(fn: ast.FunctionDef) -> bool:
+    """Decorated by `triton.jit` (or any `jit`, called or bare)."""
+    for dec in fn.decorator_list:
+        dec = dec.func if isinstance(dec, ast.Call) else dec
+        if (dec.attr if isinstance(dec, ast.Attribute) else getattr(dec, "id", "")) == "jit":
+            return True
+    return False
+
+
+def arguments(fn: ast.FunctionDef) -> list[ast.arg]:
+    a = fn.args
+    return [arg for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if arg is not None]
+
+
+def minify_for_shipping(src: str) -> str:
+    """The code that runs, nothing else: `src` through python-minifier (the readable twin keeps the rest). Triton
+    kernels are special: triton.jit compiles by their argument annotations (`BLOCK: tl.constexpr`), so only theirs
+    stay (nothing else in golf reads one at run time: no inspect.signature, get_type_hints or singledispatch; -607 B),
+    and their arguments are never aliased by a local (python-minifier's `D=BLOCK` makes `tl.arange(0, D)` fail in
+    triton's interpreter: arange's arguments must be of type tl.constexpr; -134 B more, aliases compress badly)."""
+    tree = ast.parse(src)
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    kernel_args = sorted({arg.arg for fn in functions if is_jit(fn) for arg in arguments(fn)})
+    for fn in functions:
+        if not is_jit(fn):
+            for arg in arguments(fn):
+                arg.annotation = None
+    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args)
+    ast.parse(shipped)  # a minifier bug must not ship
+    return shipped
+
+
 def lzma_pack(data: bytes) -> bytes:
-    # .lzma ("alone") format: a 13-byte header that lzma.decompress detects by itself; lc=3, pb=0 suit text.
+    # .lzma ("alone") format: a 13-byte header that lzma.decompress detects by itself (a raw stream would need its
+    # filter chain spelled out in the loader, longer than the header); lc=3, pb=0 suit text.
     filters = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}]
     return lzma.compress(data, format=lzma.FORMAT_ALONE, filters=filters)
 
 
-def docstring_lines(tree: ast.AST, lines: list[str]) -> set[int]:
-    """0-based lines of every docstring that has its lines to itself, in a body with more than the docstring."""
-    drop = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or len(node.body) < 2:
-            continue
-        doc = node.body[0]
-        if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
-            continue
-        before = lines[doc.lineno - 1][:doc.col_offset]
-        after = lines[doc.end_lineno - 1].encode("utf-8")[doc.end_col_offset:]
-        if not before.strip() and not after.strip() and node.body[1].lineno > doc.end_lineno:
-            drop.update(range(doc.lineno - 1, doc.end_lineno))
-    return drop
+# Each compressor is named by the module whose decompress(bytes) undoes it: the loader imports that module.
+COMPRESSORS = {"brotli": lambda data: brotli.compress(data, quality=11), "lzma": lzma_pack}
 
 
-def strip_for_shipping(src: str) -> str:
-    """`src` without comments and docstrings: the code that runs, nothing else (the readable twin keeps them).
-    Comments are found by tokenize (never inside a string); a line left empty by removing one is dropped."""
-    lines = src.splitlines(True)
-    drop = docstring_lines(ast.parse(src), lines)
-    comment_at = {tok.start[0] - 1: tok.start[1] for tok in tokenize.generate_tokens(io.StringIO(src).readline)
-                  if tok.type == tokenize.COMMENT}
+def latin1_literal(data: bytes) -> str:
+    """A triple-quoted str literal of a Latin-1 source file whose .encode("latin-1") is `data`. Each byte is the one
+    character Latin-1 decodes it to, except those the tokenizer cannot hold: NUL (refused in source), CR (read as a
+    newline), backslash (starts an escape) and a quote that would close the literal (one followed by another, or the
+    last byte). About 3 bytes in 256 take an escape, 1.2% over the payload where base85 adds 25%."""
     out = []
-    for i, text in enumerate(lines):
-        if i in drop:
-            continue
-        if i in comment_at:
-            text = text[:comment_at[i]].rstrip()
-            if not text.strip():
-                continue
-            text += "\n"
-        out.append(text)
-    stripped = "".join(out)
-    ast.parse(stripped)  # a stripping bug must not ship
-    return stripped
+    for i, byte in enumerate(data):
+        nxt = data[i + 1 : i + 2]
+        if byte == 0:
+            out.append("\\000" if nxt and nxt in b"01234567" else "\\0")  # \0 then a digit would read as octal
+        elif byte == 13:
+            out.append("\\r")
+        elif byte == 92:
+            out.append("\\\\")
+        elif byte == 34 and nxt in (b'"', b""):
+            out.append('\\"')
+        else:
+            out.append(chr(byte))
+    return '"""' + "".join(out) + '"""'
 
 
-def self_extracting(src: str) -> str:
-    """A loader that decompresses `src` (stripped of comments and docstrings), registers it with linecache under this file's own path (so
-    inspect.getsource and triton.jit see the real source), and runs it in this module's namespace (so
-    __name__, __file__ and pickling by module name behave as in the readable file). Python 3.11's default
-    excepthook reads source lines from disk, which would show the loader's lines: traceback's uses linecache."""
-    payload = base64.b85encode(lzma_pack(strip_for_shipping(src).encode("utf-8"))).decode("ascii")
-    return ("import base64, linecache, lzma, sys, traceback\n"
-            f'_packed_source = lzma.decompress(base64.b85decode("{payload}")).decode()\n'
-            "linecache.cache[__file__] = (len(_packed_source), None, _packed_source.splitlines(True), __file__)\n"
-            "sys.excepthook = traceback.print_exception\n"
-            'exec(compile(_packed_source, __file__, "exec"))\n')
+def loader(codec: str, payload: bytes) -> bytes:
+    """A Latin-1 source file that decompresses `payload` with `codec` (a module with decompress()), registers the
+    source with linecache under this file's own path (so inspect.getsource and triton.jit see the real source), and
+    runs it in this module's namespace (so __name__, __file__ and pickling by module name behave as in the readable
+    file). Python 3.11's default excepthook reads source lines from disk, which would show the loader's lines:
+    traceback's uses linecache."""
+    return ("# coding: latin-1\n"
+            f"import {codec},linecache,sys,traceback\n"
+            f"_packed_source={codec}.decompress({latin1_literal(payload)}.encode('latin-1')).decode()\n"
+            "linecache.cache[__file__]=(len(_packed_source),None,_packed_source.splitlines(True),__file__)\n"
+            "sys.excepthook=traceback.print_exception\n"
+            "exec(compile(_packed_source,__file__,'exec'))\n").encode("latin-1")
 
 
-SELF_EXTRACTING_PAYLOAD = re.compile(r'^_packed_source = lzma\.decompress\(base64\.b85decode\("([^"]*)"\)\)', re.MULTILINE)
+def shipped_file(src: str) -> tuple[bytes, dict]:
+    """(the shipped file, the bytes of each stage): `src` minified, compressed by whichever compressor gives fewer
+    bytes (a tie goes to the first listed), inside loader(). base85 is what the payload would take as base85 text."""
+    code = minify_for_shipping(src).encode("utf-8")
+    compressed = {name: compress(code) for name, compress in COMPRESSORS.items()}
+    codec = min(compressed, key=lambda name: len(compressed[name]))
+    data = loader(codec, compressed[codec])
+    literal = len(latin1_literal(compressed[codec])) - len('""""""')  # one byte per character in Latin-1
+    return data, {"raw": len(src.encode("utf-8")), "minified": len(code), **{n: len(c) for n, c in compressed.items()},
+                  "chosen": codec, "literal": literal, "base85": len(base64.b85encode(compressed[codec])),
+                  "self_extracting": len(data)}
 
 
-def shipped_source(text: str) -> str:
-    """The Python source a shipped file runs: the payload of a self_extracting() file (decoded, never executed;
-    comments and docstrings stripped), or the text itself for a readable file. Static checks read this, not the
-    loader."""
-    match = SELF_EXTRACTING_PAYLOAD.search(text) if text.startswith("import base64, linecache, lzma") else None
-    if match is None:
-        return text
-    return lzma.decompress(base64.b85decode(match.group(1))).decode("utf-8")
-
-
-def sizes(src: str) -> dict[str, int]:
-    raw = src.encode("utf-8")
-    return {"raw": len(raw), "lzma": len(lzma_pack(raw)), "brotli": len(brotli.compress(raw, quality=11)),
-            "self_extracting": len(self_extracting(src).encode("utf-8"))}
+def self_extracting(src: str) -> bytes:
+    return shipped_file(src)[0]
 
 
 # ---------------------------------------------------------------- command line
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write a temp file beside `path`, then rename: an interrupted pack never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)  # mkstemp makes it 0600
     os.replace(tmp, path)
 
@@ -911,15 +947,19 @@ def readable_path(path: Path) -> Path:
     return path.with_name(path.stem + ".readable.py")
 
 
-def check_files(files: dict[Path, str], fix: str) -> int:
-    """0 when every file holds exactly the fresh text; else 1 with a message and the head of a diff."""
-    for path, text in files.items():
-        old = path.read_text(encoding="utf-8") if path.is_file() else ""
-        if old != text:
-            diff = difflib.unified_diff(old.splitlines(), text.splitlines(), f"{path} (on disk)",
-                                        f"{path} (fresh pack)", lineterm="", n=1)
+def check_files(files: dict[Path, bytes], fix: str) -> int:
+    """0 when every file holds exactly the fresh bytes; else 1 with a message and, for text, the head of a diff (the
+    readable twin is listed first: its diff is the one that says what changed)."""
+    for path, data in files.items():
+        old = path.read_bytes() if path.is_file() else b""
+        if old != data:
             print(f"pack --check: {path} differs from a fresh pack; run `{fix}`", file=sys.stderr)
-            print("\n".join(list(diff)[:30]), file=sys.stderr)
+            try:
+                diff = difflib.unified_diff(old.decode("utf-8").splitlines(), data.decode("utf-8").splitlines(),
+                                            f"{path} (on disk)", f"{path} (fresh pack)", lineterm="", n=1)
+                print("\n".join(list(diff)[:30]), file=sys.stderr)
+            except UnicodeDecodeError:
+                pass  # the shipped file is Latin-1 bytes: no line diff to show
             return 1
     print(f"pack --check: {', '.join(str(p) for p in files)} up to date")
     return 0
@@ -939,16 +979,17 @@ def main(argv=None) -> int:
         print(f"pack: {e}", file=sys.stderr)
         return 2
     out = Path(args.output)
-    files = {out: src} if args.readable else {out: self_extracting(src), readable_path(out): src}
+    shipped, s = shipped_file(src)
+    readable = src.encode("utf-8")
+    files = {out: readable} if args.readable else {readable_path(out): readable, out: shipped}
     if args.check:
         return check_files(files, f"python tools/pack.py --recipe {args.recipe}{' --readable' if args.readable else ''}")
-    for path, text in files.items():
-        write_atomic(path, text)
-    s = sizes(src)
-    print(f"{out}: recipe {args.recipe!r}, {s['raw']} bytes raw, {s['lzma']} lzma, {s['brotli']} brotli, "
+    for path, data in files.items():
+        write_atomic(path, data)
+    print(f"{out}: recipe {args.recipe!r}, {s['raw']} bytes readable, {s['minified']} minified, {s['brotli']} brotli, "
+          f"{s['lzma']} lzma -> {s['chosen']}; as a Latin-1 literal {s['literal']} (base85 would be {s['base85']}); "
           f"{s['self_extracting']} as the self-extracting file{'' if args.readable else ' <- written'}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
