@@ -38,7 +38,7 @@ from golf.config import GolfError
 
 # Log-header keys that describe the launch (torchrun's env), not the recipe: never exported to the load's env.
 RUNTIME_KEYS = ("rank", "world_size", "local_rank", "distributed", "is_main_process")
-HEADER_LINE = re.compile(r"^  (\w+): (.*)$")
+HEADER_LINE = re.compile(r"^  (\w+):(?: (.*))?$")  # an empty value may lose its trailing space (#2101 artifact_dir:)
 ENV_READ = re.compile(r"^\s+(\w+) = .*?os\.environ\.get\(\s*\"(\w+)\"", re.M)
 _load_count = itertools.count()
 
@@ -68,7 +68,7 @@ def read_header(log: Path) -> dict[str, str]:
         m = HEADER_LINE.match(line)
         if not m:
             break
-        header[m.group(1)] = m.group(2)
+        header[m.group(1)] = m.group(2) or ""
     if not header:
         raise GolfError(f"{log}: the 'Hyperparameters:' header lists no values")
     return header
