@@ -25,7 +25,8 @@ from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
-from golf.optim import WeightEMA, build_optimizers, lr_multiplier, muon_momentum_at, set_lr, set_muon_momentum
+from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta, muon_momentum_at, restore_muon_momenta,
+                        set_lr, set_muon_momentum)
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
@@ -84,7 +85,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     Returns the number of optimiser steps taken."""
     opts = build_optimizers(model, rules, cfg)
     net = torch.compile(model) if cfg.compile else model
-    if env.world_size > 1:
+    if env.world_size > 1 and not cfg.grad_clip_per_rank:  # else train_step clips, then averages (the record)
         net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
                                       find_unused_parameters=model.schedule.varying_graph)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // env.world_size)
@@ -94,19 +95,24 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     log(budget.plan_line())
     log(f"world_size:{env.world_size} grad_accum_steps:{grad_accum} device:{env.device.type}")
 
-    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset.
-    # Progress sweeps 0 -> 1 so every depth the loop schedule uses gets compiled before the clock starts.
+    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset. As the
+    # record (R:3446-3470): compile_warmup_steps steps at progress 0 (no loops), then as many at progress 1 (loops
+    # on), each at the base LR and the momentum ramp of its index, so every depth is compiled before the clock.
     if cfg.compile_warmup_steps > 0:
         budget.start("warmup")
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in opts]
         warm_loader = copy.deepcopy(loader)  # the real run then starts from the same first batch
-        for i in range(cfg.compile_warmup_steps):
-            model.set_progress(i, i / cfg.compile_warmup_steps)
-            train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
+        for progress in (0.0, 1.0):
+            for i in range(cfg.compile_warmup_steps):
+                model.set_progress(i, progress)
+                set_muon_momentum(opts, muon_momentum_at(i, cfg))
+                train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
+        kept = muon_momenta(opts) if cfg.warmup_keep_muon_momentum and env.world_size > 1 else {}
         model.load_state_dict(init_model)
         for o, s in zip(opts, init_opts):
             o.load_state_dict(s)
+        restore_muon_momenta(opts, kept)
         budget.stop("warmup")
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -49,6 +49,8 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
+        if cfg.embed_bf16:  # the record's bf16 embedding (R:3332; Config.embed_bf16): init in fp32, then cast
+            self.tok_emb.to(torch.bfloat16)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
@@ -65,6 +67,9 @@ class GPT(nn.Module):
         """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
         attends only within its own document (BOS starts one), in training and evaluation alike."""
         x = self.tok_emb(idx)
+        # Under autocast a bf16 embedding starts the residual stream in bf16 (as the record's); without (CPU) the
+        # model computes in fp32.
+        x = x if torch.is_autocast_enabled(x.device.type) else x.float()
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
@@ -73,7 +78,11 @@ class GPT(nn.Module):
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx), self.tok_emb.weight)
+        return self.project(self.hidden(idx))
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> pre-softcap logits (..., V) through the tied embedding."""
+        return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
     def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
