@@ -3,6 +3,9 @@
 A recipe is a complete choice of pieces and defaults; env vars still override any field at run time.
 - default: the merged frontier record's stack (PR #1855, 1.06108 bpb), value for value; FRONTIER_SOURCES says
   where each value comes from.
+- prior: golf's default before issue 23, kept selectable for a GPU comparison (the optimiser / quantiser values
+  issue 23 made equal to the record's: MuonEq-R eps, fp32 Muon and embedding, clip after averaging, warm-up
+  resets Muon momentum, clips 12.0 / 15.0, fp16 gate, LQER per_byte 12,000).
 - gpt_j_x0: golf's default before issue 13 (the 2026-04-09 record's shape: GPT-J parallel blocks with x0 mix,
   two lanes in the last 4 virtual layers; the naive baseline's optimiser values), kept for comparison.
 - baseline: the upstream baseline's shape (plain sequential stack of 9 blocks, MLP x2 ReLU^2) on gpt_j_x0 values.
@@ -92,7 +95,18 @@ class Deviation:
 # Every place where the default still differs from the record (issue 23's rule: a deviation is lossless, a
 # legality fix or a correction argued neutral, and stays selectable by a Config field). Keyed by the record's
 # log-header key or a short piece name; tools/equiv.py reports these as DEVIATION, anything else unequal as FAIL.
-DEVIATIONS: dict[str, Deviation] = {}
+DEVIATIONS: dict[str, Deviation] = {
+    "gptq_reserve_seconds": Deviation(
+        record="0.5 (train clock 600 - 0.5 = 599.5 s, stop after the step that crosses it; GPTQ Hessians 4.7 s "
+               "after the clock, uncounted)",
+        golf="8.0 (train clock 592 s, stop before a step would cross it; calibration inside the 600 s)",
+        kind="legality",
+        reason="GPTQ calibration reads training data and counts as training time (DESIGN.md, issue #1017; the "
+               "2026-04-29 record's compliance re-run used GPTQ_RESERVE_SECONDS=8.0). Under that rule the record's "
+               "599.592 s + 4.7 s is 604.3 s, over 600. Same arithmetic: train = MAX_WALLCLOCK_SECONDS - "
+               "QUANT_RESERVE_SECONDS, LR and loop progress by train clock; QUANT_RESERVE_SECONDS=0.5 gives 599.5 s. "
+               "7.5 s fewer steps: ~62 of 4945 at 121.6 ms/step (1.2%)."),
+}
 
 # golf's default before issue 13, field for field (git show 77cbd86:golf/config.py); the new pieces off.
 GPT_J_X0 = dataclasses.replace(
@@ -102,8 +116,15 @@ GPT_J_X0 = dataclasses.replace(
     lane_x0_residual=True, orthogonal_init=False, doc_attention=False, muon_momentum_warmup_steps=0, embed_wd=0.0,
     scalar_wd=0.0, grad_clip_norm=0.0, min_lr=0.0)
 
+# golf's default before issue 23 (the fields it changed, old values), kept selectable for a GPU comparison.
+PRIOR = dataclasses.replace(
+    Config(), matrix_optimizer="muoneq_r_rms", muon_bf16=False, embed_bf16=False, grad_clip_per_rank=False,
+    warmup_keep_muon_momentum=False, mlp_clip_k=12.0, embed_clip_k=15.0, gate_bits=0, lqer_select="per_byte",
+    lqer_budget_bytes=12_000)
+
 RECIPES = {
     "default": Config(),
+    "prior": PRIOR,
     "gpt_j_x0": GPT_J_X0,
     "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
     # The default stack on CaseOps data (golf/caseops.py; scored on the original bytes by the val byte sidecar).
