@@ -170,8 +170,14 @@ class Config:
     # "gated_attn_quant_gate: True", R:2195-2204); 0: fp16 like the other small tensors (recipe prior).
     gate_bits: int = 8
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
-    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
-    gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
+    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val); record log: 16
+    # Tokens per calibration pass, over all ranks (summed). 98,304 = 48 rows of 2048: the record's rank computes
+    # 48 rows a pass (786,432 / 8 ranks, R:2137) and only rank 0's Hessians reach its artifact (no all-reduce,
+    # R:2141-2145, main writes): 768 rows in all, as here. golf had 131,072 (recipe prior).
+    gptq_calib_tokens: int = 98304
+    # Calibration attends across document starts as the record's (forward_logits without cu_seqlens, R:2139, on
+    # ShuffledSequenceLoader windows); True: within each document as training and evaluation (recipe prior).
+    calib_doc_attention: bool = False
     # Symbol codec per group (golf/compress.py CODECS; GROUP=CODEC entries, one bare CODEC for the rest; checked
     # before training). The embedding in ZPAQ over its similarity-sorted rows transposed (the record's layout),
     # the rest in context ANS (plain order-0 ANS where contexts do not pay). Re-encoding the 61-step smoke

@@ -42,17 +42,18 @@ POLAR_EXPRESS_COEFFS = (
 
 def polar_express(g: torch.Tensor, steps: int, eps: float = 1e-7, coeffs=POLAR_EXPRESS_COEFFS) -> torch.Tensor:
     """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record.
-    A bf16 or fp64 g is iterated in its own dtype (the record: bf16 always, R:1733); fp32 in bf16 on CUDA."""
+    A bf16 or fp64 g is iterated in its own dtype (the record: bf16 always, R:1733); fp32 in bf16 on CUDA.
+    The matrix is iterated as a batch of one, as the record's (R:1731-1732): batched and plain matmuls round bf16
+    differently, and the record's update is the batched one."""
     x = g if g.dtype in (torch.bfloat16, torch.float64) else g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     transposed = x.size(0) > x.size(1)
-    if transposed:
-        x = x.T
-    x = x / (x.norm() + eps)
+    x = (x.T if transposed else x)[None]
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
     for i in range(steps):
         a, b, c = coeffs[min(i, len(coeffs) - 1)]
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if transposed else x).to(g.dtype)
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return (x[0].T if transposed else x[0]).to(g.dtype)
 
 
 ORTHOGONALIZERS = {"newton_schulz": newton_schulz, "polar_express": polar_express}
@@ -220,7 +221,9 @@ class WeightEMA:
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1 - self.decay)
+        # decay * ema + (1 - decay) * p, in the record's op order (R:3512): a lerp rounds differently
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, [p.detach().float() for p in self.params], alpha=1 - self.decay)
 
     @torch.no_grad()
     def copy_to_model(self) -> None:

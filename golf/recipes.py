@@ -106,6 +106,14 @@ DEVIATIONS: dict[str, Deviation] = {
                "599.592 s + 4.7 s is 604.3 s, over 600. Same arithmetic: train = MAX_WALLCLOCK_SECONDS - "
                "QUANT_RESERVE_SECONDS, LR and loop progress by train clock; QUANT_RESERVE_SECONDS=0.5 gives 599.5 s. "
                "7.5 s fewer steps: ~62 of 4945 at 121.6 ms/step (1.2%)."),
+    "quant.calibration_rows": Deviation(
+        record="ShuffledSequenceLoader: 2048-token windows at random offsets of the train shards (PCG64 seeded by "
+               "rank, R:701-752)",
+        golf="the next rows of the training stream after the last step (the train loader, continued)",
+        kind="neutral",
+        reason="both are training tokens (never val), the same count (16 x 48 rows of 2048) through the same model; "
+               "which windows are drawn only samples the same distribution (tools/equiv.py feeds both sides one "
+               "batch and finds the Hessians equal)"),
     "model.param_count": Deviation(
         record="35,945,671 parameters (log model_params)", golf="35,945,623",
         kind="lossless",
@@ -127,7 +135,7 @@ GPT_J_X0 = dataclasses.replace(
 PRIOR = dataclasses.replace(
     Config(), train_loader="fixed_rows", matrix_optimizer="muoneq_r_rms", muon_bf16=False, embed_bf16=False,
     grad_clip_per_rank=False, warmup_keep_muon_momentum=False, mlp_clip_k=12.0, embed_clip_k=15.0, gate_bits=0,
-    lqer_select="per_byte", lqer_budget_bytes=12_000)
+    lqer_select="per_byte", lqer_budget_bytes=12_000, gptq_calib_tokens=131072, calib_doc_attention=True)
 
 RECIPES = {
     "default": Config(),

@@ -78,6 +78,17 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
     log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
+def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, init_model: dict,
+                       init_opts: list[dict]) -> None:
+    """Weights and optimiser state back to before the warm-up; distributed, Muon's momentum stays, as the record's
+    shard momentum does (Config.warmup_keep_muon_momentum)."""
+    kept = muon_momenta(opts) if cfg.warmup_keep_muon_momentum and world_size > 1 else {}
+    model.load_state_dict(init_model)
+    for o, s in zip(opts, init_opts):
+        o.load_state_dict(s)
+    restore_muon_momenta(opts, kept)
+
+
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
@@ -108,11 +119,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
                 model.set_progress(i, progress)
                 set_muon_momentum(opts, muon_momentum_at(i, cfg))
                 train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
-        kept = muon_momenta(opts) if cfg.warmup_keep_muon_momentum and env.world_size > 1 else {}
-        model.load_state_dict(init_model)
-        for o, s in zip(opts, init_opts):
-            o.load_state_dict(s)
-        restore_muon_momenta(opts, kept)
+        reset_after_warmup(cfg, env.world_size, model, opts, init_model, init_opts)
         budget.stop("warmup")
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -171,7 +178,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
-        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(head, m.hidden(x)))
+        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(
+            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))))  # zeros: one segment
     model.train()
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
@@ -183,13 +191,19 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=N
                     byte_counts=byte_counts)
 
 
-def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
-    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[str, ParamRule],
+                     hessians: dict[str, torch.Tensor]) -> dict:
+    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
+    return quantize_state(state, plan, hessians, lqer)
+
+
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()})
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(cfg)}
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
