@@ -78,6 +78,15 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
     log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
+def across_ranks(net, cfg: Config, env: DistEnv, varying_graph: bool = False):
+    """net wrapped in DDP (gradients averaged in backward, then clipped), or as it is with one rank or with
+    grad_clip_per_rank (train_step clips each rank's gradient, then averages: the record's order)."""
+    if env.world_size == 1 or cfg.grad_clip_per_rank:
+        return net
+    return DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                                   find_unused_parameters=varying_graph)
+
+
 def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, init_model: dict,
                        init_opts: list[dict]) -> None:
     """Weights and optimiser state back to before the warm-up; distributed, Muon's momentum stays, as the record's
@@ -95,10 +104,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
     Returns the number of optimiser steps taken."""
     opts = build_optimizers(model, rules, cfg)
-    net = torch.compile(model) if cfg.compile else model
-    if env.world_size > 1 and not cfg.grad_clip_per_rank:  # else train_step clips, then averages (the record)
-        net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
-                                      find_unused_parameters=model.schedule.varying_graph)
+    net = across_ranks(torch.compile(model) if cfg.compile else model, cfg, env, model.schedule.varying_graph)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // env.world_size)
     if cfg.train_batch_tokens % (env.world_size * grad_accum * cfg.train_seq_len):
         raise GolfError(f"TRAIN_BATCH_TOKENS={cfg.train_batch_tokens} is not a multiple of world_size x "

@@ -11,7 +11,9 @@ GPTQ symbols and fp16 scales per tensor class (attn, mlp int6; embed int7); the 
 their factors; the dequantised state with its dtypes; logits of the round-trip models.
 """
 
+import contextlib
 import dataclasses
+import io
 
 import torch
 
@@ -233,7 +235,8 @@ def check(rec, cfg) -> list[Piece]:
     template = record_dtype_template(rec, h)
     record_flat = {k: v.to(template[k].dtype) for k, v in
                    rec.module._unbank_state_dict(record_model.state_dict(), h.num_layers).items()}
-    result, meta = rec.module.gptq_mixed_quantize(record_flat, {names[g]: t for g, t in hessians.items()}, h)
+    with contextlib.redirect_stdout(io.StringIO()):  # its "Quantized weights:" log lines
+        result, meta = rec.module.gptq_mixed_quantize(record_flat, {names[g]: t for g, t in hessians.items()}, h)
     golf_state = {k: v.detach().clone() for k, v in golf_model.state_dict().items()}
     entries = quantize_entries(golf_cfg, golf_state, rules, hessians)
     pieces += gptq_pieces(entries, result, names, h)
