@@ -129,7 +129,7 @@ def gptq_pieces(entries, result, names, h) -> list[Piece]:
         equal = q.shape == rq.shape and torch.equal(q, rq) and torch.equal(s, rs)
         max_abs = float((s - rs).abs().max()) if s.shape == rs.shape else float("inf")
         pieces.append(verdict(f"quant.gptq.{cls}", equal, max_abs, max_abs / max(float(rs.abs().max()), 1e-12),
-                              f"{len(members)} tensors int{bits}, record clip {clip} sigma: {share:.1%} of symbols "
+                              f"{len(members)} tensors int{bits}, record clip {clip} sigma: {share:.3g} of symbols "
                               f"differ (symbols and fp16 scales bit-equal)"))
     return pieces
 
