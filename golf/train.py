@@ -25,8 +25,8 @@ from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
-from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta, muon_momentum_at, restore_muon_momenta,
-                        set_lr, set_muon_momentum)
+from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta, muon_momentum_at,
+                        restore_muon_momenta, set_lr, set_muon_momentum)
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state

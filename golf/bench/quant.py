@@ -76,7 +76,8 @@ def order0_entropy_bytes(symbols: numpy.ndarray) -> float:
     return float(-(p * numpy.log2(p)).sum() * symbols.size / 8)
 
 
-def with_lqer(state, hessians, entries, weighting: str, top_k: int, select: str = "output_error", budget: int = 0) -> dict:
+def with_lqer(state, hessians, entries, weighting: str, top_k: int, select: str = "output_error",
+              budget: int = 0) -> dict:
     return add_lqer(state, entries, hessians, dataclasses.replace(LqerPlan(), top_k=top_k, weighting=weighting,
                                                                   select=select, budget_bytes=budget))
 
@@ -261,7 +262,8 @@ def record_report(seed: int, codecs=("ans", "ctx", Config().codec), cfg: Config 
             rows.append({"combination": "previous default: embed rtn-int8, v1 brotli", "bytes":
                          previous_default_bytes(base, groups), "quant_s": quant_s,
                          "encode_s": time.perf_counter() - start})
-        selections = (("lqer off", 0, "weight_error", 0), (f"lqer top-{cfg.lqer_top_k}", cfg.lqer_top_k, "weight_error", 0),
+        selections = (("lqer off", 0, "weight_error", 0),
+                      (f"lqer top-{cfg.lqer_top_k}", cfg.lqer_top_k, "weight_error", 0),
                       (f"lqer per_byte {cfg.lqer_budget_bytes:,}", cfg.lqer_top_k, "per_byte", cfg.lqer_budget_bytes))
         for label, top_k, select, budget in selections:
             start = time.perf_counter()

@@ -127,7 +127,8 @@ def golf_warmup_momenta(cfg, rank: int) -> dict[str, torch.Tensor]:
 
     model = torch.nn.Module()
     model.mats = torch.nn.ParameterList([torch.nn.Parameter(m.clone()) for bank in initial_banks() for m in bank])
-    rules = {n: ParamRule(n, "muon", cfg.matrix_lr, cfg.muon_wd, None, None, "mlp") for n, _ in model.named_parameters()}
+    rules = {n: ParamRule(n, "muon", cfg.matrix_lr, cfg.muon_wd, None, None, "mlp")
+             for n, _ in model.named_parameters()}
     opts = build_optimizers(model, rules, cfg)
     init_model, init_opts = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts]
     for step in range(2):
