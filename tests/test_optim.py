@@ -219,3 +219,25 @@ def test_build_optimizers_follows_the_slots():
                               embed_scalar_optimizer="lion")
     muon, lion = build_optimizers(model, rules, cfg)
     assert type(muon) is Muon and muon.orthogonalize is polar_express and type(lion) is Lion
+
+
+def test_warmup_reset_keeps_muon_momentum_only_when_distributed():
+    import copy
+
+    from golf.params import ParamRule
+    from golf.train import reset_after_warmup
+
+    model = torch.nn.Linear(8, 16, bias=False)
+    rules = {"weight": ParamRule("weight", "muon", 0.1, 0.0, None, None, "mlp")}
+    for world, keep, kept in ((2, True, True), (1, True, False), (2, False, False)):
+        cfg = dataclasses.replace(Config(), warmup_keep_muon_momentum=keep)
+        opts = build_optimizers(model, rules, cfg)
+        start, start_opts = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts]
+        model.weight.grad = torch.randn(16, 8)
+        opts[0].step()
+        momentum = opts[0].state[model.weight]["momentum"].clone()
+        reset_after_warmup(cfg, world, model, opts, start, start_opts)
+        assert torch.equal(model.weight.detach(), start["weight"])  # weights always go back
+        assert (model.weight in opts[0].state) == kept, (world, keep)
+        if kept:
+            assert torch.equal(opts[0].state[model.weight]["momentum"], momentum)
