@@ -106,7 +106,9 @@ class Config:
     muon_momentum: float = 0.97  # record log muon_momentum
     muon_steps: int = 5  # record log muon_backend_steps
     muon_wd: float = 0.095  # record log muon_wd
-    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True)
+    # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True; row norms clamped at 1e-7, R:1852).
+    # muoneq_r_rms: golf's earlier row RMS + 1e-7 (recipe prior).
+    matrix_optimizer: str = "muoneq_r"
     orthogonalizer: str = "polar_express"  # golf/optim.py ORTHOGONALIZERS (record R:1720-1726, 5 steps)
     embed_scalar_optimizer: str = "adamw"  # golf/optim.py EMBED_SCALAR_OPTIMIZERS
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
@@ -128,6 +130,18 @@ class Config:
     muon_momentum_warmup_start: float = 0.92  # Muon momentum ramps from this to muon_momentum... (record log)
     muon_momentum_warmup_steps: int = 1500  # ...linearly over these steps; 0: flat (record log)
     muon_sharded: bool = True  # each rank orthogonalises its share of the matrices, then all-gather (record R:1800)
+    # bf16 where the record is bf16 (issue 23): Muon's gradient, momentum and update (R:1788-1791, 1839-1845)...
+    muon_bf16: bool = True
+    # ...and the tied embedding with its AdamW moments (R:3332 .bfloat16(); restore_fp32_params R:1988 leaves it),
+    # so the dequantised embedding is bf16 too (R:2341). Under autocast the residual stream then starts in bf16.
+    embed_bf16: bool = True
+    # Clip each rank's gradient (its micro-batches' mean) at grad_clip_norm, then average over ranks (the record:
+    # no DDP, clip_grad_norm_ R:3400 before Optimizers.step's all-reduce / reduce-scatter R:1991-2002). False: DDP
+    # averages, then the average is clipped.
+    grad_clip_per_rank: bool = True
+    # Distributed, the record's warm-up leaves Muon's momentum in place: its shard momentum (R:1792) is outside the
+    # optimiser state_dict that the reset restores (R:3471-3473). Single-process it is reset, there as here.
+    warmup_keep_muon_momentum: bool = True
     embed_wd: float = 0.085  # AdamW decay of the tied embedding (record log embed_wd)
     scalar_wd: float = 0.02  # AdamW decay of gains, mixes, gates (record log adam_wd)
     adam_eps: float = 1e-8  # record log adam_eps
@@ -180,15 +194,23 @@ class Config:
     # int7 tied embedding, GPTQ'd with the head-input Hessian: record PR #1855 log "embed_bits: 7", "gptq (int7)"
     embed_bits: int = 7
     attn_clip_k: float = 13.0
-    # 12.0 / 15.0, not the 1.0611 record's 11.5 / 14.0: tools/preflight.py put the default at 16,079,100 bytes
-    # (upper bound) with those, over 16,000,000; 12.0 / 15.0 are accepted records' values (2026-04-16 and 2026-04-22
-    # logs "mlp_clip_sigmas: 12.0", "embed_clip_sigmas: 15.0"; the 2026-04-29 record's MLP_CLIP_SIGMAS=12.0
-    # EMBED_CLIP_SIGMAS=15.0).
-    mlp_clip_k: float = 12.0
-    embed_clip_k: float = 15.0
+    # The 1.0611 record's clips (log "mlp_clip_sigmas: 11.5", "embed_clip_sigmas: 14.0"). golf had 12.0 / 15.0
+    # (recipe prior: accepted records' values, 2026-04-16 / 04-22 logs) after tools/preflight.py put these at
+    # 16,079,100 bytes (upper bound), over 16,000,000: the codec work of issue "bytes" makes them fit.
+    mlp_clip_k: float = 11.5
+    embed_clip_k: float = 14.0
+    # The attention gate (heads, gate_window) stored int8 per row, scale absmax / 127 (record log
+    # "gated_attn_quant_gate: True", R:2195-2204); 0: fp16 like the other small tensors (recipe prior).
+    gate_bits: int = 8
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
-    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
-    gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
+    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val); record log: 16
+    # Tokens per calibration pass, over all ranks (summed). 98,304 = 48 rows of 2048: the record's rank computes
+    # 48 rows a pass (786,432 / 8 ranks, R:2137) and only rank 0's Hessians reach its artifact (no all-reduce,
+    # R:2141-2145, main writes): 768 rows in all, as here. golf had 131,072 (recipe prior).
+    gptq_calib_tokens: int = 98304
+    # Calibration attends across document starts as the record's (forward_logits without cu_seqlens, R:2139, on
+    # ShuffledSequenceLoader windows); True: within each document as training and evaluation (recipe prior).
+    calib_doc_attention: bool = False
     # Symbol codec per group (golf/compress.py CODECS; GROUP=CODEC entries, one bare CODEC for the rest; checked
     # before training). The embedding in ZPAQ over its similarity-sorted rows transposed (the record's layout),
     # the rest in context ANS (plain order-0 ANS where contexts do not pay). Re-encoding the 61-step smoke
@@ -200,23 +222,25 @@ class Config:
     # Symbol layout per group (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM | auto (smallest of
     # AUTO_LAYOUTS with the group's codec: the context coder sees the row above, so a similarity sort can pay).
     symbol_layout: str = "embed=simsort+transpose,auto"
-    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
-    lqer_top_k: int = 3  # 0: off (both selections); LQER_SELECT=top_k: this many
+    lqer_top_k: int = 3  # 0: off (every selection); weight_error / output_error: this many
     lqer_rank: int = 4
     lqer_a_bits: int = 2
     lqer_b_bits: int = 4
     lqer_group: int = 64
     lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
-    # Which matrices (golf/quant/state.py LqerPlan): per_byte keeps the corrections that remove the most output
-    # error per factor byte within lqer_budget_bytes (K follows); top_k takes the LQER_TOP_K largest errors.
-    # 12,000 nominal bytes: what the record's top-3 rank-4 factors cost on 512-wide MLP matrices (3.1 KB a 2048x512
-    # fc, 4.9 KB a 512x2048 proj: 9.4-14.6 KB).
-    lqer_select: str = "per_byte"
+    # Which matrices (golf/quant/state.py LQER_SELECTIONS): weight_error, the record's rule (R:2270-2274), takes
+    # the LQER_TOP_K largest ||W - Q||_F; output_error the LQER_TOP_K largest ||X (W - Q)^T|| (from the Hessians);
+    # per_byte keeps the corrections that remove the most output error per factor byte within lqer_budget_bytes
+    # (recipe prior, with 12,000 bytes: the record's top-3 cost ~15.5 KB nominal and do not fit it).
+    lqer_select: str = "weight_error"
     lqer_budget_bytes: int = 12_000
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
+    # A declared deviation (golf/recipes.py DEVIATIONS "gptq_reserve_seconds"): the 1.0611 record reserved 0.5 s
+    # (train clock 599.5 s) and ran its 4.7 s of Hessians after the clock; QUANT_RESERVE_SECONDS=0.5 gives its clock.
     quant_reserve_seconds: float = 8.0
     # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
     checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)
@@ -366,6 +390,26 @@ def all_reduce_(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=op)
     return t
+
+
+def average_grads(params) -> None:
+    """Each gradient becomes its mean over the ranks (one all-reduce per gradient dtype); a no-op without a process
+    group. A parameter without a gradient here contributes zeros (and gets them)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def teardown_dist() -> None:
@@ -758,8 +802,11 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
         ParamRule(r"blocks\.\d+\.mlp\.(fc|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.mlp_clip_k, "mlp"),
         # Gains, mixes and gates (the record's CONTROL_TENSOR_NAME_PATTERNS, R:1887): scalar AdamW, decay scalar_wd.
-        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain|attn\.gate)|smear\.(weight|lam)",
+        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain)|smear\.(weight|lam)",
                   "adam", cfg.scalar_lr, cfg.scalar_wd, None, None, "scalars"),
+        # The attention gate (heads, gate_window): int8 per row at absmax (clip_k None), as the record (R:2195).
+        ParamRule(r"blocks\.\d+\.attn\.gate", "adam", cfg.scalar_lr, cfg.scalar_wd, cfg.gate_bits or None, None,
+                  "gate"),
         # Loop schedule extras (golf/model/loops.py). No decay on the injection matrix: it starts as [I | 0] and
         # decay would pull the recurrent state towards zero.
         ParamRule(r"schedule\.(inject|adapters\.\d+\.(down|up))\.weight", "muon", cfg.matrix_lr, 0.0,
@@ -816,25 +863,29 @@ POLAR_EXPRESS_COEFFS = (
 
 
 def polar_express(g: torch.Tensor, steps: int, eps: float = 1e-7, coeffs=POLAR_EXPRESS_COEFFS) -> torch.Tensor:
-    """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record."""
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32) if g.dtype != torch.float64 else g
+    """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record.
+    A bf16 or fp64 g is iterated in its own dtype (the record: bf16 always, R:1733); fp32 in bf16 on CUDA.
+    The matrix is iterated as a batch of one, as the record's (R:1731-1732): batched and plain matmuls round bf16
+    differently, and the record's update is the batched one."""
+    x = g if g.dtype in (torch.bfloat16, torch.float64) else g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     transposed = x.size(0) > x.size(1)
-    if transposed:
-        x = x.T
-    x = x / (x.norm() + eps)
+    x = (x.T if transposed else x)[None]
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
     for i in range(steps):
         a, b, c = coeffs[min(i, len(coeffs) - 1)]
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if transposed else x).to(g.dtype)
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return (x[0].T if transposed else x[0]).to(g.dtype)
 
 
 ORTHOGONALIZERS = {"polar_express": polar_express}
 
 
 def row_normalize(update: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Scale each row of (rows, cols) to unit RMS."""
-    return update / (update.float().square().mean(dim=1, keepdim=True).sqrt() + eps).to(update.dtype)
+    """Scale each row of (rows, cols) to unit L2 norm, the norm (fp32) clamped below at eps, then divided in the
+    update's dtype (the record, R:1852-1853). Only the eps sees the norm-vs-RMS scale: the orthogonaliser
+    divides by the Frobenius norm next."""
+    return update / update.float().norm(dim=-1, keepdim=True).clamp_min(eps).to(update.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -843,22 +894,27 @@ class Muon(torch.optim.Optimizer):
     sharded (with a process group of world_size > 1): the matrices of each shape are dealt out in turns of
     world_size, rank r orthogonalises the r-th of each turn (and keeps only its momentum), and an all_gather
     hands every rank all the updates, as the records do (R:1800-1880). Gradients are identical on every rank
-    (DDP), so each update is computed exactly as one process would compute it."""
+    (averaged before the step), so each update is computed exactly as one process would compute it.
+
+    work_dtype: the gradient, momentum and update in this dtype (bf16: the record's, R:1788-1791, 1839-1845);
+    None: the gradient's own (fp32)."""
 
     def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float,
-                 orthogonalize=newton_schulz, sharded: bool = True):
+                 orthogonalize=newton_schulz, sharded: bool = True, work_dtype: torch.dtype | None = None):
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
         self.orthogonalize = orthogonalize
         self.sharded = sharded
+        self.work_dtype = work_dtype
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return update
 
     def update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
         """The orthogonalised Nesterov step of p (its momentum buffer advances)."""
-        buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-        buf.mul_(group["momentum"]).add_(p.grad)
-        update = p.grad.add(buf, alpha=group["momentum"])
+        grad = p.grad.to(self.work_dtype or p.grad.dtype)
+        buf = self.state[p].setdefault("momentum", torch.zeros_like(grad))
+        buf.mul_(group["momentum"]).add_(grad)
+        update = grad.add(buf, alpha=group["momentum"])
         return self.orthogonalize(self.precondition(update), group["ns_steps"])
 
     @staticmethod
@@ -887,7 +943,7 @@ class Muon(torch.optim.Optimizer):
                     mine = chunk[rank] if rank < len(chunk) else None
                     # grad is None on every rank alike (a parameter unused this step): send zeros, apply nothing.
                     own = self.update(mine, group) if mine is not None and mine.grad is not None \
-                        else torch.zeros_like(chunk[0])
+                        else torch.zeros_like(chunk[0], dtype=self.work_dtype or chunk[0].dtype)
                     gathered = [torch.empty_like(own) for _ in range(world)]
                     dist.all_gather(gathered, own.contiguous())
                     for p, update in zip(chunk, gathered):
@@ -896,8 +952,8 @@ class Muon(torch.optim.Optimizer):
 
 
 class MuonEqR(Muon):
-    """MuonEq-R (2026 records, MUON_ROW_NORMALIZE=1): equalise the rows of the momentum update (unit RMS each)
-    before orthogonalising, so a few large-gradient rows do not dominate the polar factor."""
+    """MuonEq-R (2026 records, MUON_ROW_NORMALIZE=1): equalise the rows of the momentum update before
+    orthogonalising, so a few large-gradient rows do not dominate the polar factor."""
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return row_normalize(update)
@@ -906,8 +962,10 @@ class MuonEqR(Muon):
 MATRIX_OPTIMIZERS = {"muoneq_r": MuonEqR}
 
 
-def build_adamw(groups: list[dict], cfg, fused: bool) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
+def build_adamw(groups: list[dict], cfg) -> torch.optim.Optimizer:
+    # fused on every device, as the record (R:1935, 1950): a bf16 parameter's update is then computed in fp32
+    # and its bf16 moments rounded once per step (torch's fused AdamW runs on CPU too).
+    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
 
 
 EMBED_SCALAR_OPTIMIZERS = {"adamw": build_adamw}
@@ -926,10 +984,11 @@ def build_optimizers(model: torch.nn.Module, rules: dict[str, ParamRule], cfg) -
         matrix_opt = pick(MATRIX_OPTIMIZERS, cfg.matrix_optimizer, "MATRIX_OPTIMIZER")
         opts.append(matrix_opt(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_steps,
                                weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded,
-                               orthogonalize=pick(ORTHOGONALIZERS, cfg.orthogonalizer, "ORTHOGONALIZER")))
+                               orthogonalize=pick(ORTHOGONALIZERS, cfg.orthogonalizer, "ORTHOGONALIZER"),
+                               work_dtype=torch.bfloat16 if cfg.muon_bf16 else None))
     if adam:
         build = pick(EMBED_SCALAR_OPTIMIZERS, cfg.embed_scalar_optimizer, "EMBED_SCALAR_OPTIMIZER")
-        opts.append(build(adam, cfg, next(model.parameters()).is_cuda))
+        opts.append(build(adam, cfg))
     for opt in opts:
         for g in opt.param_groups:
             g["base_lr"] = g["lr"]
@@ -947,7 +1006,9 @@ class WeightEMA:
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1 - self.decay)
+        # decay * ema + (1 - decay) * p, in the record's op order (R:3512): a lerp rounds differently
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, [p.detach().float() for p in self.params], alpha=1 - self.decay)
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
@@ -979,6 +1040,20 @@ def set_muon_momentum(opts: list[torch.optim.Optimizer], momentum: float) -> Non
         if isinstance(opt, Muon):
             for g in opt.param_groups:
                 g["momentum"] = momentum
+
+
+def muon_momenta(opts: list[torch.optim.Optimizer]) -> dict[torch.Tensor, torch.Tensor]:
+    """{parameter: its Muon momentum buffer} of every Muon optimiser (a rank keeps only its shard's)."""
+    return {p: st["momentum"] for opt in opts if isinstance(opt, Muon) for p, st in opt.state.items()}
+
+
+def restore_muon_momenta(opts: list[torch.optim.Optimizer], momenta: dict[torch.Tensor, torch.Tensor]) -> None:
+    """Put momentum buffers back after an optimiser state reset (load_state_dict dropped them)."""
+    for opt in opts:
+        if isinstance(opt, Muon):
+            for p in [q for g in opt.param_groups for q in g["params"]]:
+                if p in momenta:
+                    opt.state[p]["momentum"] = momenta[p]
 
 
 def set_lr(opts: list[torch.optim.Optimizer], multiplier: float) -> None:
@@ -1828,6 +1903,8 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
+        if cfg.embed_bf16:  # the record's bf16 embedding (R:3332; Config.embed_bf16): init in fp32, then cast
+            self.tok_emb.to(torch.bfloat16)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
@@ -1845,6 +1922,9 @@ class GPT(nn.Module):
         attends only within its own segment: `doc_ids` (B, T) from the document-packing loader (documents cut
         every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
+        # Under autocast a bf16 embedding starts the residual stream in bf16 (as the record's); without (CPU) the
+        # model computes in fp32.
+        x = x if torch.is_autocast_enabled(x.device.type) else x.float()
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
@@ -1856,7 +1936,11 @@ class GPT(nn.Module):
 
     def logits(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx, doc_ids), self.tok_emb.weight)
+        return self.project(self.hidden(idx, doc_ids))
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> pre-softcap logits (..., V) through the tied embedding."""
+        return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
     def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
@@ -1998,9 +2082,11 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     weights[:, dead] = 0.0
+    # dampen before permuting, by the mean of a contiguous copy of the diagonal, as the record (R:2152-2154): the
+    # mean of the permuted diagonal, or of the strided diagonal view, can round differently in the last bit
+    h.diagonal().add_(damp * torch.diag(h).mean())
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols, device=h.device)
     weights, h = weights[:, perm], h[perm][:, perm]
-    h += damp * torch.diag(h).mean() * torch.eye(cols, device=h.device)
     hinv = upper_cholesky_of_inverse(h)
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
@@ -2175,7 +2261,7 @@ def factor_bytes(f: LqerFactors) -> float:
 
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
 LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
-LQER_SELECTIONS = ("per_byte", "top_k")
+LQER_SELECTIONS = ("weight_error", "output_error", "per_byte")
 
 
 @dataclass(frozen=True)
@@ -2183,17 +2269,18 @@ class LqerPlan:
     """Which tensors get an LQER correction and how it is stored (factor defaults: the record's, PR #1855 log
     "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4).
 
-    select "top_k": the top_k matrices by output error (the record's rule). select "per_byte": every quantised
-    matrix gets its factors fitted, and the plan keeps those that remove the most output error (measured on
-    the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit budget_bytes:
-    K follows from bytes against error. top_k 0 turns LQER off in both."""
+    select "weight_error" (the record's rule, R:2270-2274): the top_k matrices by weight error ||W - Q||_F.
+    select "output_error": the top_k by output error ||X (W - Q)^T|| (from their Hessians). select "per_byte":
+    every quantised matrix gets its factors fitted, and the plan keeps those that remove the most output error
+    (measured on the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit
+    budget_bytes: K follows from bytes against error. top_k 0 turns LQER off in all three."""
     top_k: int = 3
     rank: int = 4
     a_bits: int = 2
     b_bits: int = 4
     group: int = 64
     weighting: str = "frobenius"  # frobenius (the record's plain SVD) | hessian (fit in the output metric)
-    select: str = "top_k"
+    select: str = "weight_error"
     budget_bytes: int = 12_000  # per_byte: factor bytes at their nominal widths (golf/quant/lowrank.py factor_bytes)
 
 
@@ -2240,10 +2327,11 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
         h = hessians.get(name) if use_h else None
         return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
 
-    if lqer.select == "top_k":
-        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k)}
-    else:
+    if lqer.select == "per_byte":
         chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
+    else:
+        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k,
+                                                      by_output=lqer.select == "output_error")}
     for name, f in chosen.items():
         out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
@@ -2288,10 +2376,12 @@ def select_within(rows: list[dict], budget_bytes: float) -> dict:
     return chosen
 
 
-def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
-    """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
-    has a Hessian (RTN), by ||E||_F as the record ranks them."""
-    errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), hessians)
+def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_output: bool) -> list[str]:
+    """The top_k candidate matrices by weight error ||E||_F, E = W - Q (the record ranks its GPTQ'd tensors so,
+    R:2270-2274; ties keep state order as its stable sort), or by output error ||X E^T|| from their Hessians
+    (by_output; Frobenius where no tensor has a Hessian)."""
+    metric = hessians if by_output else {}
+    errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), metric)
               for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
 
@@ -3926,7 +4016,7 @@ class NoCheckpoints:
 CHECKPOINTERS = {"off": NoCheckpoints}
 
 
-# ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the global grad-norm clip, then ----
+# ---- golf/step.py: One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the grad-norm clip (after DDP's ----
 def autocast_dtype(device: torch.device):
     return torch.bfloat16 if device.type == "cuda" else None
 
@@ -3946,9 +4036,13 @@ def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> t
                 loss = model(*batch) / grad_accum
             loss.backward()
         total += loss.detach()
+    params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
     if cfg.grad_clip_norm > 0:  # one norm over every trained parameter (record: 0.3, R:3399-3400)
-        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+    if not isinstance(model, DistributedDataParallel):
+        # No DDP (Config.grad_clip_per_rank, or one process): this rank's gradient was clipped on its own above,
+        # the record's order (R:3400, then Optimizers.step's all-reduce / reduce-scatter, R:1991-2002).
+        average_grads(params)
     for opt in opts:
         opt.step()
     for opt in opts:
@@ -4007,6 +4101,26 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
     log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
+def across_ranks(net, cfg: Config, env: DistEnv, varying_graph: bool = False):
+    """net wrapped in DDP (gradients averaged in backward, then clipped), or as it is with one rank or with
+    grad_clip_per_rank (train_step clips each rank's gradient, then averages: the record's order)."""
+    if env.world_size == 1 or cfg.grad_clip_per_rank:
+        return net
+    return DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                                   find_unused_parameters=varying_graph)
+
+
+def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, init_model: dict,
+                       init_opts: list[dict]) -> None:
+    """Weights and optimiser state back to before the warm-up; distributed, Muon's momentum stays, as the record's
+    shard momentum does (Config.warmup_keep_muon_momentum)."""
+    kept = muon_momenta(opts) if cfg.warmup_keep_muon_momentum and world_size > 1 else {}
+    model.load_state_dict(init_model)
+    for o, s in zip(opts, init_opts):
+        o.load_state_dict(s)
+    restore_muon_momenta(opts, kept)
+
+
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
@@ -4015,10 +4129,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     Returns the number of optimiser steps taken."""
     checkpoints = pick(CHECKPOINTERS, cfg.checkpointing, "CHECKPOINTING")(cfg, env, log)  # checks RESUME first
     opts = build_optimizers(model, rules, cfg)
-    net = torch.compile(model) if cfg.compile else model
-    if env.world_size > 1:
-        net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
-                                      find_unused_parameters=model.schedule.varying_graph)
+    net = across_ranks(torch.compile(model) if cfg.compile else model, cfg, env, model.schedule.varying_graph)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // env.world_size)
     if cfg.train_batch_tokens % (env.world_size * grad_accum * cfg.train_seq_len):
         raise GolfError(f"TRAIN_BATCH_TOKENS={cfg.train_batch_tokens} is not a multiple of world_size x "
@@ -4026,19 +4137,20 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     log(budget.plan_line())
     log(f"world_size:{env.world_size} grad_accum_steps:{grad_accum} device:{env.device.type}")
 
-    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset.
-    # Progress sweeps 0 -> 1 so every depth the loop schedule uses gets compiled before the clock starts.
+    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset. As the
+    # record (R:3446-3470): compile_warmup_steps steps at progress 0 (no loops), then as many at progress 1 (loops
+    # on), each at the base LR and the momentum ramp of its index, so every depth is compiled before the clock.
     if cfg.compile_warmup_steps > 0:
         budget.start("warmup")
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in opts]
         warm_loader = copy.deepcopy(loader)  # the real run then starts from the same first batch
-        for i in range(cfg.compile_warmup_steps):
-            model.set_progress(i, i / cfg.compile_warmup_steps)
-            train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
-        model.load_state_dict(init_model)
-        for o, s in zip(opts, init_opts):
-            o.load_state_dict(s)
+        for progress in (0.0, 1.0):
+            for i in range(cfg.compile_warmup_steps):
+                model.set_progress(i, progress)
+                set_muon_momentum(opts, muon_momentum_at(i, cfg))
+                train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
+        reset_after_warmup(cfg, env.world_size, model, opts, init_model, init_opts)
         budget.stop("warmup")
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -4098,7 +4210,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
-        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(head, m.hidden(x)))
+        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(
+            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))))  # zeros: one segment
     model.train()
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
@@ -4110,13 +4223,19 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=N
                     byte_counts=byte_counts)
 
 
-def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
-    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[str, ParamRule],
+                     hessians: dict[str, torch.Tensor]) -> dict:
+    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
+    return quantize_state(state, plan, hessians, lqer)
+
+
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()})
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))

@@ -73,7 +73,9 @@ class Config:
     muon_momentum: float = 0.97  # record log muon_momentum
     muon_steps: int = 5  # record log muon_backend_steps
     muon_wd: float = 0.095  # record log muon_wd
-    matrix_optimizer: str = "muoneq_r"  # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True)
+    # golf/optim.py MATRIX_OPTIMIZERS (record log muon_row_normalize: True; row norms clamped at 1e-7, R:1852).
+    # muoneq_r_rms: golf's earlier row RMS + 1e-7 (recipe prior).
+    matrix_optimizer: str = "muoneq_r"
     orthogonalizer: str = "polar_express"  # golf/optim.py ORTHOGONALIZERS (record R:1720-1726, 5 steps)
     embed_scalar_optimizer: str = "adamw"  # golf/optim.py EMBED_SCALAR_OPTIMIZERS
     ema_decay: float = 0.9965  # EMA of weights, evaluated and exported instead of the raw weights (record); 0: off
@@ -95,6 +97,18 @@ class Config:
     muon_momentum_warmup_start: float = 0.92  # Muon momentum ramps from this to muon_momentum... (record log)
     muon_momentum_warmup_steps: int = 1500  # ...linearly over these steps; 0: flat (record log)
     muon_sharded: bool = True  # each rank orthogonalises its share of the matrices, then all-gather (record R:1800)
+    # bf16 where the record is bf16 (issue 23): Muon's gradient, momentum and update (R:1788-1791, 1839-1845)...
+    muon_bf16: bool = True
+    # ...and the tied embedding with its AdamW moments (R:3332 .bfloat16(); restore_fp32_params R:1988 leaves it),
+    # so the dequantised embedding is bf16 too (R:2341). Under autocast the residual stream then starts in bf16.
+    embed_bf16: bool = True
+    # Clip each rank's gradient (its micro-batches' mean) at grad_clip_norm, then average over ranks (the record:
+    # no DDP, clip_grad_norm_ R:3400 before Optimizers.step's all-reduce / reduce-scatter R:1991-2002). False: DDP
+    # averages, then the average is clipped.
+    grad_clip_per_rank: bool = True
+    # Distributed, the record's warm-up leaves Muon's momentum in place: its shard momentum (R:1792) is outside the
+    # optimiser state_dict that the reset restores (R:3471-3473). Single-process it is reset, there as here.
+    warmup_keep_muon_momentum: bool = True
     embed_wd: float = 0.085  # AdamW decay of the tied embedding (record log embed_wd)
     scalar_wd: float = 0.02  # AdamW decay of gains, mixes, gates (record log adam_wd)
     adam_eps: float = 1e-8  # record log adam_eps
@@ -147,15 +161,23 @@ class Config:
     # int7 tied embedding, GPTQ'd with the head-input Hessian: record PR #1855 log "embed_bits: 7", "gptq (int7)"
     embed_bits: int = 7
     attn_clip_k: float = 13.0
-    # 12.0 / 15.0, not the 1.0611 record's 11.5 / 14.0: tools/preflight.py put the default at 16,079,100 bytes
-    # (upper bound) with those, over 16,000,000; 12.0 / 15.0 are accepted records' values (2026-04-16 and 2026-04-22
-    # logs "mlp_clip_sigmas: 12.0", "embed_clip_sigmas: 15.0"; the 2026-04-29 record's MLP_CLIP_SIGMAS=12.0
-    # EMBED_CLIP_SIGMAS=15.0).
-    mlp_clip_k: float = 12.0
-    embed_clip_k: float = 15.0
+    # The 1.0611 record's clips (log "mlp_clip_sigmas: 11.5", "embed_clip_sigmas: 14.0"). golf had 12.0 / 15.0
+    # (recipe prior: accepted records' values, 2026-04-16 / 04-22 logs) after tools/preflight.py put these at
+    # 16,079,100 bytes (upper bound), over 16,000,000: the codec work of issue "bytes" makes them fit.
+    mlp_clip_k: float = 11.5
+    embed_clip_k: float = 14.0
+    # The attention gate (heads, gate_window) stored int8 per row, scale absmax / 127 (record log
+    # "gated_attn_quant_gate: True", R:2195-2204); 0: fp16 like the other small tensors (recipe prior).
+    gate_bits: int = 8
     quant_method: str = "gptq"  # gptq | rtn (golf/quant/state.py QUANTIZERS), embedding included
-    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val)
-    gptq_calib_tokens: int = 131072  # tokens per calibration pass, over all ranks
+    gptq_calib_batches: int = 16  # calibration forward passes over TRAINING tokens (never val); record log: 16
+    # Tokens per calibration pass, over all ranks (summed). 98,304 = 48 rows of 2048: the record's rank computes
+    # 48 rows a pass (786,432 / 8 ranks, R:2137) and only rank 0's Hessians reach its artifact (no all-reduce,
+    # R:2141-2145, main writes): 768 rows in all, as here. golf had 131,072 (recipe prior).
+    gptq_calib_tokens: int = 98304
+    # Calibration attends across document starts as the record's (forward_logits without cu_seqlens, R:2139, on
+    # ShuffledSequenceLoader windows); True: within each document as training and evaluation (recipe prior).
+    calib_doc_attention: bool = False
     # Symbol codec per group (golf/compress.py CODECS; GROUP=CODEC entries, one bare CODEC for the rest; checked
     # before training). The embedding in ZPAQ over its similarity-sorted rows transposed (the record's layout),
     # the rest in context ANS (plain order-0 ANS where contexts do not pay). Re-encoding the 61-step smoke
@@ -167,23 +189,25 @@ class Config:
     # Symbol layout per group (golf/artifact.py): TRANSFORM | ROW_ORDER+TRANSFORM | auto (smallest of
     # AUTO_LAYOUTS with the group's codec: the context coder sees the row above, so a similarity sort can pay).
     symbol_layout: str = "embed=simsort+transpose,auto"
-    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices by output error: record PR #1855 log
+    # LQER (golf/quant/lowrank.py) on the top-K quantised matrices: record PR #1855 log
     # "lqer_top_k: 3", "lqer_rank: 4", "lqer_asym_group: 64", A int2 / B int4 ("lqer_asym_enabled: True")
-    lqer_top_k: int = 3  # 0: off (both selections); LQER_SELECT=top_k: this many
+    lqer_top_k: int = 3  # 0: off (every selection); weight_error / output_error: this many
     lqer_rank: int = 4
     lqer_a_bits: int = 2
     lqer_b_bits: int = 4
     lqer_group: int = 64
     lqer_weighting: str = "frobenius"  # frobenius (record: plain SVD of the error) | hessian (output metric)
-    # Which matrices (golf/quant/state.py LqerPlan): per_byte keeps the corrections that remove the most output
-    # error per factor byte within lqer_budget_bytes (K follows); top_k takes the LQER_TOP_K largest errors.
-    # 12,000 nominal bytes: what the record's top-3 rank-4 factors cost on 512-wide MLP matrices (3.1 KB a 2048x512
-    # fc, 4.9 KB a 512x2048 proj: 9.4-14.6 KB).
-    lqer_select: str = "per_byte"
+    # Which matrices (golf/quant/state.py LQER_SELECTIONS): weight_error, the record's rule (R:2270-2274), takes
+    # the LQER_TOP_K largest ||W - Q||_F; output_error the LQER_TOP_K largest ||X (W - Q)^T|| (from the Hessians);
+    # per_byte keeps the corrections that remove the most output error per factor byte within lqer_budget_bytes
+    # (recipe prior, with 12,000 bytes: the record's top-3 cost ~15.5 KB nominal and do not fit it).
+    lqer_select: str = "weight_error"
     lqer_budget_bytes: int = 12_000
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
+    # A declared deviation (golf/recipes.py DEVIATIONS "gptq_reserve_seconds"): the 1.0611 record reserved 0.5 s
+    # (train clock 599.5 s) and ran its 4.7 s of Hessians after the clock; QUANT_RESERVE_SECONDS=0.5 gives its clock.
     quant_reserve_seconds: float = 8.0
     # ---- checkpoint and resume (golf/checkpoint.py): long runs off the record track
     checkpointing: str = "off"  # golf/checkpoint.py CHECKPOINTERS; "on" packs the checkpoint code (recipe long)

@@ -49,6 +49,26 @@ def all_reduce_(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
     return t
 
 
+def average_grads(params) -> None:
+    """Each gradient becomes its mean over the ranks (one all-reduce per gradient dtype); a no-op without a process
+    group. A parameter without a gradient here contributes zeros (and gets them)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
 def teardown_dist() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # leave together: a rank tearing down while a peer is still in gloo can abort the peer

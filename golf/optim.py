@@ -41,24 +41,34 @@ POLAR_EXPRESS_COEFFS = (
 
 
 def polar_express(g: torch.Tensor, steps: int, eps: float = 1e-7, coeffs=POLAR_EXPRESS_COEFFS) -> torch.Tensor:
-    """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record."""
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32) if g.dtype != torch.float64 else g
+    """Like newton_schulz, with a different odd quintic per iteration; input scaled by 1/|g|_F as the record.
+    A bf16 or fp64 g is iterated in its own dtype (the record: bf16 always, R:1733); fp32 in bf16 on CUDA.
+    The matrix is iterated as a batch of one, as the record's (R:1731-1732): batched and plain matmuls round bf16
+    differently, and the record's update is the batched one."""
+    x = g if g.dtype in (torch.bfloat16, torch.float64) else g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     transposed = x.size(0) > x.size(1)
-    if transposed:
-        x = x.T
-    x = x / (x.norm() + eps)
+    x = (x.T if transposed else x)[None]
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
     for i in range(steps):
         a, b, c = coeffs[min(i, len(coeffs) - 1)]
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if transposed else x).to(g.dtype)
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return (x[0].T if transposed else x[0]).to(g.dtype)
 
 
 ORTHOGONALIZERS = {"newton_schulz": newton_schulz, "polar_express": polar_express}
 
 
 def row_normalize(update: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Scale each row of (rows, cols) to unit RMS."""
+    """Scale each row of (rows, cols) to unit L2 norm, the norm (fp32) clamped below at eps, then divided in the
+    update's dtype (the record, R:1852-1853). Only the eps sees the norm-vs-RMS scale: the orthogonaliser
+    divides by the Frobenius norm next."""
+    return update / update.float().norm(dim=-1, keepdim=True).clamp_min(eps).to(update.dtype)
+
+
+def row_normalize_rms(update: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Scale each row of (rows, cols) to unit RMS, eps added to the RMS (golf before issue 23: next to the
+    record's rule the eps weighs sqrt(cols) times more, 5e-3 of the update at post-clip gradient scale)."""
     return update / (update.float().square().mean(dim=1, keepdim=True).sqrt() + eps).to(update.dtype)
 
 
@@ -68,22 +78,27 @@ class Muon(torch.optim.Optimizer):
     sharded (with a process group of world_size > 1): the matrices of each shape are dealt out in turns of
     world_size, rank r orthogonalises the r-th of each turn (and keeps only its momentum), and an all_gather
     hands every rank all the updates, as the records do (R:1800-1880). Gradients are identical on every rank
-    (DDP), so each update is computed exactly as one process would compute it."""
+    (averaged before the step), so each update is computed exactly as one process would compute it.
+
+    work_dtype: the gradient, momentum and update in this dtype (bf16: the record's, R:1788-1791, 1839-1845);
+    None: the gradient's own (fp32)."""
 
     def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float,
-                 orthogonalize=newton_schulz, sharded: bool = True):
+                 orthogonalize=newton_schulz, sharded: bool = True, work_dtype: torch.dtype | None = None):
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
         self.orthogonalize = orthogonalize
         self.sharded = sharded
+        self.work_dtype = work_dtype
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return update
 
     def update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
         """The orthogonalised Nesterov step of p (its momentum buffer advances)."""
-        buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
-        buf.mul_(group["momentum"]).add_(p.grad)
-        update = p.grad.add(buf, alpha=group["momentum"])
+        grad = p.grad.to(self.work_dtype or p.grad.dtype)
+        buf = self.state[p].setdefault("momentum", torch.zeros_like(grad))
+        buf.mul_(group["momentum"]).add_(grad)
+        update = grad.add(buf, alpha=group["momentum"])
         return self.orthogonalize(self.precondition(update), group["ns_steps"])
 
     @staticmethod
@@ -112,7 +127,7 @@ class Muon(torch.optim.Optimizer):
                     mine = chunk[rank] if rank < len(chunk) else None
                     # grad is None on every rank alike (a parameter unused this step): send zeros, apply nothing.
                     own = self.update(mine, group) if mine is not None and mine.grad is not None \
-                        else torch.zeros_like(chunk[0])
+                        else torch.zeros_like(chunk[0], dtype=self.work_dtype or chunk[0].dtype)
                     gathered = [torch.empty_like(own) for _ in range(world)]
                     dist.all_gather(gathered, own.contiguous())
                     for p, update in zip(chunk, gathered):
@@ -121,14 +136,21 @@ class Muon(torch.optim.Optimizer):
 
 
 class MuonEqR(Muon):
-    """MuonEq-R (2026 records, MUON_ROW_NORMALIZE=1): equalise the rows of the momentum update (unit RMS each)
-    before orthogonalising, so a few large-gradient rows do not dominate the polar factor."""
+    """MuonEq-R (2026 records, MUON_ROW_NORMALIZE=1): equalise the rows of the momentum update before
+    orthogonalising, so a few large-gradient rows do not dominate the polar factor."""
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return row_normalize(update)
 
 
-MATRIX_OPTIMIZERS = {"muon": Muon, "muoneq_r": MuonEqR}
+class MuonEqRms(MuonEqR):
+    """MuonEq-R with golf's earlier epsilon (row RMS + 1e-7, row_normalize_rms), kept for a GPU comparison."""
+
+    def precondition(self, update: torch.Tensor) -> torch.Tensor:
+        return row_normalize_rms(update)
+
+
+MATRIX_OPTIMIZERS = {"muon": Muon, "muoneq_r": MuonEqR, "muoneq_r_rms": MuonEqRms}
 
 
 class Lion(torch.optim.Optimizer):
@@ -151,11 +173,13 @@ class Lion(torch.optim.Optimizer):
                 m.mul_(b2).add_(p.grad, alpha=1 - b2)
 
 
-def build_adamw(groups: list[dict], cfg, fused: bool) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
+def build_adamw(groups: list[dict], cfg) -> torch.optim.Optimizer:
+    # fused on every device, as the record (R:1935, 1950): a bf16 parameter's update is then computed in fp32
+    # and its bf16 moments rounded once per step (torch's fused AdamW runs on CPU too).
+    return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=True)
 
 
-def build_lion(groups: list[dict], cfg, fused: bool) -> torch.optim.Optimizer:
+def build_lion(groups: list[dict], cfg) -> torch.optim.Optimizer:
     return Lion(groups)
 
 
@@ -175,10 +199,11 @@ def build_optimizers(model: torch.nn.Module, rules: dict[str, ParamRule], cfg) -
         matrix_opt = pick(MATRIX_OPTIMIZERS, cfg.matrix_optimizer, "MATRIX_OPTIMIZER")
         opts.append(matrix_opt(muon, lr=cfg.matrix_lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_steps,
                                weight_decay=cfg.muon_wd, sharded=cfg.muon_sharded,
-                               orthogonalize=pick(ORTHOGONALIZERS, cfg.orthogonalizer, "ORTHOGONALIZER")))
+                               orthogonalize=pick(ORTHOGONALIZERS, cfg.orthogonalizer, "ORTHOGONALIZER"),
+                               work_dtype=torch.bfloat16 if cfg.muon_bf16 else None))
     if adam:
         build = pick(EMBED_SCALAR_OPTIMIZERS, cfg.embed_scalar_optimizer, "EMBED_SCALAR_OPTIMIZER")
-        opts.append(build(adam, cfg, next(model.parameters()).is_cuda))
+        opts.append(build(adam, cfg))
     for opt in opts:
         for g in opt.param_groups:
             g["base_lr"] = g["lr"]
@@ -196,7 +221,9 @@ class WeightEMA:
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in self.params], 1 - self.decay)
+        # decay * ema + (1 - decay) * p, in the record's op order (R:3512): a lerp rounds differently
+        torch._foreach_mul_(self.shadow, self.decay)
+        torch._foreach_add_(self.shadow, [p.detach().float() for p in self.params], alpha=1 - self.decay)
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
@@ -228,6 +255,20 @@ def set_muon_momentum(opts: list[torch.optim.Optimizer], momentum: float) -> Non
         if isinstance(opt, Muon):
             for g in opt.param_groups:
                 g["momentum"] = momentum
+
+
+def muon_momenta(opts: list[torch.optim.Optimizer]) -> dict[torch.Tensor, torch.Tensor]:
+    """{parameter: its Muon momentum buffer} of every Muon optimiser (a rank keeps only its shard's)."""
+    return {p: st["momentum"] for opt in opts if isinstance(opt, Muon) for p, st in opt.state.items()}
+
+
+def restore_muon_momenta(opts: list[torch.optim.Optimizer], momenta: dict[torch.Tensor, torch.Tensor]) -> None:
+    """Put momentum buffers back after an optimiser state reset (load_state_dict dropped them)."""
+    for opt in opts:
+        if isinstance(opt, Muon):
+            for p in [q for g in opt.param_groups for q in g["params"]]:
+                if p in momenta:
+                    opt.state[p]["momentum"] = momenta[p]
 
 
 def set_lr(opts: list[torch.optim.Optimizer], multiplier: float) -> None:

@@ -26,8 +26,11 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
         ParamRule(r"blocks\.\d+\.mlp\.(fc|proj)\.weight", "muon", cfg.matrix_lr, cfg.muon_wd,
                   cfg.matrix_bits, cfg.mlp_clip_k, "mlp"),
         # Gains, mixes and gates (the record's CONTROL_TENSOR_NAME_PATTERNS, R:1887): scalar AdamW, decay scalar_wd.
-        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain|attn\.gate)|smear\.(weight|lam)",
+        ParamRule(r"blocks\.\d+\.(resid_mix|attn_scale|mlp_scale|attn\.q_gain)|smear\.(weight|lam)",
                   "adam", cfg.scalar_lr, cfg.scalar_wd, None, None, "scalars"),
+        # The attention gate (heads, gate_window): int8 per row at absmax (clip_k None), as the record (R:2195).
+        ParamRule(r"blocks\.\d+\.attn\.gate", "adam", cfg.scalar_lr, cfg.scalar_wd, cfg.gate_bits or None, None,
+                  "gate"),
         # Loop schedule extras (golf/model/loops.py). No decay on the injection matrix: it starts as [I | 0] and
         # decay would pull the recurrent state towards zero.
         ParamRule(r"schedule\.(inject|adapters\.\d+\.(down|up))\.weight", "muon", cfg.matrix_lr, 0.0,

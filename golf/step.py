@@ -1,10 +1,12 @@
-"""One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the global grad-norm clip, then
-every optimiser, then EMA."""
+"""One optimiser step: grad-accumulated micro-batches (DDP syncs only the last), the grad-norm clip (after DDP's
+average, or on each rank's own gradient before the average without DDP), then every optimiser, then EMA."""
 
 import contextlib
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+
+from golf.dist import average_grads
 
 
 def autocast_dtype(device: torch.device):
@@ -26,9 +28,13 @@ def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> t
                 loss = model(*batch) / grad_accum
             loss.backward()
         total += loss.detach()
+    params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
     if cfg.grad_clip_norm > 0:  # one norm over every trained parameter (record: 0.3, R:3399-3400)
-        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+    if not isinstance(model, DistributedDataParallel):
+        # No DDP (Config.grad_clip_per_rank, or one process): this rank's gradient was clipped on its own above,
+        # the record's order (R:3400, then Optimizers.step's all-reduce / reduce-scatter, R:1991-2002).
+        average_grads(params)
     for opt in opts:
         opt.step()
     for opt in opts:

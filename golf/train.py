@@ -27,7 +27,8 @@ from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
 from golf.kernels.attention import select_attention
 from golf.model.gpt import GPT, size_report
-from golf.optim import WeightEMA, build_optimizers, lr_multiplier, muon_momentum_at, set_lr, set_muon_momentum
+from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta, muon_momentum_at,
+                        restore_muon_momenta, set_lr, set_muon_momentum)
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
@@ -83,6 +84,26 @@ def log_provenance(log: RunLog, cfg: Config, code_path: str, paths: list[str]) -
     log("=" * 40 + " end source " + "=" * 40, console=False)  # golf/logparse.py reads on after this line
 
 
+def across_ranks(net, cfg: Config, env: DistEnv, varying_graph: bool = False):
+    """net wrapped in DDP (gradients averaged in backward, then clipped), or as it is with one rank or with
+    grad_clip_per_rank (train_step clips each rank's gradient, then averages: the record's order)."""
+    if env.world_size == 1 or cfg.grad_clip_per_rank:
+        return net
+    return DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                                   find_unused_parameters=varying_graph)
+
+
+def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, init_model: dict,
+                       init_opts: list[dict]) -> None:
+    """Weights and optimiser state back to before the warm-up; distributed, Muon's momentum stays, as the record's
+    shard momentum does (Config.warmup_keep_muon_momentum)."""
+    kept = muon_momenta(opts) if cfg.warmup_keep_muon_momentum and world_size > 1 else {}
+    model.load_state_dict(init_model)
+    for o, s in zip(opts, init_opts):
+        o.load_state_dict(s)
+    restore_muon_momenta(opts, kept)
+
+
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
                  loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
@@ -91,10 +112,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     Returns the number of optimiser steps taken."""
     checkpoints = pick(CHECKPOINTERS, cfg.checkpointing, "CHECKPOINTING")(cfg, env, log)  # checks RESUME first
     opts = build_optimizers(model, rules, cfg)
-    net = torch.compile(model) if cfg.compile else model
-    if env.world_size > 1:
-        net = DistributedDataParallel(net, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
-                                      find_unused_parameters=model.schedule.varying_graph)
+    net = across_ranks(torch.compile(model) if cfg.compile else model, cfg, env, model.schedule.varying_graph)
     grad_accum = cfg.grad_accum_steps or max(1, 8 // env.world_size)
     if cfg.train_batch_tokens % (env.world_size * grad_accum * cfg.train_seq_len):
         raise GolfError(f"TRAIN_BATCH_TOKENS={cfg.train_batch_tokens} is not a multiple of world_size x "
@@ -102,19 +120,20 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
     log(budget.plan_line())
     log(f"world_size:{env.world_size} grad_accum_steps:{grad_accum} device:{env.device.type}")
 
-    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset.
-    # Progress sweeps 0 -> 1 so every depth the loop schedule uses gets compiled before the clock starts.
+    # Warm-up compiles kernels on real batches; then weights, optimiser state and data order are reset. As the
+    # record (R:3446-3470): compile_warmup_steps steps at progress 0 (no loops), then as many at progress 1 (loops
+    # on), each at the base LR and the momentum ramp of its index, so every depth is compiled before the clock.
     if cfg.compile_warmup_steps > 0:
         budget.start("warmup")
         init_model = copy.deepcopy(model.state_dict())
         init_opts = [copy.deepcopy(o.state_dict()) for o in opts]
         warm_loader = copy.deepcopy(loader)  # the real run then starts from the same first batch
-        for i in range(cfg.compile_warmup_steps):
-            model.set_progress(i, i / cfg.compile_warmup_steps)
-            train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
-        model.load_state_dict(init_model)
-        for o, s in zip(opts, init_opts):
-            o.load_state_dict(s)
+        for progress in (0.0, 1.0):
+            for i in range(cfg.compile_warmup_steps):
+                model.set_progress(i, progress)
+                set_muon_momentum(opts, muon_momentum_at(i, cfg))
+                train_step(net, warm_loader, opts, cfg, grad_accum, env.device)
+        reset_after_warmup(cfg, env.world_size, model, opts, init_model, init_opts)
         budget.stop("warmup")
 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -174,7 +193,8 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
-        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(head, m.hidden(x)))
+        hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(
+            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))))  # zeros: one segment
     model.train()
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
@@ -186,13 +206,19 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=N
                     byte_counts=byte_counts)
 
 
-def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
-    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[str, ParamRule],
+                     hessians: dict[str, torch.Tensor]) -> dict:
+    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
-    entries = quantize_state(state, plan, {k: h.cpu() for k, h in hessians.items()}, lqer)
+    return quantize_state(state, plan, hessians, lqer)
+
+
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+    """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()})
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))

@@ -293,7 +293,7 @@ def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: t
         lora.begin(rows)
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         h = model.hidden(x)
-        logits = F.linear(h, model.tok_emb.weight)
+        logits = model.project(h)
         if lora is not None:
             logits = logits + lora.delta(lora.head, h).to(logits.dtype)
     if lora is not None:

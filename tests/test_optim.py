@@ -5,7 +5,7 @@ import torch
 
 from golf.config import Config
 from golf.optim import (POLAR_EXPRESS_COEFFS, Lion, Muon, MuonEqR, WeightEMA, build_optimizers, lr_multiplier,
-                        muon_momentum_at, newton_schulz, polar_express)
+                        muon_momentum_at, newton_schulz, polar_express, row_normalize, row_normalize_rms)
 
 
 def test_newton_schulz_singular_values_near_one():
@@ -116,7 +116,7 @@ def test_warmdown_floors_at_min_lr():
     assert lr_multiplier(10, 10.0, 100.0, 0, 0.85, 0.1) == 1.0
 
 
-def test_muoneq_r_equalises_row_rms_before_orthogonalising():
+def test_muoneq_r_equalises_row_norms_before_orthogonalising():
     torch.manual_seed(0)
     seen = []
 
@@ -128,13 +128,42 @@ def test_muoneq_r_equalises_row_rms_before_orthogonalising():
     opt = MuonEqR([p], lr=0.1, momentum=0.95, ns_steps=5, weight_decay=0.0, orthogonalize=spy)
     p.grad = torch.randn(8, 24) * torch.logspace(-2, 2, 8)[:, None]  # rows 4 decades apart
     opt.step()
-    rms = seen[0].square().mean(dim=1).sqrt()
-    assert torch.allclose(rms, torch.ones(8), atol=1e-4)
+    assert torch.allclose(seen[0].norm(dim=1), torch.ones(8), atol=1e-4)
     plain = Muon([torch.nn.Parameter(torch.zeros(8, 24))], lr=0.1, momentum=0.95, ns_steps=5, weight_decay=0.0,
                  orthogonalize=spy)
     plain.param_groups[0]["params"][0].grad = p.grad.clone()
     plain.step()
     assert seen[1].square().mean(dim=1).sqrt().max() > 10  # plain Muon keeps the row scales
+
+
+def test_row_normalize_clamps_the_norm_where_the_rms_rule_adds_eps():
+    # The record clamps each row's L2 norm at 1e-7 (R:1852); golf's earlier rule added 1e-7 to the row RMS.
+    rows = torch.tensor([[3e-8, 4e-8], [3.0, 4.0]])
+    clamped = row_normalize(rows)
+    assert torch.allclose(clamped[0], rows[0] / 1e-7) and torch.allclose(clamped[1], torch.tensor([0.6, 0.8]))
+    rms = row_normalize_rms(rows)
+    assert torch.allclose(rms[0], rows[0] / (5e-8 / 2 ** 0.5 + 1e-7)) and not torch.allclose(rms[0], clamped[0])
+
+
+def test_bf16_muon_keeps_a_bf16_momentum_and_orthogonalises_in_bf16():
+    torch.manual_seed(0)
+    seen = []
+
+    def spy(update, steps):
+        seen.append(update.dtype)
+        return polar_express(update, steps)
+
+    p = torch.nn.Parameter(torch.zeros(8, 24))
+    opt = MuonEqR([p], lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.0, orthogonalize=spy,
+                  work_dtype=torch.bfloat16)
+    p.grad = torch.randn(8, 24)
+    opt.step()
+    assert opt.state[p]["momentum"].dtype == torch.bfloat16 and seen == [torch.bfloat16]
+    assert p.dtype == torch.float32 and torch.equal(opt.state[p]["momentum"], p.grad.bfloat16())
+    fp32 = MuonEqR([torch.nn.Parameter(torch.zeros(8, 24))], lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.0)
+    fp32.param_groups[0]["params"][0].grad = p.grad.clone()
+    fp32.step()
+    assert next(iter(fp32.state.values()))["momentum"].dtype == torch.float32
 
 
 def test_muon_weight_decay_is_decoupled():
@@ -190,3 +219,25 @@ def test_build_optimizers_follows_the_slots():
                               embed_scalar_optimizer="lion")
     muon, lion = build_optimizers(model, rules, cfg)
     assert type(muon) is Muon and muon.orthogonalize is polar_express and type(lion) is Lion
+
+
+def test_warmup_reset_keeps_muon_momentum_only_when_distributed():
+    import copy
+
+    from golf.params import ParamRule
+    from golf.train import reset_after_warmup
+
+    model = torch.nn.Linear(8, 16, bias=False)
+    rules = {"weight": ParamRule("weight", "muon", 0.1, 0.0, None, None, "mlp")}
+    for world, keep, kept in ((2, True, True), (1, True, False), (2, False, False)):
+        cfg = dataclasses.replace(Config(), warmup_keep_muon_momentum=keep)
+        opts = build_optimizers(model, rules, cfg)
+        start, start_opts = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in opts]
+        model.weight.grad = torch.randn(16, 8)
+        opts[0].step()
+        momentum = opts[0].state[model.weight]["momentum"].clone()
+        reset_after_warmup(cfg, world, model, opts, start, start_opts)
+        assert torch.equal(model.weight.detach(), start["weight"])  # weights always go back
+        assert (model.weight in opts[0].state) == kept, (world, keep)
+        if kept:
+            assert torch.equal(opts[0].state[model.weight]["momentum"], momentum)

@@ -258,16 +258,37 @@ def test_lqer_cuts_the_error_it_is_fitted_to():
     assert output_error(w, dequantize_rows(hess), h) < output_error(w, dequantize_rows(fro), h)
 
 
-def test_lqer_plan_corrects_the_top_k_by_output_error():
+def test_lqer_plan_corrects_the_top_k_by_weight_error_or_by_output_error():
     w, h = lqer_case()
     state = {"small": w * 0.1, "big": w, "mid": w * 0.5, "gain": torch.randn(64)}
     plan = {n: {"bits": 4, "clip_k": 3.0, "method": "rtn"} for n in ("small", "big", "mid")} | {"gain": {"bits": None}}
-    entries = quantize_state(state, plan, {n: h for n in ("small", "big", "mid")}, LqerPlan(top_k=2))
-    assert {n for n, e in entries.items() if isinstance(e, QuantTensor) and e.lqer is not None} == {"big", "mid"}
+    # "big" has the largest ||W - Q||_F, but its inputs are 100x weaker: the smallest output error.
+    hessians = {"small": h, "big": h * 1e-4, "mid": h}
+
+    def corrected(select):
+        entries = quantize_state(state, plan, hessians, LqerPlan(top_k=2, select=select))
+        return {n for n, e in entries.items() if isinstance(e, QuantTensor) and e.lqer is not None}
+
+    assert LqerPlan().select == "weight_error" and corrected("weight_error") == {"big", "mid"}  # the record's rule
+    assert corrected("output_error") == {"mid", "small"}
     plain = quantize_state(state, plan, None, LqerPlan(top_k=0))
     assert all(e.lqer is None for e in plain.values() if isinstance(e, QuantTensor))
     with pytest.raises(GolfError, match="LQER_WEIGHTING"):
         quantize_state(state, plan, None, LqerPlan(top_k=1, weighting="l1"))
+
+
+def test_attention_gate_is_int8_per_row_at_absmax_and_prior_keeps_it_fp16():
+    from golf.config import Config
+    from golf.params import param_rules, rule_for
+    from golf.recipes import PRIOR
+
+    rule = rule_for("blocks.3.attn.gate", param_rules(Config()))
+    assert (rule.bits, rule.clip_k, rule.optim) == (8, None, "adam")
+    assert rule_for("blocks.3.attn.gate", param_rules(PRIOR)).bits is None
+    gate = torch.randn(8, 12)
+    qt = quantize_state({"g": gate}, {"g": {"bits": rule.bits, "clip_k": rule.clip_k}})["g"]
+    # scale absmax / 127 per row in fp16, symbols in [-127, 127] (record R:2195-2204)
+    assert torch.equal(qt.scale, (gate.abs().amax(dim=1) / 127).half()) and qt.q.abs().max() == 127
 
 
 def test_lqer_per_byte_takes_most_error_removed_per_byte_within_the_budget():

@@ -76,7 +76,8 @@ def order0_entropy_bytes(symbols: numpy.ndarray) -> float:
     return float(-(p * numpy.log2(p)).sum() * symbols.size / 8)
 
 
-def with_lqer(state, hessians, entries, weighting: str, top_k: int, select: str = "top_k", budget: int = 0) -> dict:
+def with_lqer(state, hessians, entries, weighting: str, top_k: int, select: str = "output_error",
+              budget: int = 0) -> dict:
     return add_lqer(state, entries, hessians, dataclasses.replace(LqerPlan(), top_k=top_k, weighting=weighting,
                                                                   select=select, budget_bytes=budget))
 
@@ -98,7 +99,7 @@ def quant_report(state: dict[str, torch.Tensor], hessians: dict[str, torch.Tenso
     layers = [{"name": n, "rtn": err(rtn, n), "gptq": err(gptq, n), "lqer_frobenius": err(lqer["frobenius"], n),
                "lqer_hessian": err(lqer["hessian"], n)} for n in names]
     lqer_k = []
-    selections = [(f"top-{k}", k, "top_k", 0) for k in range(min(len(names), 12) + 1)]
+    selections = [(f"top-{k}", k, "output_error", 0) for k in range(min(len(names), 12) + 1)]
     selections += [(f"per_byte {b:,}", 1, "per_byte", b) for b in LQER_BUDGETS]
     for label, k, select, budget in selections:
         entries = with_lqer(state, hessians, gptq, "hessian", k, select, budget)
@@ -261,7 +262,8 @@ def record_report(seed: int, codecs=("ans", "ctx", Config().codec), cfg: Config 
             rows.append({"combination": "previous default: embed rtn-int8, v1 brotli", "bytes":
                          previous_default_bytes(base, groups), "quant_s": quant_s,
                          "encode_s": time.perf_counter() - start})
-        selections = (("lqer off", 0, "top_k", 0), (f"lqer top-{cfg.lqer_top_k}", cfg.lqer_top_k, "top_k", 0),
+        selections = (("lqer off", 0, "weight_error", 0),
+                      (f"lqer top-{cfg.lqer_top_k}", cfg.lqer_top_k, "weight_error", 0),
                       (f"lqer per_byte {cfg.lqer_budget_bytes:,}", cfg.lqer_top_k, "per_byte", cfg.lqer_budget_bytes))
         for label, top_k, select, budget in selections:
             start = time.perf_counter()

@@ -49,6 +49,8 @@ class GPT(nn.Module):
         self.logit_softcap = cfg.logit_softcap
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         nn.init.normal_(self.tok_emb.weight, std=0.005)
+        if cfg.embed_bf16:  # the record's bf16 embedding (R:3332; Config.embed_bf16): init in fp32, then cast
+            self.tok_emb.to(torch.bfloat16)
         block_cls = pick(BLOCKS, cfg.block, "BLOCK")
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
@@ -66,6 +68,9 @@ class GPT(nn.Module):
         attends only within its own segment: `doc_ids` (B, T) from the document-packing loader (documents cut
         every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
+        # Under autocast a bf16 embedding starts the residual stream in bf16 (as the record's); without (CPU) the
+        # model computes in fp32.
+        x = x if torch.is_autocast_enabled(x.device.type) else x.float()
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
@@ -77,7 +82,11 @@ class GPT(nn.Module):
 
     def logits(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx, doc_ids), self.tok_emb.weight)
+        return self.project(self.hidden(idx, doc_ids))
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> pre-softcap logits (..., V) through the tied embedding."""
+        return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
     def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""

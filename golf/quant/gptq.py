@@ -39,9 +39,11 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     weights[:, dead] = 0.0
+    # dampen before permuting, by the mean of a contiguous copy of the diagonal, as the record (R:2152-2154): the
+    # mean of the permuted diagonal, or of the strided diagonal view, can round differently in the last bit
+    h.diagonal().add_(damp * torch.diag(h).mean())
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols, device=h.device)
     weights, h = weights[:, perm], h[perm][:, perm]
-    h += damp * torch.diag(h).mean() * torch.eye(cols, device=h.device)
     hinv = upper_cholesky_of_inverse(h)
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()

@@ -17,7 +17,7 @@ from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows, quantize_rtn
 
 
 LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
-LQER_SELECTIONS = ("per_byte", "top_k")
+LQER_SELECTIONS = ("weight_error", "output_error", "per_byte")
 
 
 @dataclass(frozen=True)
@@ -25,17 +25,18 @@ class LqerPlan:
     """Which tensors get an LQER correction and how it is stored (factor defaults: the record's, PR #1855 log
     "lqer_rank: 4", "lqer_top_k: 3", "lqer_asym_group: 64", A int2 / B int4).
 
-    select "top_k": the top_k matrices by output error (the record's rule). select "per_byte": every quantised
-    matrix gets its factors fitted, and the plan keeps those that remove the most output error (measured on
-    the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit budget_bytes:
-    K follows from bytes against error. top_k 0 turns LQER off in both."""
+    select "weight_error" (the record's rule, R:2270-2274): the top_k matrices by weight error ||W - Q||_F.
+    select "output_error": the top_k by output error ||X (W - Q)^T|| (from their Hessians). select "per_byte":
+    every quantised matrix gets its factors fitted, and the plan keeps those that remove the most output error
+    (measured on the Hessians; Frobenius without one) per factor byte, best first, while their bytes fit
+    budget_bytes: K follows from bytes against error. top_k 0 turns LQER off in all three."""
     top_k: int = 3
     rank: int = 4
     a_bits: int = 2
     b_bits: int = 4
     group: int = 64
     weighting: str = "frobenius"  # frobenius (the record's plain SVD) | hessian (fit in the output metric)
-    select: str = "top_k"
+    select: str = "weight_error"
     budget_bytes: int = 12_000  # per_byte: factor bytes at their nominal widths (golf/quant/lowrank.py factor_bytes)
 
 
@@ -82,10 +83,11 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
         h = hessians.get(name) if use_h else None
         return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
 
-    if lqer.select == "top_k":
-        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k)}
-    else:
+    if lqer.select == "per_byte":
         chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
+    else:
+        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k,
+                                                      by_output=lqer.select == "output_error")}
     for name, f in chosen.items():
         out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
@@ -130,10 +132,12 @@ def select_within(rows: list[dict], budget_bytes: float) -> dict:
     return chosen
 
 
-def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int) -> list[str]:
-    """The top_k quantised matrices by output error ||X E^T|| (from their Hessians); where no tensor
-    has a Hessian (RTN), by ||E||_F as the record ranks them."""
-    errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), hessians)
+def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_output: bool) -> list[str]:
+    """The top_k candidate matrices by weight error ||E||_F, E = W - Q (the record ranks its GPTQ'd tensors so,
+    R:2270-2274; ties keep state order as its stable sort), or by output error ||X E^T|| from their Hessians
+    (by_output; Frobenius where no tensor has a Hessian)."""
+    metric = hessians if by_output else {}
+    errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), metric)
               for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
 
