@@ -45,6 +45,15 @@ VAL_NAME = re.compile(r"(^|_)val(idation)?_(tokens?|data|files?|ids|seqs?|stream
                       re.IGNORECASE)
 VAL_PATH = re.compile(r"(^|[_/\\])val(idation)?([_/\\.*]|$)", re.IGNORECASE)  # in a glob or path constant
 VAL_LOADER = re.compile(r"^(load|read|get|make|build)_?(val|validation)", re.IGNORECASE)
+
+
+def names_val_data(name: str) -> bool:
+    """A bare name the audit takes for val data (`val_tokens`) or, called, for a val loader (`load_val_tokens`): a
+    source by its name alone. tools/pack.py keeps such names when it renames the shipped file's globals, so the audit
+    sees the same sources in the shipped file as in its readable twin."""
+    return bool(VAL_NAME.search(name) or VAL_LOADER.match(name))
+
+
 TRAIN_PATH = re.compile(r"(^|[_/\\])train([_/\\.*]|$)", re.IGNORECASE)
 TRAIN_NAME = re.compile(r"^(train_(files|pattern|shards?|loader|stream|tokens)|train_data_(files|pattern))$", re.I)
 TARGET_NAME = re.compile(r"^(y|ys|yb|tgt|tgts|target|targets|target_ids|labels?|next_tokens?|next_ids|y_batch"

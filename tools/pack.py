@@ -2,7 +2,8 @@
 
 python tools/pack.py [--recipe NAME] [-o PATH] [--check] [--readable]
 
-How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe):
+How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe and
+golf/static_audit.py for the names it reads meaning from):
 - Modules: the golf modules golf/train.py imports, transitively; ordered by import dependency
   (topological), ties broken by PIPELINE. Each becomes a section with a banner carrying the first
   line of its docstring.
@@ -47,6 +48,9 @@ import brotli
 import python_minifier
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from golf.static_audit import names_val_data  # noqa: E402
+
 PACKAGE = "golf"
 ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
 ENTRY_NAME = "run"
@@ -813,18 +817,38 @@ def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
 # brotli-11). The record's own pyminify flags (--no-rename-locals --no-hoist-literals --remove-literal-statements
 # --remove-asserts --prefer-single-line) give 31,997 B; these settings alone 31,239 B, and with the triton rules of
 # minify_for_shipping 30,498 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and removing
-# `return None` 33 B. Globals keep their names (renaming them would save 1,518 B more): preflight reads them from the
-# module (GPT, from_env, ...), error lines print class names, and the static audit follows val data by names (renamed
-# globals give it a false FAIL). Arguments keep theirs: python-minifier never renames a parameter that a call could
-# pass by keyword.
+# `return None` 33 B. Globals are renamed too, but for shipped_globals() (-1,2xx B on the default of issue 24,
+# 31,885 -> 30,6xx). Arguments keep their names: python-minifier never renames a parameter that a call could pass by
+# keyword.
 SHIPPED_MINIFY = dict(
     remove_annotations=python_minifier.RemoveAnnotationsOptions(
         remove_variable_annotations=True, remove_return_annotations=True,
         remove_argument_annotations=False,  # all or none: minify_for_shipping keeps the kernels' only
         remove_class_attribute_annotations=False),  # dataclass fields: Config's fields are its env vars
     remove_literal_statements=True,  # docstrings: the readable twin keeps them
-    rename_locals=True, rename_globals=False, hoist_literals=False, remove_explicit_return_none=False,
+    rename_locals=True, rename_globals=True, hoist_literals=False, remove_explicit_return_none=False,
     prefer_single_line=True)
+
+# Globals other code reads from the shipped module by name: Config (its repr is logged; its fields, the env vars, are
+# attributes and never renamed), RECIPE, the entry points (run, main); what tools/preflight.py loads (load_training_file's list,
+# held against it by tests/test_pack.py); what tests/test_pack.py runs of the shipped kernels. GolfError also names
+# the class in error lines a user reads.
+SHIPPED_NAMES = (CONFIG_CLASS, RECIPE_CONSTANT, ENTRY_NAME, "main",
+                 "from_env", "GPT", "size_report", "param_rules", "assign_rules", "build_optimizers",
+                 "calibrate_hessians", "quantize_and_write", "select_attention", "DistEnv", "eval_passes", "GolfError",
+                 "window_plan", "load_val_tokens", "doc_spans", "read_artifact",
+                 "TRITON_AVAILABLE", "triton_interpreting", "LeakyReluSquareTriton", "leaky_relu_sq_torch",
+                 "flash_attention", "softcap_cross_entropy_triton", "softcap_cross_entropy_torch")
+
+
+def shipped_globals(tree: ast.Module) -> list[str]:
+    """The module-level names the shipped file keeps: SHIPPED_NAMES, and every name the static audit takes for val
+    data or a val loader by its name alone (golf/static_audit.py names_val_data), so it audits the shipped file as
+    it audits the readable one."""
+    bound = set()
+    for stmt in tree.body:
+        bound |= module_level_names(stmt)[0]
+    return sorted(n for n in bound if n in SHIPPED_NAMES or names_val_data(n))
 
 
 def is_jit(fn: ast.FunctionDef) -> bool:
@@ -854,7 +878,12 @@ def minify_for_shipping(src: str) -> str:
         if not is_jit(fn):
             for arg in arguments(fn):
                 arg.annotation = None
-    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args)
+    # triton's interpreter compiles a kernel with string annotations and knows a constexpr only as "tl.constexpr":
+    # the module names in kernel annotations keep theirs.
+    annotation_names = {n.id for fn in functions if is_jit(fn) for arg in arguments(fn) if arg.annotation
+                        for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)}
+    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args,
+                                     preserve_globals=sorted(set(shipped_globals(tree)) | annotation_names))
     ast.parse(shipped)  # a minifier bug must not ship
     return shipped
 
@@ -935,7 +964,6 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_recipe(name: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     from golf.recipes import RECIPES
 
     if name not in RECIPES:
