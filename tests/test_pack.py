@@ -376,6 +376,71 @@ def test_free_names(code, free):
 
 # ---------------------------------------------------------------- the real package
 
+# An option packed off (golf/config.py PACKED_OPTIONS): its `if` branches and what only they reach are left out.
+OPTION_CONFIG = TOY["golf/config.py"].replace(
+    'RECIPE = "library"\n', 'RECIPE = "library"\n        PACKED_OPTIONS = ("fancy", "gated")\n        PACKED_OFF = ()\n'
+).replace("act: str = \"relu\"\n", "act: str = \"relu\"\n            fancy: int = 0\n            gated: bool = False\n")
+OPTION_TRAIN = TOY["golf/train.py"].replace("""        def main(code_path: str) -> None:
+            cfg = Config()
+""", """        def fancy_extra(x):
+            return math.sqrt(x)
+
+
+        def main(code_path: str) -> None:
+            cfg = Config()
+            for name in PACKED_OFF:
+                if os.environ.get(name.upper()):
+                    raise GolfError(f"env {name.upper()}: not available here; pack the recipe that has it")
+            # fancy: a comment that goes with its branch
+            if cfg.fancy > 0 and not cfg.gated:
+                print(fancy_extra(cfg.fancy))
+            if cfg.width:
+                if cfg.gated:
+                    print(fancy_extra(2))
+            scale = fancy_extra(4) if cfg.gated else 1
+""").replace("from golf.config import RECIPE, Config, GolfError", "import math\n\n        from golf.config import "
+             "PACKED_OFF, RECIPE, Config, GolfError")
+
+
+def test_an_option_packed_off_leaves_its_branches_out_and_refuses_its_env_var(toy):
+    write_toy(toy, **{"golf/config.py": OPTION_CONFIG, "golf/train.py": OPTION_TRAIN})
+    src = pack_source(toy, "toy", {**TOY_RECIPE, "fancy": 0, "gated": False})
+    for gone in ("fancy_extra", "a comment that goes with its branch", "if cfg.gated"):
+        assert gone not in src, gone
+    assert 'PACKED_OFF = ("fancy", "gated")' in src and "if cfg.width:\n        pass\n" in src
+    assert "scale = (1)" in src
+    out = toy / "train_gpt.py"
+    out.write_bytes(self_extracting(src))
+    res = run_isolated(out)
+    assert res.returncode == 0 and "recipe:toy" in res.stdout, res.stderr
+    res = run_isolated(out, {"FANCY": "3"})
+    assert res.returncode == 2 and "env FANCY: not available here; pack the recipe that has it" in res.stderr
+    # Packed with the option on, nothing is left out and nothing refused.
+    src = pack_source(toy, "toy", {**TOY_RECIPE, "fancy": 2, "gated": False})
+    assert "def fancy_extra" in src and 'PACKED_OFF = ("gated",)' in src and "if cfg.fancy > 0 and not cfg.gated" in src
+
+
+def test_the_real_from_env_refuses_an_option_packed_off(tmp_path):
+    # golf/config.py's own from_env in a packed file: one clear line, exit 2, before anything runs.
+    real_package_or_skip()
+    root = tmp_path / "repo"
+    for path in (ROOT / "golf").rglob("*.py"):
+        (root / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.relative_to(ROOT)).write_bytes(path.read_bytes())
+    config = root / "golf/config.py"
+    text = config.read_text()
+    assert "PACKED_OPTIONS: tuple[str, ...] = ()" in text
+    config.write_text(text.replace("PACKED_OPTIONS: tuple[str, ...] = ()", 'PACKED_OPTIONS = ("ttt_reset_per_doc",)'))
+    sys.path.insert(0, str(ROOT))
+    from golf.recipes import RECIPES
+    out = tmp_path / "train_gpt.py"
+    out.write_bytes(self_extracting(pack_source(root, "default", dataclasses.asdict(RECIPES["default"]))))
+    res = run_isolated(out, {"TTT_RESET_PER_DOC": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "env TTT_RESET_PER_DOC=1: not available here; pack the recipe that has it"), res.stderr[-2000:]
+
+
 def real_package_or_skip():
     try:
         return load_package(ROOT)

@@ -17,6 +17,10 @@ golf/static_audit.py for the names it reads meaning from):
   header) is kept whole.
 - Conditional methods: a method decorated `@packed_when("field", value)` is packed only when the recipe's Config
   field has that value (without the decorator); otherwise it and the names only it reads are left out.
+- Options packed off: for each Config field in PACKED_OPTIONS (golf/config.py) that the recipe leaves off (falsy),
+  an `if` without else whose test reads only such fields and literals is cut (the only statement of a block becomes
+  `pass`), `a if TEST else b` becomes `(b)`, and what only they read is left out. PACKED_OFF in the packed file lists
+  those fields; its from_env refuses an env var that turns one on ("not available here; pack the recipe that has it").
 - Config: field defaults the recipe changes are rewritten; RECIPE (golf/config.py) becomes the
   recipe's name. Only these nodes are re-rendered; everything else is the original source text,
   comments included (and the comment lines directly above a unit).
@@ -57,6 +61,7 @@ ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
 PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field", value) on a method
+PACKED_OPTIONS, PACKED_OFF = "PACKED_OPTIONS", "PACKED_OFF"  # golf/config.py: options pruned when off, and those pruned
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
@@ -497,6 +502,8 @@ def literal(value) -> str:
     """Source text for a recipe value; strings in double quotes like the rest of golf."""
     if isinstance(value, str) and '"' not in value and "\\" not in value and value.isprintable():
         return f'"{value}"'
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return f"({', '.join(map(literal, value))}{',' if len(value) == 1 else ''})"
     text = repr(value)
     try:
         if ast.literal_eval(text) != value:
@@ -565,6 +572,14 @@ def dropped_methods(modules, unit: Unit, recipe: dict) -> tuple[list[ast.stmt], 
 
 def class_refs(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Call]) -> set[str]:
     """What a class reads from module scope without its dropped methods and the markers of its kept ones."""
+    return module_level_names(kept_node(unit, dropped, kept_decorators))[1]
+
+
+def kept_node(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Call]) -> ast.stmt:
+    """The unit's node without its dropped methods and the markers of its kept ones (a shallow copy when it
+    changes: the statements kept are the original nodes)."""
+    if not (dropped or kept_decorators):
+        return unit.node
     node = copy.copy(unit.node)
     node.body = []
     for stmt in unit.node.body:
@@ -574,7 +589,7 @@ def class_refs(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Ca
             stmt = copy.copy(stmt)
             stmt.decorator_list = [d for d in stmt.decorator_list if d not in kept_decorators]
         node.body.append(stmt)
-    return module_level_names(node)[1]
+    return node
 
 
 @dataclass(frozen=True)
@@ -599,6 +614,117 @@ def method_edits(modules, unit: Unit, recipe: dict) -> list[tuple[Span, str]]:
     return edits
 
 
+# ---------------------------------------------------------------- options packed off
+
+def options_off(modules, recipe: dict) -> dict[str, object]:
+    """The PACKED_OPTIONS (golf/config.py) the recipe leaves off (a falsy value) -> that value."""
+    declared = ()
+    for unit in modules[CONFIG_MODULE].defs.get(PACKED_OPTIONS, []) if CONFIG_MODULE in modules else []:
+        try:
+            declared = ast.literal_eval(unit.node.value)
+        except ValueError:
+            raise PackError(f"{modules[CONFIG_MODULE].where(unit.node)}: {PACKED_OPTIONS} must be a tuple literal "
+                            "of Config field names") from None
+    unknown = [name for name in declared if name not in recipe]
+    if unknown:
+        raise PackError(f"{PACKED_OPTIONS} names {', '.join(unknown)}, not a field of {CONFIG_CLASS}")
+    return {name: recipe[name] for name in declared if not recipe[name]}
+
+
+def static_test(test: ast.expr, off: dict):
+    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`) and literals, through
+    comparisons, `not`, `and`/`or`; else (False, None)."""
+    known, values = True, []
+
+    def value(node):
+        nonlocal known
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Attribute) and node.attr in off and (
+                (isinstance(node.value, ast.Name) and node.value.id == "cfg")
+                or (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")):
+            return off[node.attr]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not value(node.operand)
+        if isinstance(node, ast.BoolOp):
+            values = [value(v) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(
+                node.ops[0], (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+            a, b = value(node.left), value(node.comparators[0])
+            if known:
+                op = type(node.ops[0])
+                return {ast.Eq: a == b, ast.NotEq: a != b}.get(op) if op in (ast.Eq, ast.NotEq) else \
+                    {ast.Lt: lambda: a < b, ast.LtE: lambda: a <= b, ast.Gt: lambda: a > b,
+                     ast.GtE: lambda: a >= b}[op]()
+            return None
+        known = False
+        return None
+
+    try:
+        result = value(test)
+    except TypeError:  # a comparison of unorderable literals: left as it is
+        return False, None
+    return (True, result) if known else (False, None)
+
+
+def pruned_branches(node: ast.AST, off: dict) -> list[ast.AST]:
+    """The outermost `if` statements without else and `a if TEST else b` expressions whose TEST is statically false
+    with the options packed off."""
+    found, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (ast.If, ast.IfExp)) and not (isinstance(n, ast.If) and n.orelse):
+            known, result = static_test(n.test, off)
+            if known and not result:
+                found.append(n)
+                if isinstance(n, ast.IfExp):
+                    stack.append(n.orelse)
+                continue
+        stack.extend(ast.iter_child_nodes(n))
+    return found
+
+
+class PruneBranches(ast.NodeTransformer):
+    """A copy of a unit without its pruned branches: what it then reads from module scope."""
+
+    def __init__(self, off: dict):
+        self.off = off
+
+    def visit_If(self, node):
+        known, result = static_test(node.test, self.off)
+        if known and not result and not node.orelse:
+            return ast.Pass()
+        return self.generic_visit(node)
+
+    def visit_IfExp(self, node):
+        known, result = static_test(node.test, self.off)
+        return self.visit(node.orelse) if known and not result else self.generic_visit(node)
+
+
+def branch_edits(node: ast.AST, off: dict) -> list[tuple[Span, str]]:
+    """Cut each pruned `if` (from the end of the statement before it, so the comments above it go too; the only
+    statement of a block becomes `pass`); a pruned `a if TEST else b` becomes `(b)`."""
+    pruned = pruned_branches(node, off)
+    edits = []
+    bodies = {id(stmt): body for n in ast.walk(node) for field_ in ("body", "orelse", "finalbody")
+              for body in [getattr(n, field_, None)] if isinstance(body, list) for stmt in body}
+    for n in pruned:
+        if isinstance(n, ast.IfExp):
+            edits.append((n, f"({ast.unparse(n.orelse)})"))
+            continue
+        body = bodies[id(n)]
+        i = body.index(n)
+        if i > 0:
+            prev = body[i - 1]
+            edits.append((Span(prev.end_lineno, prev.end_col_offset, n.end_lineno, n.end_col_offset), ""))
+        elif len(body) > 1:
+            edits.append((Span(n.lineno, n.col_offset, body[1].lineno, body[1].col_offset), ""))
+        else:
+            edits.append((n, "pass"))
+    return edits
+
+
 # ---------------------------------------------------------------- reachability
 
 @dataclass
@@ -609,7 +735,9 @@ class Plan:
 
 
 def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str, set[str]]]:
-    """Units reachable from the entry point; slot dicts contribute only their chosen value's names."""
+    """Units reachable from the entry point; slot dicts contribute only their chosen value's names, pruned
+    branches none."""
+    off = options_off(modules, recipe)
     entry = modules[ENTRY_MODULE]
     if entry.main is None:
         raise PackError(f"{entry.path}: no `if __name__ == \"__main__\":` footer to start from")
@@ -640,6 +768,9 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
             dropped, kept_decorators = dropped_methods(modules, unit, recipe)
             if dropped or kept_decorators:
                 refs = class_refs(unit, dropped, kept_decorators)
+            if off and pruned_branches(unit.node, off):
+                refs = module_level_names(PruneBranches(off).visit(copy.deepcopy(kept_node(unit, dropped,
+                                                                                           kept_decorators))))[1]
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
                 _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
@@ -765,9 +896,20 @@ def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict)
         for unit in cfg_mod.defs.get(RECIPE_CONSTANT, []):
             if isinstance(unit.node, ast.Assign):
                 edits.setdefault(id(unit), []).append((unit.node.value, literal(recipe_name)))
+    off = options_off(modules, recipe)
+    if off:
+        units = [u for u in modules[CONFIG_MODULE].defs.get(PACKED_OFF, []) if any(u is k for k in plan.kept)]
+        if not units:
+            raise PackError(f"the recipe leaves {', '.join(off)} off, but the packed code never reads {PACKED_OFF} "
+                            "to refuse turning them on")
+        for unit in units:
+            edits.setdefault(id(unit), []).append((unit.node.value, literal(tuple(off))))
 
     for unit in plan.kept:
         edits.setdefault(id(unit), []).extend(method_edits(modules, unit, recipe))
+        if off:
+            dropped, kept_decorators = dropped_methods(modules, unit, recipe)
+            edits[id(unit)].extend(branch_edits(kept_node(unit, dropped, kept_decorators), off))
     kept_ids = {id(u) for u in plan.kept}
     out = [header(recipe_name), "\n", import_block(plan.imports)]
     for name in module_order(modules):
@@ -817,9 +959,9 @@ def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
 # brotli-11). The record's own pyminify flags (--no-rename-locals --no-hoist-literals --remove-literal-statements
 # --remove-asserts --prefer-single-line) give 31,997 B; these settings alone 31,239 B, and with the triton rules of
 # minify_for_shipping 30,498 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and removing
-# `return None` 33 B. Globals are renamed too, but for shipped_globals() (-1,2xx B on the default of issue 24,
-# 31,885 -> 30,6xx). Arguments keep their names: python-minifier never renames a parameter that a call could pass by
-# keyword.
+# `return None` 33 B. Globals are renamed too, but for shipped_globals() (-1,206 B on the default of issue 24,
+# 31,885 -> 30,679; from_env's PACKED_OFF check adds 27). Arguments keep their names: python-minifier never renames a
+# parameter that a call could pass by keyword.
 SHIPPED_MINIFY = dict(
     remove_annotations=python_minifier.RemoveAnnotationsOptions(
         remove_variable_annotations=True, remove_return_annotations=True,
@@ -830,9 +972,9 @@ SHIPPED_MINIFY = dict(
     prefer_single_line=True)
 
 # Globals other code reads from the shipped module by name: Config (its repr is logged; its fields, the env vars, are
-# attributes and never renamed), RECIPE, the entry points (run, main); what tools/preflight.py loads (load_training_file's list,
-# held against it by tests/test_pack.py); what tests/test_pack.py runs of the shipped kernels. GolfError also names
-# the class in error lines a user reads.
+# attributes and never renamed), RECIPE, the entry points (run, main); what tools/preflight.py loads
+# (load_training_file's list, held against it by tests/test_pack.py); what tests/test_pack.py runs of the shipped
+# kernels. GolfError also names the class in error lines a user reads.
 SHIPPED_NAMES = (CONFIG_CLASS, RECIPE_CONSTANT, ENTRY_NAME, "main",
                  "from_env", "GPT", "size_report", "param_rules", "assign_rules", "build_optimizers",
                  "calibrate_hessians", "quantize_and_write", "select_attention", "DistEnv", "eval_passes", "GolfError",
