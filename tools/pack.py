@@ -671,35 +671,19 @@ def static_test(test: ast.expr, off: dict):
 def pruned_branches(node: ast.AST, off: dict) -> list[ast.AST]:
     """The outermost `if` statements without else and `a if TEST else b` expressions whose TEST is statically false
     with the options packed off."""
-    found, stack = [], [node]
+    found, stack = [], [(node, None)]
     while stack:
-        n = stack.pop()
-        if isinstance(n, (ast.If, ast.IfExp)) and not (isinstance(n, ast.If) and n.orelse):
+        n, parent = stack.pop()
+        elif_ = isinstance(parent, ast.If) and parent.orelse == [n] and n.col_offset == parent.col_offset
+        if isinstance(n, (ast.If, ast.IfExp)) and not (isinstance(n, ast.If) and (n.orelse or elif_)):
             known, result = static_test(n.test, off)
             if known and not result:
                 found.append(n)
                 if isinstance(n, ast.IfExp):
-                    stack.append(n.orelse)
+                    stack.append((n.orelse, n))
                 continue
-        stack.extend(ast.iter_child_nodes(n))
+        stack.extend((c, n) for c in ast.iter_child_nodes(n))
     return found
-
-
-class PruneBranches(ast.NodeTransformer):
-    """A copy of a unit without its pruned branches: what it then reads from module scope."""
-
-    def __init__(self, off: dict):
-        self.off = off
-
-    def visit_If(self, node):
-        known, result = static_test(node.test, self.off)
-        if known and not result and not node.orelse:
-            return ast.Pass()
-        return self.generic_visit(node)
-
-    def visit_IfExp(self, node):
-        known, result = static_test(node.test, self.off)
-        return self.visit(node.orelse) if known and not result else self.generic_visit(node)
 
 
 def branch_edits(node: ast.AST, off: dict) -> list[tuple[Span, str]]:
@@ -768,9 +752,10 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
             dropped, kept_decorators = dropped_methods(modules, unit, recipe)
             if dropped or kept_decorators:
                 refs = class_refs(unit, dropped, kept_decorators)
-            if off and pruned_branches(unit.node, off):
-                refs = module_level_names(PruneBranches(off).visit(copy.deepcopy(kept_node(unit, dropped,
-                                                                                           kept_decorators))))[1]
+            cut = branch_edits(kept_node(unit, dropped, kept_decorators), off) if off else []
+            if cut:  # what the packed text of the unit reads
+                text = unit_text(modules[unit.module], unit, method_edits(modules, unit, recipe) + cut)
+                refs = module_level_names(ast.parse(text).body[0])[1]
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
                 _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
