@@ -429,10 +429,10 @@ class Analysis:
 
     # ---- resolving calls to local functions
     def enclosing(self, node: ast.AST) -> Scope:
-        """The function (or the module) whose body holds node."""
+        """The function (or the module) whose body holds node (a def's decorators and defaults are outside it)."""
         while node is not self.tree:
-            node = self.parents[node]
-            if isinstance(node, DEFS):
+            child, node = node, self.parents[node]
+            if isinstance(node, DEFS) and child in node.body:
                 return self.by_node[id(node)]
         return self.module
 
