@@ -428,9 +428,10 @@ def test_the_real_from_env_refuses_an_option_packed_off(tmp_path):
         (root / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
         (root / path.relative_to(ROOT)).write_bytes(path.read_bytes())
     config = root / "golf/config.py"
-    text = config.read_text()
-    assert "PACKED_OPTIONS: tuple[str, ...] = ()" in text
-    config.write_text(text.replace("PACKED_OPTIONS: tuple[str, ...] = ()", 'PACKED_OPTIONS = ("ttt_reset_per_doc",)'))
+    text, n = re.subn(r"^PACKED_OPTIONS\b.*$", 'PACKED_OPTIONS = ("ttt_reset_per_doc",)', config.read_text(),
+                      flags=re.M)
+    assert n == 1
+    config.write_text(text)
     sys.path.insert(0, str(ROOT))
     from golf.recipes import RECIPES
     out = tmp_path / "train_gpt.py"
