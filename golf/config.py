@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 # The recipe a run was packed from; tools/pack.py writes the recipe's name here in the packed file.
 RECIPE = "library"
+# Options (Config fields, on when truthy) whose code tools/pack.py leaves out of a file packed with them off: each `if`
+# (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`) and literals, and
+# what only that code reaches.
+PACKED_OPTIONS: tuple[str, ...] = ()
+# The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
+# changes one.
+PACKED_OFF: tuple[str, ...] = ()
 
 
 class GolfError(Exception):
@@ -308,6 +315,9 @@ def from_env(environ=None, base: Config | None = None) -> Config:
             close = difflib.get_close_matches(name, fields, n=1, cutoff=0.88)
             if close:
                 raise GolfError(f"env {name}: not a setting; did you mean {close[0]}?")
+    for name in PACKED_OFF:
+        if name in overrides and overrides[name] != getattr(cfg, name):
+            raise GolfError(f"env {name.upper()}={env[name.upper()]}: not available here; pack the recipe that has it")
     return dataclasses.replace(cfg, **overrides)
 
 

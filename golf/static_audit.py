@@ -45,6 +45,15 @@ VAL_NAME = re.compile(r"(^|_)val(idation)?_(tokens?|data|files?|ids|seqs?|stream
                       re.IGNORECASE)
 VAL_PATH = re.compile(r"(^|[_/\\])val(idation)?([_/\\.*]|$)", re.IGNORECASE)  # in a glob or path constant
 VAL_LOADER = re.compile(r"^(load|read|get|make|build)_?(val|validation)", re.IGNORECASE)
+
+
+def names_val_data(name: str) -> bool:
+    """A bare name the audit takes for val data (`val_tokens`) or, called, for a val loader (`load_val_tokens`): a
+    source by its name alone. tools/pack.py keeps such names when it renames the shipped file's globals, so the audit
+    sees the same sources in the shipped file as in its readable twin."""
+    return bool(VAL_NAME.search(name) or VAL_LOADER.match(name))
+
+
 TRAIN_PATH = re.compile(r"(^|[_/\\])train([_/\\.*]|$)", re.IGNORECASE)
 TRAIN_NAME = re.compile(r"^(train_(files|pattern|shards?|loader|stream|tokens)|train_data_(files|pattern))$", re.I)
 TARGET_NAME = re.compile(r"^(y|ys|yb|tgt|tgts|target|targets|target_ids|labels?|next_tokens?|next_ids|y_batch"
@@ -290,6 +299,28 @@ def param_names(fn: ast.AST) -> list[str]:
     return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
 
 
+def scope_bindings(scope) -> tuple[set[str], set[str]]:
+    """(the names a function or module body binds, the names it declares global): parameters, assignment and loop
+    targets, imports, `except ... as`, nested defs and classes; comprehension variables stay in the comprehension."""
+    bound, declared = set(scope.params), set()
+    nodes = own_nodes(scope.node)
+    inner = {id(t) for n in nodes if isinstance(n, COMPREHENSIONS) for g in n.generators for t in ast.walk(g.target)}
+    for node in nodes:
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load) and id(node) not in inner:
+            bound.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared.update(node.names)
+    for parent in [scope.node] + nodes:  # defs and classes are the children own_nodes does not enter
+        for child in ast.iter_child_nodes(parent):
+            if isinstance(child, DEFS + (ast.ClassDef,)):
+                bound.add(child.name)
+    return bound - declared, declared
+
+
 _OWN_NODES: dict = {}  # id(s) of the nodes -> (the nodes, kept alive so ids stay unique, the walk)
 
 
@@ -357,6 +388,9 @@ class Scope:
     val_params: set = field(default_factory=set)  # indices of parameters some call site passes val data to
     env: dict = field(default_factory=dict)  # name or dotted path -> labels
     why: dict = field(default_factory=dict)  # name -> (line, rhs text, first tainted name in rhs)
+    defs: dict = field(default_factory=dict)  # name -> the functions defined directly in this scope
+    binds: set = field(default_factory=set)  # every other name this scope binds (a call to it reaches no def)
+    declared_global: set = field(default_factory=set)
 
 
 class Analysis:
@@ -368,12 +402,16 @@ class Analysis:
             for child in ast.iter_child_nodes(node):
                 self.parents[child] = node
         self.scopes: list[Scope] = []
-        self.by_name: dict[str, list[Scope]] = {}
+        self.by_node: dict[int, Scope] = {}
         self.methods: dict[str, list[Scope]] = {}
         module = Scope("<module>", self.tree, [], None)
         self.scopes.append(module)
         self._collect(self.tree, module, in_class=False)
         self.module = module
+        for s in self.scopes:
+            self.by_node[id(s.node)] = s
+            s.binds, s.declared_global = scope_bindings(s)
+            s.binds -= set(s.defs)
         self.summaries: dict[int, Summary] = {id(s): Summary() for s in self.scopes}
         self.net_aliases = network_aliases(self.tree)
 
@@ -382,7 +420,7 @@ class Analysis:
             if isinstance(child, DEFS):
                 s = Scope(child.name, child, param_names(child), scope)
                 self.scopes.append(s)
-                (self.methods if in_class else self.by_name).setdefault(child.name, []).append(s)
+                (self.methods if in_class else scope.defs).setdefault(child.name, []).append(s)
                 self._collect(child, s, in_class=False)
             elif isinstance(child, ast.ClassDef):
                 self._collect(child, scope, in_class=True)
@@ -390,11 +428,30 @@ class Analysis:
                 self._collect(child, scope, in_class)
 
     # ---- resolving calls to local functions
+    def enclosing(self, node: ast.AST) -> Scope:
+        """The function (or the module) whose body holds node (a def's decorators and defaults are outside it)."""
+        while node is not self.tree:
+            child, node = node, self.parents[node]
+            if isinstance(node, DEFS) and child in node.body:
+                return self.by_node[id(node)]
+        return self.module
+
     def resolve(self, call: ast.Call) -> list[tuple[Scope, int]]:
-        """Local functions a call may reach, each with the offset of argument 0 among its parameters."""
+        """Local functions a call may reach, each with the offset of argument 0 among its parameters. A called name
+        is looked up as Python does, innermost enclosing function first: a def elsewhere with the same name (a nested
+        helper of another function, as short minified names often are) is not what the call reaches."""
         f = call.func
         if isinstance(f, ast.Name):
-            return [(s, 0) for s in self.by_name.get(f.id, [])]
+            s = self.enclosing(call)
+            while s is not None:
+                if f.id in s.declared_global:
+                    s = self.module
+                if f.id in s.defs:
+                    return [(d, 0) for d in s.defs[f.id]]
+                if f.id in s.binds:
+                    return []
+                s = s.parent
+            return []
         if isinstance(f, ast.Attribute):  # obj.meth(...): the one class method by that name, self as argument 0
             cands = self.methods.get(f.attr, [])
             if len(cands) == 1 and not f.attr.startswith("__"):

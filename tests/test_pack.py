@@ -13,8 +13,8 @@ import pytest
 
 from golf.logparse import parse_run_log
 from golf.static_audit import AuditInputError, audit_file, unpacked_sources
-from tools.pack import (COMPRESSORS, PackError, check_files, function_free, latin1_literal, load_package, loader,
-                        minify_for_shipping, module_order, pack_source, self_extracting, shipped_file)
+from tools.pack import (COMPRESSORS, SHIPPED_NAMES, PackError, check_files, function_free, latin1_literal, load_package,
+                        loader, minify_for_shipping, module_order, pack_source, self_extracting, shipped_file)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Runs a script with the golf package made unimportable: sys.modules["golf"] = None makes any
@@ -246,7 +246,7 @@ def test_compressed_file_runs_and_keeps_source_for_inspect(toy, tmp_path):
     crash = tmp_path / "crash.py"
     crash.write_bytes(self_extracting("def boom():\n    raise ValueError('packed line')\n\nboom()\n"))
     res = run_isolated(crash)
-    assert "def boom():raise ValueError('packed line')" in res.stderr and 'line 1, in boom' in res.stderr
+    assert re.search(r"line 1, in (\w+)\n.*def \1\(\):raise ValueError\('packed line'\)", res.stderr), res.stderr
     data, s = shipped_file(src)
     assert s["self_extracting"] == len(data) and data == self_extracting(src) and s["brotli"] < s["minified"] < s["raw"]
     assert s["chosen"] in COMPRESSORS and s["literal"] < s["base85"]
@@ -376,6 +376,72 @@ def test_free_names(code, free):
 
 # ---------------------------------------------------------------- the real package
 
+# An option packed off (golf/config.py PACKED_OPTIONS): its `if` branches and what only they reach are left out.
+OPTION_CONFIG = TOY["golf/config.py"].replace(
+    'RECIPE = "library"\n', 'RECIPE = "library"\n        PACKED_OPTIONS = ("fancy", "gated")\n        PACKED_OFF = ()\n'
+).replace("act: str = \"relu\"\n", "act: str = \"relu\"\n            fancy: int = 0\n            gated: bool = False\n")
+OPTION_TRAIN = TOY["golf/train.py"].replace("""        def main(code_path: str) -> None:
+            cfg = Config()
+""", """        def fancy_extra(x):
+            return math.sqrt(x)
+
+
+        def main(code_path: str) -> None:
+            cfg = Config()
+            for name in PACKED_OFF:
+                if os.environ.get(name.upper()):
+                    raise GolfError(f"env {name.upper()}: not available here; pack the recipe that has it")
+            # fancy: a comment that goes with its branch
+            if cfg.fancy > 0 and not cfg.gated:
+                print(fancy_extra(cfg.fancy))
+            if cfg.width:
+                if cfg.gated:
+                    print(fancy_extra(2))
+            scale = fancy_extra(4) if cfg.gated else 1
+""").replace("from golf.config import RECIPE, Config, GolfError", "import math\n\n        from golf.config import "
+             "PACKED_OFF, RECIPE, Config, GolfError")
+
+
+def test_an_option_packed_off_leaves_its_branches_out_and_refuses_its_env_var(toy):
+    write_toy(toy, **{"golf/config.py": OPTION_CONFIG, "golf/train.py": OPTION_TRAIN})
+    src = pack_source(toy, "toy", {**TOY_RECIPE, "fancy": 0, "gated": False})
+    for gone in ("fancy_extra", "a comment that goes with its branch", "if cfg.gated"):
+        assert gone not in src, gone
+    assert 'PACKED_OFF = ("fancy", "gated")' in src and "if cfg.width:\n        pass\n" in src
+    assert "scale = (1)" in src
+    out = toy / "train_gpt.py"
+    out.write_bytes(self_extracting(src))
+    res = run_isolated(out)
+    assert res.returncode == 0 and "recipe:toy" in res.stdout, res.stderr
+    res = run_isolated(out, {"FANCY": "3"})
+    assert res.returncode == 2 and "env FANCY: not available here; pack the recipe that has it" in res.stderr
+    # Packed with the option on, nothing is left out and nothing refused.
+    src = pack_source(toy, "toy", {**TOY_RECIPE, "fancy": 2, "gated": False})
+    assert "def fancy_extra" in src and 'PACKED_OFF = ("gated",)' in src and "if cfg.fancy > 0 and not cfg.gated" in src
+
+
+def test_the_real_from_env_refuses_an_option_packed_off(tmp_path):
+    # golf/config.py's own from_env in a packed file: one clear line, exit 2, before anything runs.
+    real_package_or_skip()
+    root = tmp_path / "repo"
+    for path in (ROOT / "golf").rglob("*.py"):
+        (root / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.relative_to(ROOT)).write_bytes(path.read_bytes())
+    config = root / "golf/config.py"
+    text, n = re.subn(r"^PACKED_OPTIONS\b.*$", 'PACKED_OPTIONS = ("ttt_reset_per_doc",)', config.read_text(),
+                      flags=re.M)
+    assert n == 1
+    config.write_text(text)
+    sys.path.insert(0, str(ROOT))
+    from golf.recipes import RECIPES
+    out = tmp_path / "train_gpt.py"
+    out.write_bytes(self_extracting(pack_source(root, "default", dataclasses.asdict(RECIPES["default"]))))
+    res = run_isolated(out, {"TTT_RESET_PER_DOC": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "env TTT_RESET_PER_DOC=1: not available here; pack the recipe that has it"), res.stderr[-2000:]
+
+
 def real_package_or_skip():
     try:
         return load_package(ROOT)
@@ -464,15 +530,17 @@ def test_shipped_source_keeps_the_names_the_tools_read_and_triton_annotations():
            'def from_env(cfg: Config, *, scale: float = 2.0) -> int:\n    # a whole-line comment\n'
            '    hidden_width: int = cfg.model_dim * scale\n    return hidden_width  # trailing\n\n\n'
            '@triton.jit\ndef kernel(x_ptr, BLOCK: tl.constexpr):\n    offsets = x_ptr * BLOCK + tl.arange(0, BLOCK)\n'
-           '    return tl.where(offsets < BLOCK, offsets, BLOCK)\n')
+           '    return tl.where(offsets < BLOCK, offsets, BLOCK)\n\n\ndef load_val_tokens(pattern):\n    return pattern\n'
+           '\n\ndef widest_helper_name(width):\n    return width\n')
     out = minify_for_shipping(src)
     for gone in ("Module doc", "Env vars", "whole-line", "trailing", "MODEL_DIM", "hidden_width", "cfg: Config",
-                 "-> int", "scale: float"):
+                 "-> int", "scale: float", "widest_helper_name", "def kernel"):
         assert gone not in out, gone
-    # Config's fields (its env vars), globals, keyword-passable arguments and triton's constexpr annotations stay.
+    # Config's fields (its env vars), the globals tools read (SHIPPED_NAMES) and those the static audit takes for val
+    # data by name, keyword-passable arguments and triton's constexpr annotations stay; other globals are renamed.
     # A kernel's arguments are never aliased by a local: triton needs `tl.arange(0, BLOCK)` on the constexpr itself.
-    for kept in ("model_dim:int=512", "def from_env(cfg,*,scale=2.):", "def kernel(x_ptr,BLOCK:tl.constexpr):",
-                 "tl.arange(0,BLOCK)"):
+    for kept in ("model_dim:int=512", "def from_env(cfg,*,scale=2.):", "(x_ptr,BLOCK:tl.constexpr):",
+                 "tl.arange(0,BLOCK)", "def load_val_tokens(pattern):"):
         assert kept in out, (kept, out)
     ns = {"tl": types.SimpleNamespace(constexpr=int)}
     exec(compile(out.replace("import triton\n", "").replace("@triton.jit\n", ""), "<shipped>", "exec"), ns)
@@ -562,6 +630,17 @@ def test_shipped_triton_kernels_run_in_the_interpreter(tmp_path):
                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert all(float(gap) < 1e-5 for gap in res.stdout.split()), res.stdout
+
+
+def test_the_shipped_file_keeps_every_name_preflight_reads():
+    # tools/preflight.py reads these from the loaded module (`ns.GPT`, the list load_training_file checks): renamed,
+    # preflight would refuse the shipped file.
+    tree = ast.parse((ROOT / "tools/preflight.py").read_text())
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "ns"}
+    checked = {c.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") ==
+               "needed" for c in ast.walk(n.value) if isinstance(c, ast.Constant)}
+    assert read and checked and read | checked <= set(SHIPPED_NAMES), sorted((read | checked) - set(SHIPPED_NAMES))
 
 
 def test_committed_train_gpt_fits_its_code_budget_and_reads_back():

@@ -2,7 +2,8 @@
 
 python tools/pack.py [--recipe NAME] [-o PATH] [--check] [--readable]
 
-How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe):
+How (all analysis with `ast`, nothing of the package is imported except golf/recipes.py for the recipe and
+golf/static_audit.py for the names it reads meaning from):
 - Modules: the golf modules golf/train.py imports, transitively; ordered by import dependency
   (topological), ties broken by PIPELINE. Each becomes a section with a banner carrying the first
   line of its docstring.
@@ -16,6 +17,10 @@ How (all analysis with `ast`, nothing of the package is imported except golf/rec
   header) is kept whole.
 - Conditional methods: a method decorated `@packed_when("field", value)` is packed only when the recipe's Config
   field has that value (without the decorator); otherwise it and the names only it reads are left out.
+- Options packed off: for each Config field in PACKED_OPTIONS (golf/config.py) that the recipe leaves off (falsy),
+  an `if` without else whose test reads only such fields and literals is cut (the only statement of a block becomes
+  `pass`), `a if TEST else b` becomes `(b)`, and what only they read is left out. PACKED_OFF in the packed file lists
+  those fields; its from_env refuses an env var that turns one on ("not available here; pack the recipe that has it").
 - Config: field defaults the recipe changes are rewritten; RECIPE (golf/config.py) becomes the
   recipe's name. Only these nodes are re-rendered; everything else is the original source text,
   comments included (and the comment lines directly above a unit).
@@ -47,12 +52,16 @@ import brotli
 import python_minifier
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from golf.static_audit import names_val_data  # noqa: E402
+
 PACKAGE = "golf"
 ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
 ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
 PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field", value) on a method
+PACKED_OPTIONS, PACKED_OFF = "PACKED_OPTIONS", "PACKED_OFF"  # golf/config.py: options pruned when off, and those pruned
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
@@ -493,6 +502,8 @@ def literal(value) -> str:
     """Source text for a recipe value; strings in double quotes like the rest of golf."""
     if isinstance(value, str) and '"' not in value and "\\" not in value and value.isprintable():
         return f'"{value}"'
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return f"({', '.join(map(literal, value))}{',' if len(value) == 1 else ''})"
     text = repr(value)
     try:
         if ast.literal_eval(text) != value:
@@ -561,6 +572,14 @@ def dropped_methods(modules, unit: Unit, recipe: dict) -> tuple[list[ast.stmt], 
 
 def class_refs(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Call]) -> set[str]:
     """What a class reads from module scope without its dropped methods and the markers of its kept ones."""
+    return module_level_names(kept_node(unit, dropped, kept_decorators))[1]
+
+
+def kept_node(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Call]) -> ast.stmt:
+    """The unit's node without its dropped methods and the markers of its kept ones (a shallow copy when it
+    changes: the statements kept are the original nodes)."""
+    if not (dropped or kept_decorators):
+        return unit.node
     node = copy.copy(unit.node)
     node.body = []
     for stmt in unit.node.body:
@@ -570,7 +589,7 @@ def class_refs(unit: Unit, dropped: list[ast.stmt], kept_decorators: list[ast.Ca
             stmt = copy.copy(stmt)
             stmt.decorator_list = [d for d in stmt.decorator_list if d not in kept_decorators]
         node.body.append(stmt)
-    return module_level_names(node)[1]
+    return node
 
 
 @dataclass(frozen=True)
@@ -595,6 +614,101 @@ def method_edits(modules, unit: Unit, recipe: dict) -> list[tuple[Span, str]]:
     return edits
 
 
+# ---------------------------------------------------------------- options packed off
+
+def options_off(modules, recipe: dict) -> dict[str, object]:
+    """The PACKED_OPTIONS (golf/config.py) the recipe leaves off (a falsy value) -> that value."""
+    declared = ()
+    for unit in modules[CONFIG_MODULE].defs.get(PACKED_OPTIONS, []) if CONFIG_MODULE in modules else []:
+        try:
+            declared = ast.literal_eval(unit.node.value)
+        except ValueError:
+            raise PackError(f"{modules[CONFIG_MODULE].where(unit.node)}: {PACKED_OPTIONS} must be a tuple literal "
+                            "of Config field names") from None
+    unknown = [name for name in declared if name not in recipe]
+    if unknown:
+        raise PackError(f"{PACKED_OPTIONS} names {', '.join(unknown)}, not a field of {CONFIG_CLASS}")
+    return {name: recipe[name] for name in declared if not recipe[name]}
+
+
+def static_test(test: ast.expr, off: dict):
+    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`) and literals, through
+    comparisons, `not`, `and`/`or`; else (False, None)."""
+    known, values = True, []
+
+    def value(node):
+        nonlocal known
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Attribute) and node.attr in off and (
+                (isinstance(node.value, ast.Name) and node.value.id == "cfg")
+                or (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")):
+            return off[node.attr]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not value(node.operand)
+        if isinstance(node, ast.BoolOp):
+            values = [value(v) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(
+                node.ops[0], (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+            a, b = value(node.left), value(node.comparators[0])
+            if known:
+                op = type(node.ops[0])
+                return {ast.Eq: a == b, ast.NotEq: a != b}.get(op) if op in (ast.Eq, ast.NotEq) else \
+                    {ast.Lt: lambda: a < b, ast.LtE: lambda: a <= b, ast.Gt: lambda: a > b,
+                     ast.GtE: lambda: a >= b}[op]()
+            return None
+        known = False
+        return None
+
+    try:
+        result = value(test)
+    except TypeError:  # a comparison of unorderable literals: left as it is
+        return False, None
+    return (True, result) if known else (False, None)
+
+
+def pruned_branches(node: ast.AST, off: dict) -> list[ast.AST]:
+    """The outermost `if` statements without else and `a if TEST else b` expressions whose TEST is statically false
+    with the options packed off."""
+    found, stack = [], [(node, None)]
+    while stack:
+        n, parent = stack.pop()
+        elif_ = isinstance(parent, ast.If) and parent.orelse == [n] and n.col_offset == parent.col_offset
+        if isinstance(n, (ast.If, ast.IfExp)) and not (isinstance(n, ast.If) and (n.orelse or elif_)):
+            known, result = static_test(n.test, off)
+            if known and not result:
+                found.append(n)
+                if isinstance(n, ast.IfExp):
+                    stack.append((n.orelse, n))
+                continue
+        stack.extend((c, n) for c in ast.iter_child_nodes(n))
+    return found
+
+
+def branch_edits(node: ast.AST, off: dict) -> list[tuple[Span, str]]:
+    """Cut each pruned `if` (from the end of the statement before it, so the comments above it go too; the only
+    statement of a block becomes `pass`); a pruned `a if TEST else b` becomes `(b)`."""
+    pruned = pruned_branches(node, off)
+    edits = []
+    bodies = {id(stmt): body for n in ast.walk(node) for field_ in ("body", "orelse", "finalbody")
+              for body in [getattr(n, field_, None)] if isinstance(body, list) for stmt in body}
+    for n in pruned:
+        if isinstance(n, ast.IfExp):
+            edits.append((n, f"({ast.unparse(n.orelse)})"))
+            continue
+        body = bodies[id(n)]
+        i = body.index(n)
+        if i > 0:
+            prev = body[i - 1]
+            edits.append((Span(prev.end_lineno, prev.end_col_offset, n.end_lineno, n.end_col_offset), ""))
+        elif len(body) > 1:
+            edits.append((Span(n.lineno, n.col_offset, body[1].lineno, body[1].col_offset), ""))
+        else:
+            edits.append((n, "pass"))
+    return edits
+
+
 # ---------------------------------------------------------------- reachability
 
 @dataclass
@@ -605,7 +719,9 @@ class Plan:
 
 
 def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str, set[str]]]:
-    """Units reachable from the entry point; slot dicts contribute only their chosen value's names."""
+    """Units reachable from the entry point; slot dicts contribute only their chosen value's names, pruned
+    branches none."""
+    off = options_off(modules, recipe)
     entry = modules[ENTRY_MODULE]
     if entry.main is None:
         raise PackError(f"{entry.path}: no `if __name__ == \"__main__\":` footer to start from")
@@ -636,6 +752,10 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
             dropped, kept_decorators = dropped_methods(modules, unit, recipe)
             if dropped or kept_decorators:
                 refs = class_refs(unit, dropped, kept_decorators)
+            cut = branch_edits(kept_node(unit, dropped, kept_decorators), off) if off else []
+            if cut:  # what the packed text of the unit reads
+                text = unit_text(modules[unit.module], unit, method_edits(modules, unit, recipe) + cut)
+                refs = module_level_names(ast.parse(text).body[0])[1]
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
                 _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
@@ -761,9 +881,20 @@ def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict)
         for unit in cfg_mod.defs.get(RECIPE_CONSTANT, []):
             if isinstance(unit.node, ast.Assign):
                 edits.setdefault(id(unit), []).append((unit.node.value, literal(recipe_name)))
+    off = options_off(modules, recipe)
+    if off:
+        units = [u for u in modules[CONFIG_MODULE].defs.get(PACKED_OFF, []) if any(u is k for k in plan.kept)]
+        if not units:
+            raise PackError(f"the recipe leaves {', '.join(off)} off, but the packed code never reads {PACKED_OFF} "
+                            "to refuse turning them on")
+        for unit in units:
+            edits.setdefault(id(unit), []).append((unit.node.value, literal(tuple(off))))
 
     for unit in plan.kept:
         edits.setdefault(id(unit), []).extend(method_edits(modules, unit, recipe))
+        if off:
+            dropped, kept_decorators = dropped_methods(modules, unit, recipe)
+            edits[id(unit)].extend(branch_edits(kept_node(unit, dropped, kept_decorators), off))
     kept_ids = {id(u) for u in plan.kept}
     out = [header(recipe_name), "\n", import_block(plan.imports)]
     for name in module_order(modules):
@@ -813,18 +944,38 @@ def pack_source(root: Path, recipe_name: str, recipe: dict) -> str:
 # brotli-11). The record's own pyminify flags (--no-rename-locals --no-hoist-literals --remove-literal-statements
 # --remove-asserts --prefer-single-line) give 31,997 B; these settings alone 31,239 B, and with the triton rules of
 # minify_for_shipping 30,498 B. Renaming locals saves 1,634 B; hoisting literals would add 201 B and removing
-# `return None` 33 B. Globals keep their names (renaming them would save 1,518 B more): preflight reads them from the
-# module (GPT, from_env, ...), error lines print class names, and the static audit follows val data by names (renamed
-# globals give it a false FAIL). Arguments keep theirs: python-minifier never renames a parameter that a call could
-# pass by keyword.
+# `return None` 33 B. Globals are renamed too, but for shipped_globals() (-1,206 B on the default of issue 24,
+# 31,885 -> 30,679; from_env's PACKED_OFF check adds 27). Arguments keep their names: python-minifier never renames a
+# parameter that a call could pass by keyword.
 SHIPPED_MINIFY = dict(
     remove_annotations=python_minifier.RemoveAnnotationsOptions(
         remove_variable_annotations=True, remove_return_annotations=True,
         remove_argument_annotations=False,  # all or none: minify_for_shipping keeps the kernels' only
         remove_class_attribute_annotations=False),  # dataclass fields: Config's fields are its env vars
     remove_literal_statements=True,  # docstrings: the readable twin keeps them
-    rename_locals=True, rename_globals=False, hoist_literals=False, remove_explicit_return_none=False,
+    rename_locals=True, rename_globals=True, hoist_literals=False, remove_explicit_return_none=False,
     prefer_single_line=True)
+
+# Globals other code reads from the shipped module by name: Config (its repr is logged; its fields, the env vars, are
+# attributes and never renamed), RECIPE, the entry points (run, main); what tools/preflight.py loads
+# (load_training_file's list, held against it by tests/test_pack.py); what tests/test_pack.py runs of the shipped
+# kernels. GolfError also names the class in error lines a user reads.
+SHIPPED_NAMES = (CONFIG_CLASS, RECIPE_CONSTANT, ENTRY_NAME, "main",
+                 "from_env", "GPT", "size_report", "param_rules", "assign_rules", "build_optimizers",
+                 "calibrate_hessians", "quantize_and_write", "select_attention", "DistEnv", "eval_passes", "GolfError",
+                 "window_plan", "load_val_tokens", "doc_spans", "read_artifact",
+                 "TRITON_AVAILABLE", "triton_interpreting", "LeakyReluSquareTriton", "leaky_relu_sq_torch",
+                 "flash_attention", "softcap_cross_entropy_triton", "softcap_cross_entropy_torch")
+
+
+def shipped_globals(tree: ast.Module) -> list[str]:
+    """The module-level names the shipped file keeps: SHIPPED_NAMES, and every name the static audit takes for val
+    data or a val loader by its name alone (golf/static_audit.py names_val_data), so it audits the shipped file as
+    it audits the readable one."""
+    bound = set()
+    for stmt in tree.body:
+        bound |= module_level_names(stmt)[0]
+    return sorted(n for n in bound if n in SHIPPED_NAMES or names_val_data(n))
 
 
 def is_jit(fn: ast.FunctionDef) -> bool:
@@ -854,7 +1005,12 @@ def minify_for_shipping(src: str) -> str:
         if not is_jit(fn):
             for arg in arguments(fn):
                 arg.annotation = None
-    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args)
+    # triton's interpreter compiles a kernel with string annotations and knows a constexpr only as "tl.constexpr":
+    # the module names in kernel annotations keep theirs.
+    annotation_names = {n.id for fn in functions if is_jit(fn) for arg in arguments(fn) if arg.annotation
+                        for n in ast.walk(arg.annotation) if isinstance(n, ast.Name)}
+    shipped = python_minifier.minify(ast.unparse(tree), **SHIPPED_MINIFY, preserve_locals=kernel_args,
+                                     preserve_globals=sorted(set(shipped_globals(tree)) | annotation_names))
     ast.parse(shipped)  # a minifier bug must not ship
     return shipped
 
@@ -935,7 +1091,6 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_recipe(name: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     from golf.recipes import RECIPES
 
     if name not in RECIPES:
