@@ -231,3 +231,38 @@ def test_pr2101_values_match_its_log():
     assert header["ttt_eval_seq_len"] == header["eval_seq_len"]  # one golf window length serves both
     assert float(header["ttt_lora_lr"]) * float(header["ttt_local_lr_mult"]) == RECIPES["pr2101"].ttt_doc_lora_lr
     assert header["ttt_q_lora"] == header["ttt_v_lora"] == "False" and header["ttt_k_lora"] == "True"
+
+
+class RandomLoader:
+    """Training-batch stand-in: random non-BOS tokens of the asked shape."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(3)
+
+    def next_batch(self, global_tokens, seq_len, grad_accum_steps):
+        x = torch.randint(4, 1024, (global_tokens // seq_len, seq_len), generator=self.gen)
+        return x, x.roll(-1, 1)
+
+
+def test_a_run_writes_and_reloads_the_awq_groups_and_the_caps(tmp_path):
+    """golf.train's calibration -> quantise -> write -> reload with AWQ-lite and AsymLogit on."""
+    from golf.artifact import read_artifact
+    from golf.dist import DistEnv
+    from golf.model.attention import sdpa_attention
+    from golf.train import calibrate_hessians, load_artifact_model, quantize_and_write
+
+    cfg = dataclasses.replace(ASYM, awq_top_k=2, awq_group=8, gptq_calib_batches=2, gptq_calib_tokens=256,
+                              quant_method="gptq", codec="brotli", symbol_layout="none")
+    model = tiny_model(cfg)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    rows: dict = {}
+    hessians = calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), model, rules, RandomLoader(), rows)
+    assert set(rows) == set(hessians) and rows["tok_emb.weight"] == 512  # 2 batches of 256 tokens, one head call
+    path = tmp_path / "final_model.golf"
+    quantize_and_write(cfg, model, rules, hessians, str(path), rows)
+    entries, _ = read_artifact(path)
+    protected = sum(len(e.awq.starts) for e in entries.values() if getattr(e, "awq", None) is not None)
+    assert protected == 2
+    assert entries["softcap_pos"].dtype == torch.float16
+    reloaded = load_artifact_model(str(path), cfg, sdpa_attention, torch.device("cpu"))
+    assert reloaded.softcap_pos.item() == model.softcap_pos.half().item()
