@@ -29,7 +29,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     original order at the end. Updates are applied in blocks of `block` columns (lazy batch update).
     protect (AWQ-lite, golf/quant/awq.py): (group starts, group size, bits) of column groups quantised in the
     same solve at `bits` on their own per-row step, clip / qmax(bits); their rounding error propagates like any
-    column's (record R:2300-2347).
+    column's (PR #2101 train_gpt.py lines 2300-2347).
     """
     rows = as_rows(w)
     cols = rows.shape[1]
