@@ -792,7 +792,8 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
         ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
                   cfg.scalar_wd, None, None, "scalars"),
-        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py lines 1983-2045, list none).
+        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py
+        # lines 1983-2045, list none).
         ParamRule(r"softcap_(pos|neg)", "none", 0.0, 0.0, None, None, "scalars"),
     )
 
@@ -1827,8 +1828,9 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.
 
 def asym_softcap_nll(logits: torch.Tensor, targets: torch.Tensor, cap_pos: torch.Tensor,
                      cap_neg: torch.Tensor) -> torch.Tensor:
-    """token_nll with the cap cap_pos on positive logits and cap_neg on the rest (AsymLogit, PR #2101 train_gpt.py lines 1440-1447):
-    z = c * tanh(l / c), c chosen per logit, in fp32 like softcap_logits; equal caps give token_nll's losses."""
+    """token_nll with the cap cap_pos on positive logits and cap_neg on the rest (AsymLogit, PR #2101 train_gpt.py
+    lines 1440-1447): z = c * tanh(l / c), c chosen per logit, in fp32 like softcap_logits; equal caps give
+    token_nll's losses."""
     z = logits.float()
     cap = torch.where(z > 0, cap_pos.float(), cap_neg.float())
     nll = F.cross_entropy((cap * torch.tanh(z / cap)).reshape(-1, z.size(-1)), targets.reshape(-1), reduction="none")
@@ -1870,10 +1872,10 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
         self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
-        # AsymLogit: the eval/TTT head's caps (PR #2101 train_gpt.py lines 1281-1288: init logit_softcap, fp32). No optimiser holds them
-        # (golf/params.py) and the training loss does not read them: in #2101 they stay at init through training
-        # and TTT (its global TTT trains through the training forward), stored fp16 ("passthrough (float16):
-        # ... softcap_neg, softcap_pos").
+        # AsymLogit: the eval/TTT head's caps (PR #2101 train_gpt.py lines 1281-1288: init logit_softcap, fp32). No
+        # optimiser holds them (golf/params.py) and the training loss does not read them: in #2101 they stay at init
+        # through training and TTT (its global TTT trains through the training forward), stored fp16 (its log:
+        # "passthrough (float16): ... softcap_neg, softcap_pos").
         if cfg.asym_softcap:
             self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
             self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
@@ -3306,7 +3308,8 @@ def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqG
     starts, size, bits = awq["starts"], awq["size"], awq["bits"]
     if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
             and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) tensor")
+        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
+                        f"tensor")
     scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
     return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
 

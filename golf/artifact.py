@@ -394,7 +394,8 @@ def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqG
     starts, size, bits = awq["starts"], awq["size"], awq["bits"]
     if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
             and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) tensor")
+        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
+                        f"tensor")
     scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
     return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
 

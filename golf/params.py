@@ -34,7 +34,8 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
         ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
                   cfg.scalar_wd, None, None, "scalars"),
-        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py lines 1983-2045, list none).
+        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py
+        # lines 1983-2045, list none).
         ParamRule(r"softcap_(pos|neg)", "none", 0.0, 0.0, None, None, "scalars"),
     )
 

@@ -68,10 +68,11 @@ def test_awq_groups_on_the_base_step_fail(tmp_path):
 
 
 def test_asym_caps_swapped_fail_eval_and_ttt(tmp_path):
-    rec = altered(tmp_path, "return torch.where(logits > 0, sp * torch.tanh(logits / sp), sn * torch.tanh(logits / sn))",
-                  "return torch.where(logits > 0, sn * torch.tanh(logits / sn), sp * torch.tanh(logits / sp))")
+    rec = altered(tmp_path, "torch.where(logits > 0, sp * torch.tanh(logits / sp), sn * torch.tanh(logits / sn))",
+                  "torch.where(logits > 0, sn * torch.tanh(logits / sn), sp * torch.tanh(logits / sp))")
     got = statuses(pr2101.asym_pieces(rec, CFG, pr2101.model_pair(rec, CFG, pr2101.SEQ, pr2101.SEQ)))
-    assert got == {"pr2101.asym.eval_losses": "FAIL", "pr2101.asym.ttt_losses": "FAIL", "pr2101.asym.train_loss": "PASS"}
+    assert got == {"pr2101.asym.eval_losses": "FAIL", "pr2101.asym.ttt_losses": "FAIL",
+                   "pr2101.asym.train_loss": "PASS"}
 
 
 def test_v_lora_despite_the_mask_fails(tmp_path):

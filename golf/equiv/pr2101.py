@@ -38,7 +38,8 @@ from golf.ttt import DocLoRA, doc_lora_losses
 ASYM_CAPS = (3.0, 8.0)  # positive, negative: unequal, and small enough that most logits are capped
 CALIB_ROWS = 600
 # tok_emb (vocab, dim) int7, an MLP up (4 dim, dim) and an attention q (dim, dim) int6: all over 65,536 elements.
-AWQ_SHAPES = {"tok_emb.weight": (512, 256), "blocks.0.mlp.fc.weight": (1024, 256), "blocks.0.attn.c_q.weight": (320, 256)}
+AWQ_SHAPES = {"tok_emb.weight": (512, 256), "blocks.0.mlp.fc.weight": (1024, 256),
+              "blocks.0.attn.c_q.weight": (320, 256)}
 AWQ_LOUD = {"tok_emb.weight": (128, 6.0), "blocks.0.mlp.fc.weight": (0, 3.0)}  # (group start, activation gain)
 
 
@@ -107,10 +108,11 @@ def awq_pieces(rec, cfg) -> list[Piece]:
         w = result[name + ".q"].float() * result[name + ".scale"].float()[:, None]
         size = int(result[name + ".awqg_size"])
         for start in theirs[name]:
-            w[:, start:start + size] = result[name + ".q"][:, start:start + size].float() * \
-                result[name + ".awqg_s_hi"].float()[:, None]
-        pieces.append(compare(f"pr2101.awq.dequant.{name}", dequantize_rows(dataclasses.replace(entries[name], lqer=None)),
-                              w, 0, 0, detail="q x step, protected groups on their own step (before LQER)"))
+            hi = result[name + ".awqg_s_hi"].float()[:, None]
+            w[:, start:start + size] = result[name + ".q"][:, start:start + size].float() * hi
+        base = dequantize_rows(dataclasses.replace(entries[name], lqer=None))
+        pieces.append(compare(f"pr2101.awq.dequant.{name}", base, w, 0, 0,
+                              detail="q x step, protected groups on their own step (before LQER)"))
     return pieces
 
 
