@@ -122,7 +122,7 @@ DEVIATIONS: dict[str, Deviation] = {
         reason="the record allocates two-lane weights (parallel_post_lambdas 2x2, parallel_resid_lambdas 2) for all "
                "11 blocks (R:1237-1242) but its forward reads them only for blocks 8-10 (R:1359); golf has the 3 "
                "read ones, so 48 never-read parameters (~96 artifact bytes) are not stored; outputs are unchanged "
-               "(tools/equiv.py model pieces)"),
+               "(tools/equiv.py model pieces); no Config field: nothing would read them"),
     "compressor": Deviation(
         record="pergroup (per-group lrzip/brotli streams, R:2448-2509)", golf="codec embed=zpaq,ctx",
         kind="lossless",

@@ -12,8 +12,10 @@ import dataclasses
 
 import torch
 
+from golf.data import document_ids
 from golf.equiv.record import record_gpt, record_hparams
 from golf.equiv.report import Piece, compare, verdict
+from golf.model.gpt import GPT
 from golf.recipes import DEVIATIONS
 
 # Small dims: head_dim 32 keeps partial RoPE partial (rope_dims 16 < 32); sequences long enough for several
@@ -87,11 +89,11 @@ def randomise_(model, seed: int = 0) -> None:
                 p.add_(0.3 * noise)
 
 
-def load_shared_weights(golf_model, record_model) -> list[str]:
-    """Copy golf's weights into the record's model; returns the record parameters golf has no value for."""
+def load_shared_weights(golf_model, record_model) -> None:
+    """Copy golf's weights into the record's model (already randomised: a record weight golf lacks stays random,
+    so if the record's forward read it the outputs would differ)."""
     params = dict(record_model.named_parameters())
     golf_params = dict(golf_model.named_parameters())
-    covered = set()
     with torch.no_grad():
         for golf_name, record_name, index in name_map(golf_model, record_model):
             if golf_name not in golf_params or record_name not in params:
@@ -101,12 +103,6 @@ def load_shared_weights(golf_model, record_model) -> list[str]:
                 raise ValueError(f"{golf_name} {tuple(golf_params[golf_name].shape)} vs record {record_name} "
                                  f"{tuple(target.shape)}")
             target.copy_(golf_params[golf_name])
-            covered.add(record_name)
-        unmapped = [name for name in params if name not in covered]
-        g = torch.Generator().manual_seed(1)
-        for name in unmapped:  # random too: if the record's forward read them, the outputs would differ
-            params[name].add_(0.3 * torch.randn(params[name].shape, generator=g))
-    return unmapped
 
 
 def tokens(seed: int, length: int, bos_at: list[int]) -> torch.Tensor:
@@ -122,11 +118,12 @@ def softcapped(golf_model, logits):
 
 
 def build_pair(rec, cfg):
-    golf_model = __import__("golf.model.gpt", fromlist=["GPT"]).GPT(golf_small(cfg))
+    golf_model = GPT(golf_small(cfg))
     record_model = record_gpt(rec, record_small(rec, cfg))
-    randomise_(golf_model)
-    unmapped = load_shared_weights(golf_model, record_model)
-    return golf_model, record_model, unmapped
+    randomise_(golf_model, seed=0)
+    randomise_(record_model, seed=1)
+    load_shared_weights(golf_model, record_model)
+    return golf_model, record_model
 
 
 def logits_pieces(golf_model, record_model) -> list[Piece]:
@@ -148,8 +145,6 @@ def logits_pieces(golf_model, record_model) -> list[Piece]:
 def train_pieces(rec, golf_model, record_model) -> list[Piece]:
     """Loss and every gradient with looping on (the record's state after enable_looping_at), on a packed row as
     its loader makes them: documents cut every SEQ tokens (its cu_seqlens, golf's document_ids with the cap)."""
-    from golf.data import document_ids
-
     bos = [5, 30, 51]  # a document's tail before the first BOS, and one of 109 tokens (cut at 64)
     x, y = tokens(1, ROW, bos), tokens(2, ROW, [])
     cu, max_len = rec.module._build_cu_seqlens(list(bos), ROW, torch.device("cpu"), SEQ, 64)
@@ -186,8 +181,6 @@ def train_pieces(rec, golf_model, record_model) -> list[Piece]:
 def doc_pieces(rec, golf_model, record_model) -> list[Piece]:
     """The record's varlen attention on its own cu_seqlens against golf's doc_ids on the same row: documents
     whole (max_doc_len = the row), and cut every SEQ tokens from each start as its loader cuts them."""
-    from golf.data import document_ids
-
     bos = [0, 17, 40, 118]  # documents of 17, 23, 78 (> SEQ: cut) and 42 tokens
     x = tokens(3, ROW, bos)
     record_model.eval()
@@ -206,11 +199,9 @@ def doc_pieces(rec, golf_model, record_model) -> list[Piece]:
 
 def param_count_piece(rec, cfg) -> Piece:
     """Parameters at the real dims (no forward): golf's GPT(cfg) against the record's GPT at its header values."""
-    from golf.model.gpt import GPT
-
-    torch.manual_seed(0)
-    ours = sum(p.numel() for p in GPT(cfg).parameters())
-    record_model = rec.module.GPT(record_hparams(rec))
+    with torch.device("meta"):  # shapes only: no memory, no init
+        ours = sum(p.numel() for p in GPT(cfg).parameters())
+        record_model = rec.module.GPT(record_hparams(rec))
     theirs = sum(p.numel() for p in record_model.parameters())
     unread = unread_record_params(record_model)
     detail = f"golf {ours:,} vs record {theirs:,} (record's never-read two-lane weights: {unread})"
@@ -227,7 +218,7 @@ def unread_record_params(record_model) -> int:
 
 def check(rec, cfg) -> list[Piece]:
     try:
-        golf_model, record_model, unmapped = build_pair(rec, cfg)
+        golf_model, record_model = build_pair(rec, cfg)
     except (KeyError, ValueError, RuntimeError) as e:
         return [Piece("model.weights", "FAIL", float("inf"), float("inf"), f"no shared weight map: {e}")]
     pieces = logits_pieces(golf_model, record_model)

@@ -12,7 +12,8 @@ What load_record does, in order:
 - makes `torch.compile` the identity during the load (the record decorates its Newton-Schulz with it), so
   nothing compiles;
 - imports the file from a temp dir copy under a unique module name, then restores sys.modules and the env.
-The CUDA-only paths stay off through the record's own switches: `record_hparams` sets `fused_ce_enabled=False`
+`without_pinned_memory` lets its loaders run on a CPU-only torch. The CUDA-only paths stay off through the record's
+own switches: `record_hparams` sets `fused_ce_enabled=False`
 (its eager softcapped CE) and `record_gpt` sets every `MLP.use_fused = False` (its eager LeakyReLU^2 MLP);
 `BOS_ID` is set to 1, the value its loaders set (R:638).
 """
@@ -171,6 +172,23 @@ def load_patches():
             sys.modules["flash_attn_interface"] = saved_fa3
 
 
+@contextlib.contextmanager
+def without_pinned_memory():
+    """The record's loaders pin their batches for CUDA copies (R:669-676); a CPU-only torch has no pinned
+    allocator, so while this is active `pin_memory` is a no-op (the same tensors, unpinned)."""
+    saved_empty, saved_pin = torch.empty, torch.Tensor.pin_memory
+
+    def empty(*args, pin_memory=False, **kwargs):
+        return saved_empty(*args, **kwargs)
+
+    torch.empty = empty
+    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.empty, torch.Tensor.pin_memory = saved_empty, saved_pin
+
+
 def check_record_source(path: Path) -> str:
     try:
         source = path.read_text(encoding="utf-8")
@@ -226,7 +244,7 @@ def record_hparams(rec: RecordHandle, **overrides):
         raise GolfError(f"{rec.path}: Hyperparameters reads no env for {', '.join(unknown)}")
     values = {"fused_ce_enabled": False, **overrides}
     env = dict(rec.env)
-    env.update({names[k]: env_value(str(v)) if not isinstance(v, bool) else str(int(v)) for k, v in values.items()})
+    env.update({names[k]: env_value(str(v)) for k, v in values.items()})
     namespace = dict(vars(rec.module))
     with patched_env(env):
         exec(compile(class_source(source, "Hyperparameters"), str(rec.path), "exec"), namespace)

@@ -6,11 +6,13 @@ DEVIATION with the table's reason. Equal although a deviation is declared is sti
 tools/equiv.py says so in the detail).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-STATUSES = ("PASS", "FAIL", "DEVIATION")
+# n/a: a config key that describes the launch, paths or logging (golf/equiv/config.py); it never fails the run.
+STATUSES = ("PASS", "FAIL", "DEVIATION", "n/a")
 
 
 @dataclass
@@ -27,8 +29,13 @@ class Piece:
         return f"{text} -- {self.reason}" if self.reason else text
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "status": self.status, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "detail": self.detail, "reason": self.reason}
+        """For --json: an infinite or NaN difference (shapes or kinds that do not compare) is null."""
+        return {"name": self.name, "status": self.status, "max_abs": finite_or_none(self.max_abs),
+                "max_rel": finite_or_none(self.max_rel), "detail": self.detail, "reason": self.reason}
+
+
+def finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def as_tensor(x) -> torch.Tensor:
@@ -67,3 +74,8 @@ def verdict(name, equal, max_abs, max_rel, detail, deviation=None) -> Piece:
         return Piece(name, "DEVIATION", max_abs, max_rel, detail,
                      f"{deviation.kind}: record {deviation.record}, golf {deviation.golf}: {deviation.reason}")
     return Piece(name, "FAIL", max_abs, max_rel, detail)
+
+
+def deviation_rows(deviations: dict) -> list[str]:
+    """The README's "Deviations from the record" table rows, one per DEVIATIONS entry."""
+    return [f"| `{key}` | {d.record} | {d.golf} | {d.kind} | {d.reason} |" for key, d in deviations.items()]
