@@ -189,7 +189,9 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
     if cfg.awq_top_k > 0:
-        plan = protect_salient_groups(state, plan, activation_rms(hessians, rows_seen or {}), cfg.awq_top_k,
+        if rows_seen is None:
+            raise GolfError("AWQ_TOP_K > 0: quantize_and_write needs calibrate_hessians' rows_seen (activation RMS)")
+        plan = protect_salient_groups(state, plan, activation_rms(hessians, rows_seen), cfg.awq_top_k,
                                       cfg.awq_bits, cfg.awq_group)
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
