@@ -49,7 +49,7 @@ RECIPE = "default"
 
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
-PACKED_OFF: tuple[str, ...] = ()
+PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap")
 
 
 class GolfError(Exception):
@@ -75,6 +75,9 @@ class Config:
     rope_base: float = 10000.0
     qk_gain_init: float = 5.0  # record log qk_gain_init: 5.0 (the 04-09 record used 5.25)
     logit_softcap: float = 30.0
+    # AsymLogit (PR #2101 from #1923/#2060): the eval and TTT head uses caps softcap_pos on positive logits and
+    # softcap_neg on negative ones (GPT parameters, init logit_softcap, stored fp16); training keeps logit_softcap.
+    asym_softcap: bool = False
     block: str = "sequential"  # golf/model/blocks.py BLOCKS; record: sequential before parallel_start_layer
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
@@ -167,6 +170,7 @@ class Config:
     ttt_mode: str = "stream"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
+    ttt_doc_lora_off: str = ""  # golf/ttt.py DOC_LORA_KINDS without adapters, e.g. "q,v" (PR #2101 ttt_mask: no_qv)
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only
     ttt_doc_lora_lr: float = 1e-4  # ttt_lora_lr: 0.0001 (AdamW, eps 1e-10, R:3086); 0: no per-doc LoRA
     ttt_doc_beta1: float = 0.0  # ttt_beta1: 0.0
@@ -240,6 +244,12 @@ class Config:
     # (recipe prior, with 12,000 bytes: the record's top-3 cost ~15.5 KB nominal and do not fit it).
     lqer_select: str = "weight_error"
     lqer_budget_bytes: int = 12_000
+    # AWQ-lite (golf/quant/awq.py): the awq_top_k most salient column groups of awq_group columns over all GPTQ
+    # matrices keep awq_bits. 0: off. PR #2101 log "awq_lite_group_top_k: 1", "awq_lite_bits: 8",
+    # "awq_lite_group_size: 64" (recipe pr2101).
+    awq_top_k: int = 0
+    awq_bits: int = 8
+    awq_group: int = 64
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
@@ -793,7 +803,7 @@ def token_bytes(prev: torch.Tensor, target: torch.Tensor, luts: tuple[torch.Tens
 @dataclass(frozen=True)
 class ParamRule:
     pattern: str  # regex, full match on the parameter's name in model.named_parameters()
-    optim: str  # "muon" (matrices) | "adam"
+    optim: str  # "muon" (matrices) | "adam" | "none" (no optimiser)
     lr: float
     weight_decay: float
     bits: int | None  # None: stored unquantised (fp16)
@@ -820,6 +830,9 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
         ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
                   cfg.scalar_wd, None, None, "scalars"),
+        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py
+        # lines 1983-2045, list none).
+        ParamRule(r"softcap_(pos|neg)", "none", 0.0, 0.0, None, None, "scalars"),
     )
 
 
@@ -1879,6 +1892,17 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.
     return nll.view(targets.shape)
 
 
+def asym_softcap_nll(logits: torch.Tensor, targets: torch.Tensor, cap_pos: torch.Tensor,
+                     cap_neg: torch.Tensor) -> torch.Tensor:
+    """token_nll with the cap cap_pos on positive logits and cap_neg on the rest (AsymLogit, PR #2101 train_gpt.py
+    lines 1440-1447): z = c * tanh(l / c), c chosen per logit, in fp32 like softcap_logits; equal caps give
+    token_nll's losses."""
+    z = logits.float()
+    cap = torch.where(z > 0, cap_pos.float(), cap_neg.float())
+    nll = F.cross_entropy((cap * torch.tanh(z / cap)).reshape(-1, z.size(-1)), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape)
+
+
 class SmearGate(nn.Module):
     """x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} on the token embeddings (record R:1331-1337), except
     where token t is BOS: a document's first position never reads the previous document (the BOS fix,
@@ -1916,6 +1940,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
         self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
+        self.asym_softcap = cfg.asym_softcap
         self.doc_attention = cfg.doc_attention
         if cfg.orthogonal_init:
             orthogonal_init_(self)
@@ -1949,12 +1974,22 @@ class GPT(nn.Module):
         """(..., D) hidden states -> pre-softcap logits (..., V) through the tied embedding."""
         return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
+    def head_nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token NLL of pre-softcap logits under the evaluation head: AsymLogit's caps when on."""
+        if self.asym_softcap:
+            return asym_softcap_nll(logits, targets, self.softcap_pos, self.softcap_neg)
+        return token_nll(logits, targets, self.logit_softcap)
+
     def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
-        """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
+        """(B, T), (B, T) -> per-token NLL (B, T) fp32 of the evaluation head; evaluation and TTT scoring sum these."""
+        return self.head_nll(self.logits(idx, doc_ids), targets)
+
+    def train_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        """Per-token NLL (B, T) of the training head: one symmetric softcap (record: the fused CE in forward)."""
         return token_nll(self.logits(idx, doc_ids), targets, self.logit_softcap)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
-        return self.token_losses(idx, targets, doc_ids).mean()
+        return self.train_losses(idx, targets, doc_ids).mean()
 
 
 def size_report(model: GPT) -> dict[str, int]:
@@ -1987,6 +2022,7 @@ class QuantTensor:
     shape: tuple  # the original tensor's shape; rows = shape[0] (1 for 0-d/1-d), cols = the rest
     dtype: torch.dtype = torch.float32  # the original tensor's dtype
     lqer: object = None  # golf.quant.lowrank.LqerFactors: a low-rank correction added on dequantising
+    awq: object = None  # golf.quant.awq.AwqGroups: column groups with more bits and their own step (AWQ-lite)
 
 
 def qmax_for_bits(bits: int) -> int:
@@ -2058,17 +2094,41 @@ def quantize_rtn(w: torch.Tensor, bits: int, clip_k: float | None = None, rule: 
 
 
 def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
-    """QuantTensor -> fp32 tensor of the original shape: q * scale per row (+ its LQER correction A B)."""
+    """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
+    (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
+    if qt.awq is not None:
+        rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()
     return rows.reshape(qt.shape)
 
 
+# ---- golf/quant/awq.py: AWQ-lite (PR #2101, from PR #1918): the most salient column groups of the quantised matrices keep more bits. ----
+@dataclass(frozen=True, eq=False)
+class AwqGroups:
+    """Column groups of a QuantTensor stored at `bits` with their own per-row step (the rest use the tensor's)."""
+    starts: tuple[int, ...]  # first column of each group, ascending
+    size: int  # columns per group
+    bits: int
+    scale: torch.Tensor  # (rows,) fp16 step of the protected columns
+
+    def columns(self) -> torch.Tensor:
+        """Indices of the protected columns."""
+        return torch.tensor([s + c for s in self.starts for c in range(self.size)], dtype=torch.int64)
+
+    def dequantize(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """rows (the tensor's q * its step) with the protected columns recomputed on their own step."""
+        cols = self.columns()
+        out = rows.clone()
+        out[:, cols] = q[:, cols].float() * self.scale.float()[:, None]
+        return out
+
+
 # ---- golf/quant/gptq.py: GPTQ (Frantar et al. 2022, arXiv:2210.17323): quantise a linear layer's weight one column at a ----
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: float | None,
                   block: int = 128, damp: float = 0.01, act_order: bool = True,
-                  rule: str | None = None) -> QuantTensor:
+                  rule: str | None = None, protect: tuple | None = None) -> QuantTensor:
     """w (rows, cols), hessian (cols, cols) = X^T X -> QuantTensor with the same row scales as RTN.
 
     Scales come from the clip rule on the ORIGINAL rows (see golf.quant.rtn), so GPTQ changes
@@ -2076,6 +2136,9 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     columns whose diag is 0 (inputs always zero: "dead") are quantised to 0 and carry no error.
     act_order processes columns by descending diag(H) (the most active first) and restores the
     original order at the end. Updates are applied in blocks of `block` columns (lazy batch update).
+    protect (AWQ-lite, golf/quant/awq.py): (group starts, group size, bits) of column groups quantised in the
+    same solve at `bits` on their own per-row step, clip / qmax(bits); their rounding error propagates like any
+    column's (PR #2101 train_gpt.py lines 2300-2347).
     """
     rows = as_rows(w)
     cols = rows.shape[1]
@@ -2097,13 +2160,20 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     hinv = upper_cholesky_of_inverse(h)
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
+    awq, hi = None, None
+    if protect is not None:
+        starts, size, hi_bits = protect
+        awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
+        mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
+        mask[awq.columns().to(h.device)] = True
+        hi = (awq.scale.float(), qmax_for_bits(hi_bits), mask[perm].tolist())
     for start in range(0, cols, block):
         end = min(start + block, cols)
-        block_err = quantize_block(weights, q, hinv, step, qmax, start, end)
+        block_err = quantize_block(weights, q, hinv, step, qmax, start, end, hi)
         # Lazy batch update: the whole block's error reaches the later columns in one matmul.
         weights[:, end:] -= block_err @ hinv[start:end, end:]
     q = q[:, torch.argsort(perm)]
-    return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype)
+    return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype, awq=awq)
 
 
 def output_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor) -> float:
@@ -2122,15 +2192,17 @@ def upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, step: torch.Tensor,
-                   qmax: int, start: int, end: int) -> torch.Tensor:
+                   qmax: int, start: int, end: int, hi: tuple | None = None) -> torch.Tensor:
     """Quantise columns start..end-1 in place (q, and weights inside the block); return the block's
-    scaled errors (rows, end - start), err_i = (w_i - q_i * step) / U_ii."""
+    scaled errors (rows, end - start), err_i = (w_i - q_i * step) / U_ii. hi: (step, qmax, column mask) of the
+    AWQ-protected columns (in the solve's column order), which use that step and qmax instead."""
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        qi = torch.clamp(torch.round(col / step), -qmax, qmax)
+        s, m = (hi[0], hi[1]) if hi is not None and hi[2][i] else (step, qmax)
+        qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
-        err = (col - qi * step) / hinv[i, i]
+        err = (col - qi * s) / hinv[i, i]
         weights[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
         errs[:, i - start] = err
     return errs
@@ -2176,20 +2248,23 @@ class HessianCollector:
 
 
 def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable,
-                     forward: Callable) -> dict[str, torch.Tensor]:
+                     forward: Callable, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """Run forward(model, batch) for each batch under no_grad; return {name: X^T X} per module.
 
     forward may return {name: inputs (..., cols)} for weights that no module hook sees, e.g. the tied
     embedding, whose head input is the final-norm output (logits = hidden @ tok_emb.weight^T).
     Batches must be TRAINING tokens (never val). A module that never ran has no entry (the caller's
     quantize_state then falls back to RTN for it). Hooks are removed even if a forward raises. With
-    several ranks, all-reduce the sums afterwards: each rank sees only its own batches.
+    several ranks, all-reduce the sums afterwards: each rank sees only its own batches. rows_seen, when given,
+    receives each sum's input row count (AWQ-lite's activation RMS, golf/quant/awq.py, needs it).
     """
     with torch.no_grad(), HessianCollector(modules) as collector:
         for batch in batches:
             extra = forward(model, batch)
             for name, x in (extra if isinstance(extra, dict) else {}).items():
                 collector.add(name, x)
+    if rows_seen is not None:
+        rows_seen.update(collector.rows_seen)
     return collector.hessians
 
 
@@ -2298,7 +2373,8 @@ def rtn_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> 
 def gptq_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> QuantTensor:
     if hessian is None:
         return rtn_from_spec(w, None, spec)
-    return gptq_quantize(w, hessian, spec["bits"], spec.get("clip_k"), rule=spec.get("clip_rule"))
+    return gptq_quantize(w, hessian, spec["bits"], spec.get("clip_k"), rule=spec.get("clip_rule"),
+                         protect=spec.get("protect"))
 
 
 QUANTIZERS = {"rtn": rtn_from_spec, "gptq": gptq_from_spec}
@@ -3014,8 +3090,11 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     """(part, bytes, itemsize, bits, shape) of each array an entry is stored as."""
     if not isinstance(entry, QuantTensor):
         return [("data", tensor_bytes(entry), entry.element_size(), None, tuple(entry.shape))]
-    parts = [("q", tensor_bytes(entry.q), 1, entry.bits, tuple(entry.q.shape)),
+    parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
+              tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
+    if entry.awq is not None:
+        parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
         parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
@@ -3025,13 +3104,21 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     return parts
 
 
+def symbol_bits(bits: int, awq_bits: int | None) -> int:
+    """Width of a quantised tensor's stored symbols: its bits, or its AWQ-lite groups' where those are wider."""
+    return max(bits, awq_bits or 0)
+
+
 def tensor_record(name: str, group: str, entry) -> dict:
     if isinstance(entry, QuantTensor):
         f = entry.lqer
         lqer = None if f is None else {"rank": f.qa.shape[1], "a_bits": f.a_bits, "b_bits": f.b_bits,
                                        "group": f.group}
-        return {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
-                "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
+        record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
+                  "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
+        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+            record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
+        return record
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
     return {"name": name, "group": group, "kind": "raw", "shape": list(entry.shape),
@@ -3242,7 +3329,8 @@ def decode_entry(record: dict, raws: dict):
         itemsize = torch.empty(0, dtype=dtype).element_size()
         return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
     rows, cols = matrix_dims(shape)
-    q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    awq = record.get("awq")
+    q = part_array(raws, parts["q"], (rows, cols), 1, symbol_bits(record["bits"], awq and awq["bits"]))
     if record.get("row_order", "none") != "none":
         perm = part_array(raws, parts["perm"], (rows,), 4, None).view("<u4").astype(numpy.int64)
         unordered = numpy.empty((rows, cols), dtype=numpy.uint8)
@@ -3251,8 +3339,19 @@ def decode_entry(record: dict, raws: dict):
     scale = part_array(raws, parts["scale"], (rows,), 2, None)
     lqer = record.get("lqer")
     factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)
+    groups = None if awq is None else decode_awq(raws, parts, awq, rows, cols)
     return QuantTensor(bytes_tensor(q, torch.int8, (rows, cols)), bytes_tensor(scale, torch.float16, (rows,)),
-                       record["bits"], shape, dtype, factors)
+                       record["bits"], shape, dtype, factors, groups)
+
+
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
+    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
+    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
+            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
+        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
+                        f"tensor")
+    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
+    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:
@@ -4201,10 +4300,11 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
-                       loader: DistributedTokenLoader) -> dict[str, torch.Tensor]:
+                       loader: DistributedTokenLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
 
-    Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase)."""
+    Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase).
+    rows_seen, when given, receives the input rows behind each sum over all ranks (AWQ-lite needs them)."""
     if cfg.quant_method != "gptq" or cfg.gptq_calib_batches == 0:
         return {}
     weights = {name for name, r in rules.items() if r.bits is not None}
@@ -4217,9 +4317,12 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
+        rows: dict[str, int] = {}
         hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(
-            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))))  # zeros: one segment
+            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))), rows)  # zeros: one segment
     model.train()
+    if rows_seen is not None:  # every rank calibrates on as many rows
+        rows_seen.update({f"{name}.weight": n * env.world_size for name, n in rows.items()})
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
@@ -4231,18 +4334,20 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=N
 
 
 def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[str, ParamRule],
-                     hessians: dict[str, torch.Tensor]) -> dict:
-    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}."""
+                     hessians: dict[str, torch.Tensor], rows_seen: dict | None = None) -> dict:
+    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}.
+    With AWQ_TOP_K > 0, rows_seen (calibrate_hessians') gives the activation RMS that ranks AWQ-lite's groups."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     return quantize_state(state, plan, hessians, lqer)
 
 
-def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str,
+                       rows_seen: dict | None = None) -> int:
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()})
+    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()}, rows_seen)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
@@ -4282,11 +4387,12 @@ def main(code_path: str) -> int:
     # write) reads no training data and is counted in neither budget (golf/budget.py says where each phase counts).
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
     budget.start("reserve")
-    hessians = calibrate_hessians(cfg, env, model, rules, loader)
+    rows_seen: dict[str, int] = {}
+    hessians = calibrate_hessians(cfg, env, model, rules, loader, rows_seen)
     budget.stop("reserve")
     budget.start("serialise")
     if env.is_main:
-        quantize_and_write(cfg, model, rules, hessians, artifact_path)
+        quantize_and_write(cfg, model, rules, hessians, artifact_path, rows_seen)
     if env.world_size > 1:
         torch.distributed.barrier()
     budget.stop("serialise")

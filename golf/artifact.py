@@ -8,8 +8,9 @@ Layout (integers little-endian):
 Version 2 (written): the header is brotli-compressed UTF-8 JSON (JSON alone was ~31 KB at record
 size, mostly repeated keys). It holds `blocks` {"group/part": {group, part, codec, offset, length
 (compressed, from the payload's start), raw_length}}, `tensors` [{name, group, kind 'quant'|'raw',
-shape, dtype, bits, scale_layout, lqer (null or {rank, a_bits, b_bits, group}), parts: [{part, block,
-transform, offset, length}]}] where offsets index the block's decompressed bytes, and `meta`
+shape, dtype, bits, scale_layout, lqer (null or {rank, a_bits, b_bits, group}), optionally awq ({starts, size,
+bits}: AWQ-lite column groups, their symbols up to `bits` wide in "q", their per-row steps in part "awq_scale"),
+parts: [{part, block, transform, offset, length}]}] where offsets index the block's decompressed bytes, and `meta`
 (free-form run info); a tensor stored in a row order (`row_order`, e.g. "simsort") has a "perm" part
 (uint32 row indices: stored row i is row perm[i]). Each kind of part of a group is one block,
 compressed on its own: the int8 symbols of the quantised matrices ("q", and the LQER factors "lqer_a",
@@ -36,6 +37,7 @@ import torch
 from golf.compress import (CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, ctx_describe,
                             matrix_dims)
 from golf.config import GolfError, pick
+from golf.quant.awq import AwqGroups
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
 
@@ -134,8 +136,11 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     """(part, bytes, itemsize, bits, shape) of each array an entry is stored as."""
     if not isinstance(entry, QuantTensor):
         return [("data", tensor_bytes(entry), entry.element_size(), None, tuple(entry.shape))]
-    parts = [("q", tensor_bytes(entry.q), 1, entry.bits, tuple(entry.q.shape)),
+    parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
+              tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
+    if entry.awq is not None:
+        parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
         parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
@@ -145,13 +150,21 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     return parts
 
 
+def symbol_bits(bits: int, awq_bits: int | None) -> int:
+    """Width of a quantised tensor's stored symbols: its bits, or its AWQ-lite groups' where those are wider."""
+    return max(bits, awq_bits or 0)
+
+
 def tensor_record(name: str, group: str, entry) -> dict:
     if isinstance(entry, QuantTensor):
         f = entry.lqer
         lqer = None if f is None else {"rank": f.qa.shape[1], "a_bits": f.a_bits, "b_bits": f.b_bits,
                                        "group": f.group}
-        return {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
-                "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
+        record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
+                  "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
+        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+            record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
+        return record
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
     return {"name": name, "group": group, "kind": "raw", "shape": list(entry.shape),
@@ -362,7 +375,8 @@ def decode_entry(record: dict, raws: dict):
         itemsize = torch.empty(0, dtype=dtype).element_size()
         return bytes_tensor(part_array(raws, parts["data"], shape, itemsize, None), dtype, shape)
     rows, cols = matrix_dims(shape)
-    q = part_array(raws, parts["q"], (rows, cols), 1, record["bits"])
+    awq = record.get("awq")
+    q = part_array(raws, parts["q"], (rows, cols), 1, symbol_bits(record["bits"], awq and awq["bits"]))
     if record.get("row_order", "none") != "none":
         perm = part_array(raws, parts["perm"], (rows,), 4, None).view("<u4").astype(numpy.int64)
         unordered = numpy.empty((rows, cols), dtype=numpy.uint8)
@@ -371,8 +385,19 @@ def decode_entry(record: dict, raws: dict):
     scale = part_array(raws, parts["scale"], (rows,), 2, None)
     lqer = record.get("lqer")
     factors = None if lqer is None else decode_lqer(raws, parts, lqer, rows, cols)
+    groups = None if awq is None else decode_awq(raws, parts, awq, rows, cols)
     return QuantTensor(bytes_tensor(q, torch.int8, (rows, cols)), bytes_tensor(scale, torch.float16, (rows,)),
-                       record["bits"], shape, dtype, factors)
+                       record["bits"], shape, dtype, factors, groups)
+
+
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
+    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
+    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
+            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
+        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
+                        f"tensor")
+    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
+    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:

@@ -16,7 +16,7 @@ RECIPE = "library"
 # Options (Config fields, on when truthy) whose code tools/pack.py leaves out of a file packed with them off: each `if`
 # (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`) and literals, and
 # what only that code reaches.
-PACKED_OPTIONS: tuple[str, ...] = ()
+PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap")  # PR #2101 pieces, off in the default
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
 PACKED_OFF: tuple[str, ...] = ()
@@ -45,6 +45,9 @@ class Config:
     rope_base: float = 10000.0
     qk_gain_init: float = 5.0  # record log qk_gain_init: 5.0 (the 04-09 record used 5.25)
     logit_softcap: float = 30.0
+    # AsymLogit (PR #2101 from #1923/#2060): the eval and TTT head uses caps softcap_pos on positive logits and
+    # softcap_neg on negative ones (GPT parameters, init logit_softcap, stored fp16); training keeps logit_softcap.
+    asym_softcap: bool = False
     block: str = "sequential"  # golf/model/blocks.py BLOCKS; record: sequential before parallel_start_layer
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
@@ -137,6 +140,7 @@ class Config:
     ttt_mode: str = "stream"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
+    ttt_doc_lora_off: str = ""  # golf/ttt.py DOC_LORA_KINDS without adapters, e.g. "q,v" (PR #2101 ttt_mask: no_qv)
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only
     ttt_doc_lora_lr: float = 1e-4  # ttt_lora_lr: 0.0001 (AdamW, eps 1e-10, R:3086); 0: no per-doc LoRA
     ttt_doc_beta1: float = 0.0  # ttt_beta1: 0.0
@@ -210,6 +214,12 @@ class Config:
     # (recipe prior, with 12,000 bytes: the record's top-3 cost ~15.5 KB nominal and do not fit it).
     lqer_select: str = "weight_error"
     lqer_budget_bytes: int = 12_000
+    # AWQ-lite (golf/quant/awq.py): the awq_top_k most salient column groups of awq_group columns over all GPTQ
+    # matrices keep awq_bits. 0: off. PR #2101 log "awq_lite_group_top_k: 1", "awq_lite_bits: 8",
+    # "awq_lite_group_size: 64" (recipe pr2101).
+    awq_top_k: int = 0
+    awq_bits: int = 8
+    awq_group: int = 64
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.

@@ -10,7 +10,7 @@ from golf.config import GolfError
 @dataclass(frozen=True)
 class ParamRule:
     pattern: str  # regex, full match on the parameter's name in model.named_parameters()
-    optim: str  # "muon" (matrices) | "adam"
+    optim: str  # "muon" (matrices) | "adam" | "none" (no optimiser)
     lr: float
     weight_decay: float
     bits: int | None  # None: stored unquantised (fp16)
@@ -37,6 +37,9 @@ def param_rules(cfg) -> tuple[ParamRule, ...]:
                   cfg.matrix_bits, cfg.mlp_clip_k, "loop"),
         ParamRule(r"schedule\.(skip_weights|skip_gates|lanes\.\d+\.(keep|take))", "adam", cfg.scalar_lr,
                   cfg.scalar_wd, None, None, "scalars"),
+        # AsymLogit's caps (golf/model/gpt.py): held by no optimiser, as in PR #2101 (its Optimizers, train_gpt.py
+        # lines 1983-2045, list none).
+        ParamRule(r"softcap_(pos|neg)", "none", 0.0, 0.0, None, None, "scalars"),
     )
 
 

@@ -11,6 +11,8 @@ A recipe is a complete choice of pieces and defaults; env vars still override an
 - baseline: the upstream baseline's shape (plain sequential stack of 9 blocks, MLP x2 ReLU^2) on gpt_j_x0 values.
 - long: the default stack for runs off the record track (4 hours, the unlimited-compute entries' length), packed
   with checkpoint and resume (golf/checkpoint.py; README "Resuming a long run").
+- pr2101: the default plus the pieces PR #2101 (1.05846 bpb, 3-seed mean; reproduced by #2117 at 1.05879) adds over
+  the record, at its values; PR2101_SOURCES says where each comes from.
 """
 
 import dataclasses
@@ -84,6 +86,27 @@ FRONTIER_SOURCES = {
     "grad_clip_norm": ValueSource(0.3, "grad_clip_norm", None),
     "warmdown_frac": ValueSource(0.85, "warmdown_frac", None),
     "min_lr": ValueSource(0.1, "min_lr", None),
+}
+
+PR2101 = "records/track_10min_16mb/2026-04-30_Combining_AWQLite_AsymLogit_GradCen_LabSmoo_1.05846"
+
+# What PR #2101 changes over the record (its train_gpt.py diffed against RECORD's; log header keys of its
+# train_seed42.log, lines 8-124; P:N = a line of its train_gpt.py). Its GRAD_CENTRALIZE and LABEL_SMOOTH are off in
+# all three runs (README "not enabled in these runs"; code defaults 0): golf has neither. Its other header changes
+# are the record's own values in its code defaults, and gptq_reserve_seconds 8.0 is golf's quant_reserve_seconds.
+PR2101_SOURCES = {
+    "awq_top_k": ValueSource(1, "awq_lite_group_top_k", None, "log 11; awq_lite_enabled: True (log 9), P:2450-2466"),
+    "awq_bits": ValueSource(8, "awq_lite_bits", None, "log 8; the one group lands in tok_emb (log 187 awqgrpint8)"),
+    "awq_group": ValueSource(64, "awq_lite_group_size", None, "log 10"),
+    "asym_softcap": ValueSource(True, None, None, "ASYM_LOGIT_RESCALE code default 1 (P:1285) and README's "
+                                "command; log 188 stores softcap_neg, softcap_pos (passthrough float16)"),
+    "ttt_doc_lora_off": ValueSource("q,v", "ttt_mask", "no_qv", "log 119, 123-124: ttt_q_lora / ttt_v_lora False"),
+    "ttt_doc_lora_lr": ValueSource(1e-4 * 0.75, "ttt_local_lr_mult", "0.75",
+                                   "x ttt_lora_lr: 0.0001 (log 116-117): the per-doc LoRA AdamW's lr (P:3387, P:3989)"),
+    "sw_seq_len": ValueSource(2560, "eval_seq_len", None, "log 25; ttt_eval_seq_len: 2560 (log 113): one window "
+                              "length for scoring, LoRA TTT and the global phases (P:3239)"),
+    "qk_gain_init": ValueSource(5.25, "qk_gain_init", None, "log 84"),
+    "ttt_mode": ValueSource("doc", "phased_ttt_num_phases", "3", "the pieces act in per-doc phased TTT"),
 }
 
 @dataclass(frozen=True)
@@ -161,6 +184,7 @@ RECIPES = {
     "prior": PRIOR,
     "gpt_j_x0": GPT_J_X0,
     "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
+    "pr2101": dataclasses.replace(Config(), **{name: source.value for name, source in PR2101_SOURCES.items()}),
     # The default stack on CaseOps data (golf/caseops.py; scored on the original bytes by the val byte sidecar).
     # Paths are the records' (PR #1855 README "Reproducing"); data/prepare_docs.py --caseops builds them from
     # FineWeb docs. `python tools/smoke.py --recipe caseops` runs it on the sample (prepare_sample.py --caseops).

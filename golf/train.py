@@ -30,6 +30,7 @@ from golf.model.gpt import GPT, size_report
 from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta, muon_momentum_at,
                         restore_muon_momenta, set_lr, set_muon_momentum)
 from golf.params import ParamRule, assign_rules, param_rules
+from golf.quant.awq import activation_rms, protect_salient_groups
 from golf.quant.gptq import collect_hessians
 from golf.quant.state import LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
@@ -177,10 +178,11 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
-                       loader: DistributedTokenLoader) -> dict[str, torch.Tensor]:
+                       loader: DistributedTokenLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
 
-    Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase)."""
+    Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase).
+    rows_seen, when given, receives the input rows behind each sum over all ranks (AWQ-lite needs them)."""
     if cfg.quant_method != "gptq" or cfg.gptq_calib_batches == 0:
         return {}
     weights = {name for name, r in rules.items() if r.bits is not None}
@@ -193,9 +195,12 @@ def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, P
     head = {"tok_emb"} if "tok_emb.weight" in weights else set()
     model.eval()  # eval loop count: calibrate the passes the artifact will be scored with
     with torch.autocast(env.device.type, dtype=autocast_dtype(env.device), enabled=env.device.type == "cuda"):
+        rows: dict[str, int] = {}
         hessians = collect_hessians(model, modules, batches, lambda m, x: dict.fromkeys(
-            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))))  # zeros: one segment
+            head, m.hidden(x, None if cfg.calib_doc_attention else torch.zeros_like(x))), rows)  # zeros: one segment
     model.train()
+    if rows_seen is not None:  # every rank calibrates on as many rows
+        rows_seen.update({f"{name}.weight": n * env.world_size for name, n in rows.items()})
     return {f"{name}.weight": all_reduce_(h) for name, h in hessians.items()}
 
 
@@ -207,18 +212,25 @@ def score(cfg: Config, env: DistEnv, model: GPT, val_tokens, luts, byte_counts=N
 
 
 def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[str, ParamRule],
-                     hessians: dict[str, torch.Tensor]) -> dict:
-    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}."""
+                     hessians: dict[str, torch.Tensor], rows_seen: dict | None = None) -> dict:
+    """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}.
+    With AWQ_TOP_K > 0, rows_seen (calibrate_hessians') gives the activation RMS that ranks AWQ-lite's groups."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
+    if cfg.awq_top_k > 0:
+        if rows_seen is None:
+            raise GolfError("AWQ_TOP_K > 0: quantize_entries needs calibrate_hessians' rows_seen (activation RMS)")
+        plan = protect_salient_groups(state, plan, activation_rms(hessians, rows_seen), cfg.awq_top_k,
+                                      cfg.awq_bits, cfg.awq_group)
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     return quantize_state(state, plan, hessians, lqer)
 
 
-def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str) -> int:
+def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str,
+                       rows_seen: dict | None = None) -> int:
     """Quantise by the policy table (GPTQ where a Hessian exists, else RTN), write atomically; returns bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()})
+    entries = quantize_entries(cfg, state, rules, {k: h.cpu() for k, h in hessians.items()}, rows_seen)
     groups = {name: r.group for name, r in rules.items()}
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
@@ -258,11 +270,12 @@ def main(code_path: str) -> int:
     # write) reads no training data and is counted in neither budget (golf/budget.py says where each phase counts).
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
     budget.start("reserve")
-    hessians = calibrate_hessians(cfg, env, model, rules, loader)
+    rows_seen: dict[str, int] = {}
+    hessians = calibrate_hessians(cfg, env, model, rules, loader, rows_seen)
     budget.stop("reserve")
     budget.start("serialise")
     if env.is_main:
-        quantize_and_write(cfg, model, rules, hessians, artifact_path)
+        quantize_and_write(cfg, model, rules, hessians, artifact_path, rows_seen)
     if env.world_size > 1:
         torch.distributed.barrier()
     budget.stop("serialise")

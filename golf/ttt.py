@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from golf.config import pick
+from golf.config import GolfError, pick
 from golf.data import write_bytes_atomic
 from golf.dist import all_reduce_
 from golf.evaluate import (doc_spans, eval_bpb, eval_result, eval_windows, score_windows, split_plan,
                            target_byte_counts, window_batches, window_plan)
-from golf.model.gpt import token_nll
 from golf.tokenizer import SP_BOS_ID
 
 
@@ -194,11 +193,22 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
 
 # ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
 DOC_LORA_MODULES = re.compile(r"\.attn\.(q|k|v|proj)$|\.mlp$")  # Q, K, V, O, and a bypass around each MLP
+DOC_LORA_KINDS = ("q", "k", "v", "proj", "mlp")  # what TTT_DOC_LORA_OFF may name: the module's last name part
+
+
+def doc_lora_off(cfg) -> set[str]:
+    """The DOC_LORA_KINDS that get no adapter (TTT_DOC_LORA_OFF, comma-separated; PR #2101 TTT_MASK=no_qv: q,v)."""
+    off = {k.strip() for k in cfg.ttt_doc_lora_off.split(",") if k.strip()}
+    unknown = sorted(off - set(DOC_LORA_KINDS))
+    if unknown:
+        raise GolfError(f"TTT_DOC_LORA_OFF={cfg.ttt_doc_lora_off!r}: unknown target(s) {', '.join(unknown)} "
+                        f"(choices: {', '.join(DOC_LORA_KINDS)})")
+    return off
 
 
 class DocLoRA(nn.Module):
     """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
-    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head.
+    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head (less TTT_DOC_LORA_OFF).
 
     Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)), B (rows, out, rank)
     zero, so a fresh batch starts exactly at the base model. reset() zeroes B (and, without warm start, redraws A).
@@ -210,7 +220,9 @@ class DocLoRA(nn.Module):
         self.warm_start_a = cfg.ttt_doc_warm_start_a
         self.seed = cfg.seed
         self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
-        self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
+        off = doc_lora_off(cfg)
+        self.modules_ = [(name, m) for name, m in model.named_modules()
+                         if DOC_LORA_MODULES.search(name) and name.rsplit(".", 1)[-1] not in off]
         slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
         self.a, self.b = nn.ParameterList(), nn.ParameterList()
         self.index = {}  # module -> first adapter of its slots
@@ -298,7 +310,7 @@ def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: t
             logits = logits + lora.delta(lora.head, h).to(logits.dtype)
     if lora is not None:
         lora.begin(None)
-    return token_nll(logits, y, model.logit_softcap)
+    return model.head_nll(logits, y)
 
 
 @dataclass(frozen=True)
@@ -401,7 +413,7 @@ def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: in
             x = torch.stack([tokens[s : s + L] for s in mine]).to(device)
             y = torch.stack([tokens[s + 1 : s + L + 1] for s in mine]).to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.token_losses(x, y)
+                nll = model.train_losses(x, y)  # the record's phase trains through its training forward
             (nll.float().sum() / (len(seqs) * L)).backward()
         for p in params:
             all_reduce_(p.grad)

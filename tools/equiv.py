@@ -5,7 +5,7 @@
 Loads the record's train_gpt.py without running its main (golf/equiv/record.py: env from the log header, default
 log the sibling train_seed42.log; FA3 replaced by a CPU SDPA stand-in; its eager paths instead of Triton), then runs
 each piece family found in golf/equiv/ (model, data, config, optim, quant, evaluate: each a module with
-`check(rec, cfg) -> list[Piece]`). One line per piece: `PASS|FAIL|DEVIATION <piece> max_abs max_rel <detail>`,
+`check(rec, cfg) -> list[Piece]`; pr2101: PR #2101's pieces, only on a record that has them). One line per piece: `PASS|FAIL|DEVIATION <piece> max_abs max_rel <detail>`,
 tolerances in the detail; DEVIATION lines carry the reason from golf/recipes.py DEVIATIONS.
 --json prints {"pieces": [...], "config": [...]} (name, status, max_abs, max_rel, detail, reason).
 Config keys that describe the launch, paths or logging are n/a. Exit 0 when every piece is PASS, a declared
@@ -27,7 +27,7 @@ from golf.equiv.record import load_record  # noqa: E402
 from golf.equiv.report import STATUSES  # noqa: E402
 from golf.recipes import RECIPES  # noqa: E402
 
-FAMILIES = ("model", "data", "config", "optim", "quant", "evaluate")
+FAMILIES = ("model", "data", "config", "optim", "quant", "evaluate", "pr2101")
 
 
 def available_families() -> dict:

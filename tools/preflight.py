@@ -293,11 +293,12 @@ def check_size(ns, cfg, path: Path, out: dict) -> dict:
     env = ns.DistEnv(0, 1, 0, torch.device("cpu"))
     calib_cfg = dataclasses.replace(cfg, gptq_calib_batches=min(cfg.gptq_calib_batches, 1),
                                     gptq_calib_tokens=LOCAL_CALIBRATION_ROWS * cfg.train_seq_len)
-    hessians = ns.calibrate_hessians(calib_cfg, env, model, rules, RandomTokens(cfg.vocab_size))
+    rows: dict = {}  # calibration rows per Hessian: AWQ-lite ranks its groups by activation RMS (AWQ_TOP_K)
+    hessians = ns.calibrate_hessians(calib_cfg, env, model, rules, RandomTokens(cfg.vocab_size), rows)
     with tempfile.TemporaryDirectory() as tmp:
         artifact = os.path.join(tmp, "final_model.golf")
         t0 = time.perf_counter()
-        artifact_bytes = ns.quantize_and_write(cfg, model, rules, hessians, artifact)
+        artifact_bytes = ns.quantize_and_write(cfg, model, rules, hessians, artifact, rows)
         out["serialise_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ns.read_artifact(artifact)  # the decode every rank runs inside the timed eval (load_artifact_model)

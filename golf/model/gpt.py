@@ -18,6 +18,17 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.
     return nll.view(targets.shape)
 
 
+def asym_softcap_nll(logits: torch.Tensor, targets: torch.Tensor, cap_pos: torch.Tensor,
+                     cap_neg: torch.Tensor) -> torch.Tensor:
+    """token_nll with the cap cap_pos on positive logits and cap_neg on the rest (AsymLogit, PR #2101 train_gpt.py
+    lines 1440-1447): z = c * tanh(l / c), c chosen per logit, in fp32 like softcap_logits; equal caps give
+    token_nll's losses."""
+    z = logits.float()
+    cap = torch.where(z > 0, cap_pos.float(), cap_neg.float())
+    nll = F.cross_entropy((cap * torch.tanh(z / cap)).reshape(-1, z.size(-1)), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape)
+
+
 class SmearGate(nn.Module):
     """x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} on the token embeddings (record R:1331-1337), except
     where token t is BOS: a document's first position never reads the previous document (the BOS fix,
@@ -55,6 +66,14 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
         self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
+        # AsymLogit: the eval/TTT head's caps (PR #2101 train_gpt.py lines 1281-1288: init logit_softcap, fp32). No
+        # optimiser holds them (golf/params.py) and the training loss does not read them: in #2101 they stay at init
+        # through training and TTT (its global TTT trains through the training forward), stored fp16 (its log:
+        # "passthrough (float16): ... softcap_neg, softcap_pos").
+        if cfg.asym_softcap:
+            self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
+            self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
+        self.asym_softcap = cfg.asym_softcap
         self.doc_attention = cfg.doc_attention
         if cfg.orthogonal_init:
             orthogonal_init_(self)
@@ -88,12 +107,22 @@ class GPT(nn.Module):
         """(..., D) hidden states -> pre-softcap logits (..., V) through the tied embedding."""
         return F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
 
+    def head_nll(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token NLL of pre-softcap logits under the evaluation head: AsymLogit's caps when on."""
+        if self.asym_softcap:
+            return asym_softcap_nll(logits, targets, self.softcap_pos, self.softcap_neg)
+        return token_nll(logits, targets, self.logit_softcap)
+
     def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
-        """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
+        """(B, T), (B, T) -> per-token NLL (B, T) fp32 of the evaluation head; evaluation and TTT scoring sum these."""
+        return self.head_nll(self.logits(idx, doc_ids), targets)
+
+    def train_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        """Per-token NLL (B, T) of the training head: one symmetric softcap (record: the fused CE in forward)."""
         return token_nll(self.logits(idx, doc_ids), targets, self.logit_softcap)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
-        return self.token_losses(idx, targets, doc_ids).mean()
+        return self.train_losses(idx, targets, doc_ids).mean()
 
 
 def size_report(model: GPT) -> dict[str, int]:

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from golf.config import GolfError
+from golf.quant.awq import AwqGroups
 from golf.quant.rtn import QuantTensor, as_rows, qmax_for_bits, row_scales
 
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: float | None,
                   block: int = 128, damp: float = 0.01, act_order: bool = True,
-                  rule: str | None = None) -> QuantTensor:
+                  rule: str | None = None, protect: tuple | None = None) -> QuantTensor:
     """w (rows, cols), hessian (cols, cols) = X^T X -> QuantTensor with the same row scales as RTN.
 
     Scales come from the clip rule on the ORIGINAL rows (see golf.quant.rtn), so GPTQ changes
@@ -26,6 +27,9 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     columns whose diag is 0 (inputs always zero: "dead") are quantised to 0 and carry no error.
     act_order processes columns by descending diag(H) (the most active first) and restores the
     original order at the end. Updates are applied in blocks of `block` columns (lazy batch update).
+    protect (AWQ-lite, golf/quant/awq.py): (group starts, group size, bits) of column groups quantised in the
+    same solve at `bits` on their own per-row step, clip / qmax(bits); their rounding error propagates like any
+    column's (PR #2101 train_gpt.py lines 2300-2347).
     """
     rows = as_rows(w)
     cols = rows.shape[1]
@@ -47,13 +51,20 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     hinv = upper_cholesky_of_inverse(h)
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
+    awq, hi = None, None
+    if protect is not None:
+        starts, size, hi_bits = protect
+        awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
+        mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
+        mask[awq.columns().to(h.device)] = True
+        hi = (awq.scale.float(), qmax_for_bits(hi_bits), mask[perm].tolist())
     for start in range(0, cols, block):
         end = min(start + block, cols)
-        block_err = quantize_block(weights, q, hinv, step, qmax, start, end)
+        block_err = quantize_block(weights, q, hinv, step, qmax, start, end, hi)
         # Lazy batch update: the whole block's error reaches the later columns in one matmul.
         weights[:, end:] -= block_err @ hinv[start:end, end:]
     q = q[:, torch.argsort(perm)]
-    return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype)
+    return QuantTensor(q, scale, bits, tuple(w.shape), w.dtype, awq=awq)
 
 
 def output_error(w: torch.Tensor, approx: torch.Tensor, hessian: torch.Tensor) -> float:
@@ -72,15 +83,17 @@ def upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, step: torch.Tensor,
-                   qmax: int, start: int, end: int) -> torch.Tensor:
+                   qmax: int, start: int, end: int, hi: tuple | None = None) -> torch.Tensor:
     """Quantise columns start..end-1 in place (q, and weights inside the block); return the block's
-    scaled errors (rows, end - start), err_i = (w_i - q_i * step) / U_ii."""
+    scaled errors (rows, end - start), err_i = (w_i - q_i * step) / U_ii. hi: (step, qmax, column mask) of the
+    AWQ-protected columns (in the solve's column order), which use that step and qmax instead."""
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        qi = torch.clamp(torch.round(col / step), -qmax, qmax)
+        s, m = (hi[0], hi[1]) if hi is not None and hi[2][i] else (step, qmax)
+        qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
-        err = (col - qi * step) / hinv[i, i]
+        err = (col - qi * s) / hinv[i, i]
         weights[:, i:end] -= err[:, None] * hinv[i, i:end][None, :]
         errs[:, i - start] = err
     return errs
@@ -126,18 +139,21 @@ class HessianCollector:
 
 
 def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable,
-                     forward: Callable) -> dict[str, torch.Tensor]:
+                     forward: Callable, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """Run forward(model, batch) for each batch under no_grad; return {name: X^T X} per module.
 
     forward may return {name: inputs (..., cols)} for weights that no module hook sees, e.g. the tied
     embedding, whose head input is the final-norm output (logits = hidden @ tok_emb.weight^T).
     Batches must be TRAINING tokens (never val). A module that never ran has no entry (the caller's
     quantize_state then falls back to RTN for it). Hooks are removed even if a forward raises. With
-    several ranks, all-reduce the sums afterwards: each rank sees only its own batches.
+    several ranks, all-reduce the sums afterwards: each rank sees only its own batches. rows_seen, when given,
+    receives each sum's input row count (AWQ-lite's activation RMS, golf/quant/awq.py, needs it).
     """
     with torch.no_grad(), HessianCollector(modules) as collector:
         for batch in batches:
             extra = forward(model, batch)
             for name, x in (extra if isinstance(extra, dict) else {}).items():
                 collector.add(name, x)
+    if rows_seen is not None:
+        rows_seen.update(collector.rows_seen)
     return collector.hessians

@@ -37,6 +37,7 @@ class QuantTensor:
     shape: tuple  # the original tensor's shape; rows = shape[0] (1 for 0-d/1-d), cols = the rest
     dtype: torch.dtype = torch.float32  # the original tensor's dtype
     lqer: object = None  # golf.quant.lowrank.LqerFactors: a low-rank correction added on dequantising
+    awq: object = None  # golf.quant.awq.AwqGroups: column groups with more bits and their own step (AWQ-lite)
 
 
 def qmax_for_bits(bits: int) -> int:
@@ -108,8 +109,11 @@ def quantize_rtn(w: torch.Tensor, bits: int, clip_k: float | None = None, rule: 
 
 
 def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
-    """QuantTensor -> fp32 tensor of the original shape: q * scale per row (+ its LQER correction A B)."""
+    """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
+    (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
+    if qt.awq is not None:
+        rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()
     return rows.reshape(qt.shape)

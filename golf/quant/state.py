@@ -1,7 +1,8 @@
 """Quantise a whole state dict by a plan, and turn the stored entries back into a state dict.
 
 plan[name] = {"bits": int | None, "clip_k": float | None, "method": "rtn" | "gptq", and optionally
-"clip_rule": "sdclip" | "capped" | "absmax"} (see golf.quant.rtn). bits None keeps the tensor raw
+"clip_rule": "sdclip" | "capped" | "absmax", and for GPTQ "protect": AWQ-lite groups, golf/quant/awq.py} (see
+golf.quant.rtn). bits None keeps the tensor raw
 (floats as fp16). GPTQ is used where the method says so and a Hessian exists for that name.
 An LqerPlan then adds low-rank corrections (golf/quant/lowrank.py) to the tensors with the largest error.
 """
@@ -47,7 +48,8 @@ def rtn_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> 
 def gptq_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) -> QuantTensor:
     if hessian is None:
         return rtn_from_spec(w, None, spec)
-    return gptq_quantize(w, hessian, spec["bits"], spec.get("clip_k"), rule=spec.get("clip_rule"))
+    return gptq_quantize(w, hessian, spec["bits"], spec.get("clip_k"), rule=spec.get("clip_rule"),
+                         protect=spec.get("protect"))
 
 
 QUANTIZERS = {"rtn": rtn_from_spec, "gptq": gptq_from_spec}
