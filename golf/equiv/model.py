@@ -63,6 +63,8 @@ def name_map(golf_model, record_model) -> list[tuple[str, str, object]]:
     for golf_name, record_name in (("schedule.skip_weights", "skip_weights"), ("schedule.skip_gates", "skip_gates"),
                                    ("smear.weight", "smear_gate.weight"), ("smear.lam", "smear_lambda")):
         entries.append((golf_name, record_name, None))
+    if getattr(golf_model, "asym_softcap", False) and hasattr(record_model, "softcap_pos"):  # AsymLogit (#2101)
+        entries += [("softcap_pos", "softcap_pos", None), ("softcap_neg", "softcap_neg", None)]
     return entries
 
 
@@ -114,6 +116,10 @@ def tokens(seed: int, length: int, bos_at: list[int]) -> torch.Tensor:
 
 
 def softcapped(golf_model, logits):
+    """golf's evaluation head on pre-softcap logits: AsymLogit's two caps when on, else the one softcap."""
+    if getattr(golf_model, "asym_softcap", False):
+        pos, neg = golf_model.softcap_pos, golf_model.softcap_neg
+        return torch.where(logits > 0, pos * torch.tanh(logits / pos), neg * torch.tanh(logits / neg))
     cap = golf_model.logit_softcap
     return cap * torch.tanh(logits / cap)
 
