@@ -17,7 +17,7 @@ import io
 
 import torch
 
-from golf.equiv.model import load_shared_weights, name_map, randomise_, tokens
+from golf.equiv.model import load_shared_weights, name_map, randomise_, softcapped, tokens
 from golf.equiv.record import record_gpt, record_hparams
 from golf.equiv.report import Piece, compare, verdict
 
@@ -70,19 +70,24 @@ def calibration_batch() -> torch.Tensor:
     return torch.cat([tokens(7, SEQ, [0, 23]), tokens(8, SEQ, [])])
 
 
-def hessian_piece(rec, h, golf_cfg, golf_model, record_model, rules, names) -> tuple[Piece, dict]:
+def hessian_piece(rec, h, golf_cfg, golf_model, record_model, rules, names) -> tuple[Piece, dict, dict | None, dict]:
     """golf's calibrate_hessians (one rank) against the record's collect_hessians, one batch, looping on (the
-    record calibrates after training, R:2655). Returns the piece and the record's Hessians under golf's names."""
+    record calibrates after training, R:2655). Returns the piece, the record's Hessians under golf's names, its
+    activation RMS (#2101's AWQ-lite; None for a record without it) and golf's calibration rows per weight."""
     from golf.dist import DistEnv
     from golf.train import calibrate_hessians
 
     x = calibration_batch()
     record_model.looping_active = True
     theirs = rec.module.collect_hessians(record_model, OneBatch(x), h, torch.device("cpu"), n_calibration_batches=1)
+    act_stats = None
+    if isinstance(theirs, tuple):  # #2101 also returns the activation RMS that ranks AWQ-lite's groups
+        theirs, act_stats = theirs
     for block in record_model.blocks:  # collect_hessians turns the fused Triton MLP back on (R:2143)
         block.mlp.use_fused = False
     cfg = dataclasses.replace(golf_cfg, gptq_calib_batches=1, gptq_calib_tokens=x.numel())
-    ours = calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), golf_model, rules, OneBatch(x))
+    rows_seen: dict[str, int] = {}
+    ours = calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), golf_model, rules, OneBatch(x), rows_seen)
     by_golf = {g: theirs[r] for g, r in names.items() if r in theirs}
     missing = sorted(set(ours) ^ set(by_golf))
     worst, worst_name, worst_abs = 0.0, "", 0.0
@@ -94,7 +99,7 @@ def hessian_piece(rec, h, golf_cfg, golf_model, record_model, rules, names) -> t
     detail = (f"{len(by_golf)} Hessians, (2, {SEQ}) batch with a BOS inside a row, worst {worst_name} "
               f"(max |diff| / max |record| <= {HESSIAN_RTOL:g})" + (f"; only one side: {missing}" if missing else ""))
     piece = verdict("quant.hessians", worst <= HESSIAN_RTOL and not missing, worst_abs, worst, detail)
-    return piece, by_golf
+    return piece, by_golf, act_stats, rows_seen
 
 
 def class_of(name: str) -> str | None:
@@ -207,8 +212,7 @@ def roundtrip_piece(rec, h, golf_cfg, golf_state, record_state) -> Piece:
     x = tokens(9, SEQ, [0])
     with torch.no_grad():
         theirs = record_model.forward_logits(x)
-        logits = golf_model.logits(x)
-        ours = golf_model.logit_softcap * torch.tanh(logits / golf_model.logit_softcap)
+        ours = softcapped(golf_model, golf_model.logits(x))
     return compare("quant.roundtrip_logits", ours, theirs, LOGITS_ATOL, LOGITS_RTOL,
                    detail=f"(1, {SEQ}) tokens, fp32 forward of each side's dequantised weights")
 
@@ -229,16 +233,19 @@ def check(rec, cfg) -> list[Piece]:
     names = flat_names(golf_model, record_model)
     rules = assign_rules(golf_model.named_parameters(), param_rules(golf_cfg))
     pieces = []
-    hessians_piece, hessians = hessian_piece(rec, h, golf_cfg, golf_model, record_model, rules, names)
+    hessians_piece, hessians, act_stats, rows_seen = hessian_piece(rec, h, golf_cfg, golf_model, record_model, rules,
+                                                                   names)
     pieces.append(hessians_piece)
     # Both quantisers get the record's Hessians, so a quantiser difference is not a calibration one.
     template = record_dtype_template(rec, h)
     record_flat = {k: v.to(template[k].dtype) for k, v in
                    rec.module._unbank_state_dict(record_model.state_dict(), h.num_layers).items()}
     with contextlib.redirect_stdout(io.StringIO()):  # its "Quantized weights:" log lines
-        result, meta = rec.module.gptq_mixed_quantize(record_flat, {names[g]: t for g, t in hessians.items()}, h)
+        record_hessians = {names[g]: t for g, t in hessians.items()}
+        stats = () if act_stats is None else (act_stats,)
+        result, meta = rec.module.gptq_mixed_quantize(record_flat, record_hessians, *stats, h)
     golf_state = {k: v.detach().clone() for k, v in golf_model.state_dict().items()}
-    entries = quantize_entries(golf_cfg, golf_state, rules, hessians)
+    entries = quantize_entries(golf_cfg, golf_state, rules, hessians, rows_seen)
     pieces += gptq_pieces(entries, result, names, h)
     pieces.append(gate_piece(entries, result, names))
     pieces += lqer_pieces(entries, result, meta, names)
