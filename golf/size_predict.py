@@ -236,3 +236,8 @@ def record_serialized_streams(module, entries: dict, num_layers: int) -> dict[st
     out["pack"] = len(blob) - sum(out.values())
     out["total"] = len(blob)
     return out
+# The record-relative prediction's error: how far golf/record bytes on trained symbols stray from golf/record bytes
+# on Gaussian rows (python -m golf.bench quant --vs-record, smoke-trained vs record-dims Gaussian, in the
+# bench figures below), plus the record's own seed-to-seed spread (15,865,260 - 15,875,551 B: 0.07%).
+RECORD_RELATIVE_ERROR = 0.01
+RECORD_RELATIVE_ERROR_SOURCE = "provisional"
