@@ -169,11 +169,12 @@ RECORD_QUANT = dict(matrix_bits=6, embed_bits=7, attn_clip_k=13.0, mlp_clip_k=11
 
 
 def record_dir() -> Path | None:
-    """The record's folder: $GOLF_RECORD_DIR, else shared/upstream/RECORD_FOLDER beside or above the checkout."""
+    """The record's folder: $GOLF_RECORD_DIR when set (only it), else shared/upstream/RECORD_FOLDER beside or
+    above the checkout; None when it holds no train_gpt.py."""
     root = Path(__file__).resolve().parents[1]
-    candidates = [os.environ.get("GOLF_RECORD_DIR", "")] + [str(p / "shared" / "upstream" / RECORD_FOLDER)
-                                                           for p in (root.parent, root.parent.parent)]
-    return next((Path(c) for c in candidates if c and (Path(c) / "train_gpt.py").is_file()), None)
+    candidates = [os.environ["GOLF_RECORD_DIR"]] if os.environ.get("GOLF_RECORD_DIR") else [
+        str(p / "shared" / "upstream" / RECORD_FOLDER) for p in (root.parent, root.parent.parent)]
+    return next((Path(c) for c in candidates if (Path(c) / "train_gpt.py").is_file()), None)
 
 
 def record_serializer():
