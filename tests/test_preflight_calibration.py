@@ -121,14 +121,17 @@ def test_golf_eval_plan_on_the_record_config_within_5_percent(shipped):
 @pytest.mark.skipif(record_dir() is None or shutil.which("lrzip") is None,
                     reason="needs the 1.0611 record's folder (GOLF_RECORD_DIR or shared/upstream) and lrzip")
 def test_record_relative_artifact_within_1_percent_of_the_logged_artifact():
-    # golf's codec and the record's serializer on the same record-dims symbols at the record's settings: the
-    # record-relative prediction for the record's own Config is the logged artifact x golf / record.
+    # golf's codec and the record's serializer on the same record-dims symbols at the record's settings (minutes:
+    # lrzip -L 9 over 36 M symbols, the record's similarity sort of 8192 embedding rows): the record-relative
+    # prediction for the record's own Config is the logged artifact x golf / record; and GOLF_OVER_RECORD, the
+    # ratio preflight uses, is this measurement's.
     from golf.bench.quant import record_dims_entries, vs_record
     from golf.config import Config
-    from golf.size_predict import record_serializer
+    from golf.size_predict import GOLF_OVER_RECORD, record_serializer
 
     cfg = dataclasses.replace(Config(), **RECORD_QUANT)
     entries, groups = record_dims_entries(cfg, 0)
     total = vs_record(entries, groups, cfg, record_serializer())[-1]
-    predicted = RECORD_MODEL_BYTES * total["golf"] / total["record"]
-    assert abs(predicted / RECORD_MODEL_BYTES - 1) <= 0.01, (total, predicted)
+    ratio = total["golf"] / total["record"]
+    assert abs(RECORD_MODEL_BYTES * ratio / RECORD_MODEL_BYTES - 1) <= 0.01, total
+    assert abs(ratio / GOLF_OVER_RECORD - 1) <= 0.001, (ratio, GOLF_OVER_RECORD)
