@@ -19,16 +19,11 @@ stored, transposed, similarity-sorted, sorted then transposed), and sums each co
 """
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-import types
-from pathlib import Path
 
 import numpy
 import torch
