@@ -91,6 +91,9 @@ class Config:
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
     train_seq_len: int = 2048
+    # golf/data.py TRAIN_LOADERS: "doc_packing" (the record's DocumentPackingLoader: one row per rank and
+    # micro-batch, documents cut every train_seq_len tokens from their start) | "fixed_rows" (golf's before issue 23)
+    train_loader: str = "doc_packing"
     train_batch_tokens: int = 786432
     compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
     lr_warmup_steps: int = 0
@@ -457,6 +460,15 @@ class TokenStream:
         self.tokens = read_shard(self.paths[self.shard_index])
         self.position = 0
 
+    def state_dict(self) -> dict:
+        """Where the stream stands: a resumed run continues with the same next token."""
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shard_index = int(state["shard_index"])
+        self.tokens = read_shard(self.paths[self.shard_index])
+        self.position = int(state["position"])
+
     def take(self, n: int) -> np.ndarray:
         """The next n tokens (uint16[n]), crossing shard ends as needed."""
         chunks = []
@@ -507,15 +519,83 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
 
-def document_ids(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
 
-    A training row is seq_len consecutive stream tokens, so each row packs whole documents back to back and a
-    document is capped at the row length (the record caps them at TRAIN_SEQ_LEN too, R:592-612, though it cuts
-    a long document from its own start rather than at the row edge). Tokens before the row's first BOS are the
-    tail of a document begun in the previous row: id 0 there, and rows never see each other."""
-    return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+
+class DocumentPackingLoader:
+    """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
+    local_tokens consecutive tokens per rank, its documents cut into attention segments of at most seq_len
+    tokens counted from each document's start (document_ids with a cap; FA3 varlen runs them as cu_seqlens).
+
+    Stream order as the record's: each shard is read from its first BOS; a step takes world_size spans of
+    local_tokens + 1 tokens (rank r the r-th); a step that would cross the shard's end skips the rest of the shard
+    and starts the next at its first BOS; after the last shard the first comes again.
+    next_batch returns (x, y, doc_ids), each (1, local_tokens); the model takes doc_ids as its segments.
+    """
+
+    def __init__(self, paths: list[str], rank: int, world_size: int):
+        if not paths:
+            raise GolfError(f"DocumentPackingLoader: no shard paths given; {MAKE_DATA_HINT}")
+        if not 0 <= rank < world_size:
+            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
+        self.paths, self.rank, self.world_size = list(paths), rank, world_size
+        self.open_shard(0)
+
+    def open_shard(self, index: int, position: int | None = None) -> None:
+        self.shard_index = index
+        self.tokens = read_shard(self.paths[index])
+        bos = np.flatnonzero(self.tokens == BOS_ID)
+        if len(bos) == 0:
+            raise GolfError(f"{self.paths[index]}: no BOS token ({BOS_ID}) in the shard; documents must start with BOS")
+        self.position = int(bos[0]) if position is None else position
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        step_tokens = (local_tokens + 1) * self.world_size
+        if local_tokens == 0:
+            raise GolfError(f"TRAIN_BATCH_TOKENS={global_tokens}: less than one token per rank and micro-batch")
+        for _ in range(len(self.paths) + 1):
+            if self.position + step_tokens <= len(self.tokens):
+                break
+            self.open_shard((self.shard_index + 1) % len(self.paths))
+        else:
+            raise GolfError(f"{self.paths[0]}: no shard holds {step_tokens} tokens after its first BOS "
+                            f"(one step of TRAIN_BATCH_TOKENS={global_tokens}); use more data or a smaller batch")
+        start = self.position + self.rank * (local_tokens + 1)
+        span = torch.from_numpy(self.tokens[start : start + local_tokens + 1].astype(np.int64))
+        self.position += step_tokens
+        x, y = span[None, :-1], span[None, 1:]
+        return x, y, document_ids(x, cap=seq_len)
+
+    def state_dict(self) -> dict:
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.open_shard(int(state["shard_index"]), int(state["position"]))
+
+
+# Config.train_loader: how training tokens become batches.
+TRAIN_LOADERS = {"doc_packing": DocumentPackingLoader}
+
+
+def document_ids(tokens: torch.Tensor, cap: int = 0) -> torch.Tensor:
+    """(B, T) token rows -> (B, T) int32 segment ids for doc-isolated attention: the id steps up at every BOS
+    and, with cap > 0, every cap tokens from each document's start (the record's _build_cu_seqlens with
+    max_doc_len, R:592-612). Tokens before a row's first BOS are the tail of a document begun before the row: a
+    segment of their own, cut every cap tokens from the row start.
+
+    cap 0 (fixed 2048-token rows, evaluation): a document runs to its row's edge."""
+    ids = (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+    if cap <= 0:
+        return ids
+    pos = torch.arange(tokens.size(1), device=tokens.device).expand_as(tokens)
+    doc_start = torch.where(tokens == BOS_ID, pos, 0).cummax(dim=1).values
+    cut = ((pos - doc_start) % cap == 0) & (pos != doc_start)
+    return ids + cut.cumsum(dim=1, dtype=torch.int32)
 
 
 def read_first_tokens(paths: list[str], max_tokens: int = 0, check=None) -> np.ndarray:
@@ -1187,12 +1267,14 @@ def rope_tables(seq_len: int, rope_dims: int, base: float, device=None) -> tuple
 
 
 def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs, pass the rest through."""
+    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs by -theta (the record's direction,
+    R:929-938: (a, b) -> (a cos + b sin, b cos - a sin)), pass the rest through. The direction matters for loading
+    the record's weights: with +theta its trained q/k give another model (issue 23)."""
     r = 2 * cos.size(-1)
     rot, rest = x[..., :r], x[..., r:]
     a, b = rot.chunk(2, dim=-1)
     cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
-    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    rotated = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
     return torch.cat((rotated, rest), dim=-1)
 
 
@@ -1219,6 +1301,7 @@ class CausalSelfAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         # QK RMS-norm fixes the logit scale; the learned gain (init 5.0, record) sets sharpness.
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init))
+        self.rope_base = rope_base
         cos, sin = rope_tables(max_seq_len, min(rope_dims, self.head_dim), rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -1236,6 +1319,10 @@ class CausalSelfAttention(nn.Module):
         v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
+        if T > self.rope_cos.size(0):
+            # A packed training row is longer than one sequence: like the record (R:889-927), positions count from
+            # the row start; within a document segment only their differences reach the attention scores.
+            self.rope_cos, self.rope_sin = rope_tables(T, 2 * self.rope_cos.size(-1), self.rope_base, x.device)
         q = apply_partial_rope(q, self.rope_cos, self.rope_sin)
         k = apply_partial_rope(k, self.rope_cos, self.rope_sin)
         # With unit-RMS q and k and SDPA's 1/sqrt(D): logit = gain * sqrt(D) * cos(q, k).
@@ -1769,26 +1856,30 @@ class GPT(nn.Module):
         """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
         self.schedule.set_progress(step, frac)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
-        attends only within its own document (BOS starts one), in training and evaluation alike."""
+        attends only within its own segment: `doc_ids` (B, T) from the document-packing loader (documents cut
+        every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
-        doc_ids = document_ids(idx) if self.doc_attention else None
+        if not self.doc_attention:
+            doc_ids = None
+        elif doc_ids is None:
+            doc_ids = document_ids(idx)
         return rms_norm(self.schedule(self.blocks, x, x0, doc_ids))
 
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+    def logits(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx), self.tok_emb.weight)
+        return F.linear(self.hidden(idx, doc_ids), self.tok_emb.weight)
 
-    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
-        return token_nll(self.logits(idx), targets, self.logit_softcap)
+        return token_nll(self.logits(idx, doc_ids), targets, self.logit_softcap)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.token_losses(idx, targets).mean()
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        return self.token_losses(idx, targets, doc_ids).mean()
 
 
 def size_report(model: GPT) -> dict[str, int]:
@@ -3839,16 +3930,17 @@ def autocast_dtype(device: torch.device):
 
 def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> torch.Tensor:
     """One optimiser step over grad_accum micro-batches; returns the mean micro-batch loss (detached).
-    `loader.next_batch(global_tokens, seq_len, grad_accum)` gives this rank's next (x, y) micro-batch."""
+    `loader.next_batch(global_tokens, seq_len, grad_accum)` gives this rank's next micro-batch: (x, y), or (x, y,
+    doc_ids) from the document-packing loader (golf/data.py TRAIN_LOADERS)."""
     total = torch.zeros((), device=device)
     for micro in range(grad_accum):
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        batch = [t.to(device, non_blocking=True)
+                 for t in loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)]
         # Gradients are all-reduced only on the last micro-batch.
         sync = micro == grad_accum - 1 or not isinstance(model, DistributedDataParallel)
         with contextlib.nullcontext() if sync else model.no_sync():
             with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-                loss = model(x, y) / grad_accum
+                loss = model(*batch) / grad_accum
             loss.backward()
         total += loss.detach()
     if cfg.grad_clip_norm > 0:  # one norm over every trained parameter (record: 0.3, R:3399-3400)
@@ -3973,7 +4065,8 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
     log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
         f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
     rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), env.rank, env.world_size)
+    loader = pick(TRAIN_LOADERS, cfg.train_loader, "TRAIN_LOADER")(shard_paths(cfg.data_path, "train"), env.rank,
+                                                                  env.world_size)
     steps = run_training(cfg, env, log, model, rules, loader, budget)
     return model, rules, loader, steps
 
