@@ -9,13 +9,10 @@ the row's maximum, which we take from the real rows (a state dict) or from Gauss
 the same width (shapes only). Scales cost 2 bytes a row, raw tensors their fp16 bytes (both
 uncompressed: an upper bound), and the header about HEADER_BYTES_PER_TENSOR a tensor.
 """
-import importlib.util
 import math
 import os
 import shutil
-import sys
 import tempfile
-import types
 from pathlib import Path
 from typing import Callable
 
@@ -178,20 +175,16 @@ def record_dir() -> Path | None:
 
 
 def record_serializer():
-    """The record's train_gpt.py as a module on the CPU (its main does not run; flash_attn_interface, a CUDA-only
-    import it never calls in serialisation, is stubbed), or a GolfError saying why it cannot be had: the folder
-    or the lrzip binary (Debian package lrzip) is missing."""
+    """The record's train_gpt.py as a module on the CPU (golf/equiv/record.py load_record: its log header's env,
+    FA3 stood in, its main never run), or a GolfError saying why it cannot be had: the folder or the lrzip binary
+    (Debian package lrzip) is missing."""
+    from golf.equiv.record import load_record
     folder = record_dir()
     if folder is None:
         raise GolfError(f"record serializer: {RECORD_FOLDER}/train_gpt.py not found (set GOLF_RECORD_DIR)")
     if shutil.which("lrzip") is None:
         raise GolfError("record serializer: the lrzip binary is not installed (apt-get install lrzip)")
-    sys.modules.setdefault("flash_attn_interface", types.SimpleNamespace(flash_attn_func=None,
-                                                                        flash_attn_varlen_func=None))
-    spec = importlib.util.spec_from_file_location("record_train_gpt", folder / "train_gpt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_record(folder / "train_gpt.py").module
 
 
 # golf's tensor names -> the record's (its _unbank_state_dict names), where they differ.
