@@ -42,7 +42,7 @@ def test_oversized_recipe_fails_naming_the_size():
     # Record dims at MODEL_DIM=640: ~1.55x the default's ~15.8 MB, over 16 MB with any codec. RTN, zlib and no
     # LQER and rows as they are keep it fast on a CPU.
     proc = preflight("--checks", "size", MODEL_DIM="640", GPTQ_CALIB_BATCHES="0", CODEC="zlib", LQER_TOP_K="0",
-                     SYMBOL_LAYOUT="none", GOLF_RECORD_DIR="/nonexistent")  # the upper bound alone decides
+                     SYMBOL_LAYOUT="none")
     assert proc.returncode == 1, proc.stderr[-2000:]
     fail = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAIL size:")]
     assert fail and "limit:16000000" in fail[0] and "margin:-" in fail[0]
