@@ -9,16 +9,17 @@ check, each with its figure, its limit and the margin. Predicted figures say wha
 
 - model: the model at its real dims, one forward+backward on one full-length sequence (shapes, dtypes, finite
   loss, a gradient on every trained weight); unique/effective params, train/eval depth.
-- memory: peak bytes per GPU at the real micro-batch: params + grads + optimiser state (the file's optimisers,
-  stepped once, measured) + EMA + DDP buckets + the activations autograd saves (counted on meta tensors with a
-  flash-attention stand-in that saves what FlashAttention saves, the model in bf16 as autocast runs its matmuls)
-  vs 80 GB; FAIL over it, WARN when only the all-fp32 upper bound is over it.
+- memory: peak bytes allocated per GPU at the real micro-batch: params + grads + optimiser state (the file's
+  optimisers, stepped once, measured) + EMA + DDP buckets + what the compiled bf16 forward keeps for backward
+  (counted on meta tensors: FA3, the fused MLP activation, cross-entropy and RMSNorm kernels save what they save;
+  compile recomputes cheap ops next to their inputs) + the logits' gradient, vs 80 GB. Calibrated on the 1.0611
+  record's `peak memory allocated` (within 5%: tests/test_preflight_calibration.py).
 - size: the file's own quantize_and_write (its GPTQ on Hessians from one random-token calibration pass, its
   codec) applied to the real-dims model with every quantised matrix redrawn as Gaussian rows (std spread
-  log-normal 0.3 across rows): Gaussian rows are the statistics under which golf/size_predict.py reproduces
-  two published records' artifacts (tests/test_size_predict.py), and near-init weights are no proxy (zero-init
-  projections compress to almost nothing). Plus the file's exact bytes. The upper bound adds the predictor's
-  largest calibration error.
+  log-normal 0.3 across rows), plus the file's exact bytes. Two bounds: the upper bound (Gaussian rows + the size
+  predictor's largest error on published records) and the record-relative prediction, which decides: the 1.0611
+  record's logged artifact x golf/record bytes on the same symbols (measured by `python -m golf.bench quant
+  --vs-record`) x this Config's bytes over the record's quant settings' on the same weights, with its error.
 - train: FLOPs per step (counted on meta tensors, full loop depth), predicted ms/step and steps on 8xH100 from
   the rate of a published record.
 - reserve: GPTQ calibration (the part of the reserve that counts; golf/budget.py) predicted from its FLOPs at a
@@ -26,10 +27,11 @@ check, each with its figure, its limit and the margin. Predicted figures say wha
   by the rules) timed here at real size, scaled by SERIALISE_FACTOR.
 - eval: every pass the file's eval_passes() (golf/ttt.py, the one declaration of the eval phase) declares, on
   the busiest rank: tokens scored and tokens through forward+backward (per-document LoRA, global phases), FLOPs
-  and predicted seconds at one H100's share of a published record's eval rates, the timed ones vs
+  and predicted seconds at one H100's share of record-measured rates (phased per-document TTT: the 1.0611
+  record's own, from its replayed schedule; scoring and stream TTT: the 04-09 record's), the timed ones vs
   EVAL_MAX_SECONDS, plus the size check's artifact decode timed here (it runs inside the timed eval). Document
-  lengths: the val split's when it is here, else an assumed log-normal split of FineWeb's 40.5 M tokens into
-  its 50,000 documents.
+  lengths: the val split's when it is here, else the 1.0611 record's val documents (its logs) scaled to the
+  dataset's val tokens.
 """
 
 import argparse
