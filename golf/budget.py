@@ -201,5 +201,62 @@ EVAL_RECORD = {"source": "2026-04-09 3LayerRecur record", "val_tokens": 40_540_1
                "sliding_seconds": 120.961, "ttt_seconds": 366.525, "ttt_chunks": 1238, "ttt_epochs": 3,
                "ttt_chunk_tokens": 32768}
 FINEWEB_VAL_TOKENS, FINEWEB_VAL_SOURCE = 40_540_160, "2026-04-09 record log, val_tokens"
-# 2026-04-27 ..._1.0611 seed 42: `peak memory allocated: 41717 MiB reserved: 47140 MiB` (micro-batch 48 x 2048, bf16).
+# Val tokens of the FineWeb val split (its first 50,000 documents) per dataset, by the data path's last folder: plain
+# SP8192 (2026-04-09 record log `val_tokens: 40540160`) and CaseOps SP8192 (1.0611 record logs `val_tokens: 47851520`).
+VAL_TOKENS_BY_DATASET = {"fineweb10B_sp8192": FINEWEB_VAL_TOKENS,
+                         "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved": 47_851_520}
+# 2026-04-27 ..._1.0611 seed 42: `peak memory allocated: 41717 MiB reserved: 47140 MiB` (micro-batch 48 x 2048, bf16;
+# seeds 0 and 1234: 41707 MiB).
 RECORD_PEAK_MEMORY_MIB = 41717
+
+# ---- the 1.0611 record's phased TTT (eval_val_ttt_phased), the calibration of preflight's doc-TTT eval line.
+# Its val split's documents: the three logs' `ttp: bN/782 ... dl:LO-HI` lines name batch N of 64 documents in
+# ascending length (the last batch holds 50,000 - 781 x 64 = 16) and its shortest and longest document (tokens,
+# the next BOS included). 30 of the 213 batches the logs name: 18 spread below batch 700, every one from 700 up
+# (the long tail, which holds the phases' documents and most of the work).
+RECORD_VAL_DOC_BATCHES = (
+    (3, 89, 93), (44, 147, 148), (82, 183, 183), (131, 227, 228), (177, 271, 272), (224, 322, 323), (265, 372, 374),
+    (303, 426, 427), (340, 482, 483), (374, 537, 538), (415, 611, 613), (450, 680, 682), (492, 776, 778),
+    (523, 860, 863), (554, 955, 959), (585, 1069, 1073), (611, 1182, 1186), (656, 1439, 1445), (704, 1872, 1885),
+    (716, 2054, 2069), (726, 2254, 2276), (728, 2306, 2324), (740, 2653, 2686), (741, 2686, 2730), (752, 3222, 3283),
+    (754, 3345, 3397), (766, 4521, 4680), (771, 5523, 5749), (778, 9244, 10426), (782, 30339, 97114))
+# Per seed (0, 42, 1234): `total_eval_time` (the timed eval is the phased TTT alone: the diagnostics run before
+# "beginning TTT eval timer") and the three global SGD phases, `ttpp: phase:i/3 ... t:` to `ttpr: phase:i/3 t:`
+# (seed 0: 202.7-221.6, 286.1-310.3, 325.4-357.8; seed 42: 209.3-225.9, 331.5-361.3, 376.5-414.5; seed 1234:
+# 207.7-224.5, 290.2-315.4, 330.6-363.1 s). The phases' `tttg: cK/131`, `/219`, `/289` lines: 130 + 218 + 288 SGD
+# steps (the last chunk of a phase is not trained), each on 32768 tokens = 16 rows of 2048 over 8 ranks. Its
+# phases train on the first gd scored documents in batch order (R:3254): of the pd documents scored when a phase
+# starts (`pd:1296`, `pd:2128`, `pd:2960`), the gd (833, 1666, 2500) from the shortest batches.
+PHASED_TTT_RECORD = {"source": "2026-04-27 1.0611 record (3 seeds)", "eval_seconds": (455.1, 508.8, 470.0),
+                     "phase_seconds": (75.5, 84.4, 74.5), "phase_steps": 130 + 218 + 288, "phase_rows_per_rank": 2,
+                     "phase_chunks": (131, 219, 289), "phase_scored_docs": (1296, 2128, 2960),
+                     "phase_docs": (833, 1666, 2500), "docs": 50_000, "batch": 64, "chunk": 48, "seq_len": 2048,
+                     "world_size": 8, "val_tokens": 47_851_520}
+
+
+def record_val_doc_lengths(targets: int) -> list[int]:
+    """The 1.0611 record's val documents as target counts (length - 1), longest last, scaled to sum to `targets`:
+    each batch of RECORD_VAL_DOC_BATCHES spans its logged shortest..longest log-evenly; a batch between two logged
+    ones spans from the one's longest to the next one's shortest, log-linearly by batch number. At the log's 47.85
+    M tokens the phases' documents come to 130.0 / 217.9 / 287.6 chunks of 32768 against the logged 131 / 219 /
+    289 (tests/test_preflight_calibration.py holds them within 5%)."""
+    rec, known = PHASED_TTT_RECORD, {b: (lo, hi) for b, lo, hi in RECORD_VAL_DOC_BATCHES}
+    numbers = sorted(known)
+    lengths = []
+    for b in range(1, math.ceil(rec["docs"] / rec["batch"]) + 1):
+        if b in known:
+            lo, hi = known[b]
+        else:  # below the first logged batch: its shortest; else between its neighbours
+            after = next(n for n in numbers if n > b)
+            before = max((n for n in numbers if n < b), default=None)
+            if before is None:
+                lo = hi = known[after][0]
+            else:
+                f = (b - before) / (after - before)
+                lo = hi = math.exp(math.log(known[before][1]) + f * math.log(known[after][0] / known[before][1]))
+        n = min(rec["batch"], rec["docs"] - (b - 1) * rec["batch"])
+        lengths += [lo * (hi / lo) ** (j / max(n - 1, 1)) for j in range(n)]
+    scale = targets / sum(n - 1 for n in lengths)
+    out = [max(1, round((n - 1) * scale)) for n in lengths]
+    out[-1] += targets - sum(out)
+    return out

@@ -9,6 +9,11 @@ int6, embedding int7).
 rows, per-row std spread exp(0.3 z), as tools/preflight.py draws them) and synthetic Hessians: the
 artifact bytes of each combination of embedding quantiser, LQER and codec, and today's (previous) default.
 `--artifact PATH`: only the codec table, on the symbols of any final_model.golf.
+`--vs-record`: golf's artifact beside the 1.0611 record's own per-group serializer (its train_gpt.py imported on
+the CPU, `_serialize_pergroup`: lrzip -L 9 per tensor kind, similarity-sorted rows, brotli remainder), both fed the
+SAME quantised symbols, scales and LQER factors: bytes per group and in total. On a record-dims state
+(Config from the env, trained-like Gaussian rows, RTN symbols: the codecs see the same grid either way) or, with
+--smoke SECONDS / --artifact PATH, on a smoke-trained state.
 The codec table compresses the same GPTQ symbols with each codec, group by group, in each layout (rows as
 stored, transposed, similarity-sorted, sorted then transposed), and sums each codec's best layout per group.
 """
@@ -17,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 
 import numpy
@@ -25,7 +31,7 @@ import torch
 from golf.artifact import compress_chunks, encode_artifact, read_artifact, read_file_bytes, read_header
 from golf.budget import WallclockBudget
 from golf.compress import CODECS, similarity_order
-from golf.config import Config, from_env
+from golf.config import Config, GolfError, from_env
 from golf.data import load_val_byte_sidecar, load_val_tokens
 from golf.dist import setup_dist
 from golf.evaluate import eval_bpb, target_byte_counts
@@ -35,6 +41,7 @@ from golf.params import assign_rules, param_rules
 from golf.quant.gptq import output_error
 from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows
 from golf.quant.state import LqerPlan, add_lqer, dequantize_state, quantize_state
+from golf.size_predict import record_serialized_streams, record_serializer
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.train import RunLog, build_and_train, calibrate_hessians
 
@@ -284,6 +291,69 @@ def record_report(seed: int, codecs=("ans", "ctx", Config().codec), cfg: Config 
     return rows
 
 
+# The record's streams (its _GROUP_ORDER) -> the golf group holding the same symbols; the rest (scales, gates,
+# LQER factors, raw tensors, row orders, headers) is "other" on both sides.
+RECORD_STREAM_GROUP = {"_tok_emb.weight.q": "embed", "attn.c_k.weight.q": "attn", "attn.c_q.weight.q": "attn",
+                       "attn.c_v.weight.q": "attn", "attn.proj.weight.q": "attn", "mlp.fc.weight.q": "mlp",
+                       "mlp.proj.weight.q": "mlp"}
+
+
+def golf_group_bytes(blob: bytes) -> dict[str, int]:
+    """{group: bytes of its symbol block} of a golf artifact, 'other' (every other block, the header, preamble and
+    checksum) and 'total'."""
+    header, _ = read_header(blob, "bench")
+    out = {b["group"]: b["length"] for b in header["blocks"].values() if b["part"] == "q"}
+    out["other"] = len(blob) - sum(out.values())
+    out["total"] = len(blob)
+    return out
+
+
+def vs_record(entries: dict, groups: dict, cfg: Config, module) -> list[dict]:
+    """Both serializers on the same quantised entries: one row per golf group ({group, golf, record, streams}),
+    the record's bytes summed over its streams of that group's symbols."""
+    start = time.perf_counter()
+    ours = golf_group_bytes(encode_artifact(entries, groups, {"config": dataclasses.asdict(cfg)}, cfg.codec,
+                                            cfg.symbol_layout))
+    golf_s = time.perf_counter() - start
+    start = time.perf_counter()
+    theirs = record_serialized_streams(module, entries, cfg.num_layers)
+    record_s = time.perf_counter() - start
+    rows = []
+    for group in [g for g in ours if g not in ("other", "total")] + ["other", "total"]:
+        streams = [s for s, g in RECORD_STREAM_GROUP.items() if g == group]
+        if group == "other":
+            streams = [s for s in theirs if s not in RECORD_STREAM_GROUP and s != "total"]
+        if group == "total":
+            streams = ["total"]
+        rows.append({"group": group, "golf": ours[group], "record": sum(theirs[s] for s in streams),
+                     "streams": {s: theirs[s] for s in streams}})
+    rows[-1].update(golf_s=golf_s, record_s=record_s)
+    return rows
+
+
+def print_vs_record(title: str, rows: list[dict]) -> None:
+    print(title)
+    print(f"{'group':<8} {'golf B':>12} {'record B':>12} {'golf/record':>11}  record streams")
+    for r in rows:
+        streams = ", ".join(f"{s} {b:,}" for s, b in r["streams"].items()) if r["group"] != "total" else \
+            f"encode golf {r['golf_s']:.1f}s, record {r['record_s']:.1f}s"
+        print(f"{r['group']:<8} {r['golf']:>12,} {r['record']:>12,} {r['golf'] / r['record']:>11.5f}  {streams}",
+              flush=True)
+
+
+def record_dims_entries(cfg: Config, seed: int) -> tuple[dict, dict]:
+    """(entries, groups) of a record-dims state: trained-like Gaussian rows (trained_like_state), every matrix RTN
+    at the Config's bits and clips (the codecs compare on the same symbols; GPTQ of 36M weights takes too long
+    here and moves symbols within the same grid), LQER by the Config's plan on synthetic Hessians."""
+    state, plan, groups = trained_like_state(cfg, seed)
+    hessians = synthetic_hessians(state, plan, seed)
+    hessians["tok_emb.weight"] = next(h for n, h in hessians.items() if h.shape[0] == cfg.model_dim)
+    entries = quantize_state(state, {n: {**s, "method": "rtn"} for n, s in plan.items()})
+    lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group,
+                    cfg.lqer_weighting, cfg.lqer_select, cfg.lqer_budget_bytes)
+    return add_lqer(state, entries, hessians, lqer), groups
+
+
 def artifact_groups(path: str) -> dict[str, str]:
     """{tensor name: codec group} as the artifact's header records them."""
     header, _ = read_header(read_file_bytes(path), path)
@@ -332,7 +402,12 @@ def main(argv) -> int:
                         help="semicolon-separated symbol codecs (per-group settings allowed) of the --record rows")
     parser.add_argument("--artifact", metavar="PATH", help="only the codec table, on the quantised symbols of this "
                         "final_model.golf (e.g. a real run's), group by group")
+    parser.add_argument("--vs-record", action="store_true", help="golf's serializer beside the 1.0611 record's "
+                        "(lrzip per group) on the same symbols: a record-dims state (Config from the env), or the "
+                        "smoke-trained state of --smoke SECONDS / the symbols of --artifact PATH")
     args = parser.parse_args(argv)
+    if args.vs_record:
+        return main_vs_record(args)
     if args.artifact:
         groups: dict[str, list] = {}
         group_of = artifact_groups(args.artifact)
@@ -364,4 +439,34 @@ def main(argv) -> int:
     report = quant_report(state, hessians, plan)
     print_layers(report, state)
     print_codecs(report["codecs"])
+    return 0
+
+
+def main_vs_record(args) -> int:
+    try:
+        module = record_serializer()
+    except GolfError as e:
+        print(f"bench quant --vs-record: {e}", file=sys.stderr)
+        return 2
+    cfg = from_env()
+    if args.artifact:
+        entries, _ = read_artifact(args.artifact)
+        groups = artifact_groups(args.artifact)
+        cfg = dataclasses.replace(cfg, num_layers=1 + max(int(n.split(".")[1]) for n in entries
+                                                          if n.startswith("blocks.")))
+        print_vs_record(f"the symbols of {args.artifact} (golf's codec as the Config says)", vs_record(
+            entries, groups, cfg, module))
+        return 0
+    if args.smoke > 0:
+        smoke_cfg = from_env({"PRESET": "smoke"})
+        _, state, hessians, plan = smoke_model(args.smoke)
+        entries = quantize_state(state, {n: {**s, "method": "gptq"} for n, s in plan.items()}, hessians)
+        groups = {n: s["group"] for n, s in plan.items()}
+        print_vs_record(f"smoke-trained state ({args.smoke:.0f} s CPU), GPTQ symbols of its matrices",
+                        vs_record(entries, groups, smoke_cfg, module))
+        return 0
+    entries, groups = record_dims_entries(cfg, args.seed)
+    print_vs_record(f"record-dims state (Config from the env: MLP clip {cfg.mlp_clip_k}, embedding clip "
+                    f"{cfg.embed_clip_k}, LQER {cfg.lqer_select} {cfg.lqer_top_k}), trained-like Gaussian rows, RTN",
+                    vs_record(entries, groups, cfg, module))
     return 0
