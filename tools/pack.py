@@ -963,7 +963,7 @@ SHIPPED_MINIFY = dict(
 SHIPPED_NAMES = (CONFIG_CLASS, RECIPE_CONSTANT, ENTRY_NAME, "main",
                  "from_env", "GPT", "size_report", "param_rules", "assign_rules", "build_optimizers",
                  "calibrate_hessians", "quantize_and_write", "select_attention", "DistEnv", "eval_passes", "GolfError",
-                 "window_plan", "load_val_tokens", "doc_spans", "read_artifact",
+                 "window_plan", "load_val_tokens", "doc_spans", "read_artifact", "MLP_ACTIVATIONS", "softcap_cross_entropy",
                  "TRITON_AVAILABLE", "triton_interpreting", "LeakyReluSquareTriton", "leaky_relu_sq_torch",
                  "flash_attention", "softcap_cross_entropy_triton", "softcap_cross_entropy_torch")
 

@@ -93,7 +93,8 @@ def load_training_file(path: Path):
         raise PreflightError(f"{path}: does not load: {type(e).__name__}: {e}") from None
     needed = ("from_env", "GPT", "size_report", "param_rules", "assign_rules", "build_optimizers",
               "calibrate_hessians", "quantize_and_write", "select_attention", "DistEnv", "eval_passes", "GolfError",
-              "window_plan", "load_val_tokens", "doc_spans", "read_artifact")
+              "window_plan", "load_val_tokens", "doc_spans", "read_artifact", "MLP_ACTIVATIONS",
+              "softcap_cross_entropy")  # the last two: gpu_kernels_saved patches them while counting memory
     missing = [n for n in needed if not hasattr(module, n)]
     if missing:
         raise PreflightError(f"{path}: not a golf training file (lacks {', '.join(missing)})")

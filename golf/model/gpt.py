@@ -88,8 +88,9 @@ class GPT(nn.Module):
         every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
         # Under autocast a bf16 embedding starts the residual stream in bf16 (as the record's); without (CPU) the
-        # model computes in fp32.
-        x = x if torch.is_autocast_enabled(x.device.type) else x.float()
+        # model computes in fp32. Meta tensors (tools/preflight.py counts memory on them) keep the GPU run's dtype.
+        if x.device.type != "meta" and not torch.is_autocast_enabled(x.device.type):
+            x = x.float()
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
