@@ -62,6 +62,9 @@ class Config:
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
     train_seq_len: int = 2048
+    # golf/data.py TRAIN_LOADERS: "doc_packing" (the record's DocumentPackingLoader: one row per rank and
+    # micro-batch, documents cut every train_seq_len tokens from their start) | "fixed_rows" (golf's before issue 23)
+    train_loader: str = "doc_packing"
     train_batch_tokens: int = 786432
     compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
     lr_warmup_steps: int = 0

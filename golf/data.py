@@ -124,6 +124,15 @@ class TokenStream:
         self.tokens = read_shard(self.paths[self.shard_index])
         self.position = 0
 
+    def state_dict(self) -> dict:
+        """Where the stream stands: a resumed run continues with the same next token."""
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shard_index = int(state["shard_index"])
+        self.tokens = read_shard(self.paths[self.shard_index])
+        self.position = int(state["position"])
+
     def take(self, n: int) -> np.ndarray:
         """The next n tokens (uint16[n]), crossing shard ends as needed."""
         chunks = []
@@ -174,15 +183,83 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
 
-def document_ids(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
 
-    A training row is seq_len consecutive stream tokens, so each row packs whole documents back to back and a
-    document is capped at the row length (the record caps them at TRAIN_SEQ_LEN too, R:592-612, though it cuts
-    a long document from its own start rather than at the row edge). Tokens before the row's first BOS are the
-    tail of a document begun in the previous row: id 0 there, and rows never see each other."""
-    return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+
+class DocumentPackingLoader:
+    """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
+    local_tokens consecutive tokens per rank, its documents cut into attention segments of at most seq_len
+    tokens counted from each document's start (document_ids with a cap; FA3 varlen runs them as cu_seqlens).
+
+    Stream order as the record's: each shard is read from its first BOS; a step takes world_size spans of
+    local_tokens + 1 tokens (rank r the r-th); a step that would cross the shard's end skips the rest of the shard
+    and starts the next at its first BOS; after the last shard the first comes again.
+    next_batch returns (x, y, doc_ids), each (1, local_tokens); the model takes doc_ids as its segments.
+    """
+
+    def __init__(self, paths: list[str], rank: int, world_size: int):
+        if not paths:
+            raise GolfError(f"DocumentPackingLoader: no shard paths given; {MAKE_DATA_HINT}")
+        if not 0 <= rank < world_size:
+            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
+        self.paths, self.rank, self.world_size = list(paths), rank, world_size
+        self.open_shard(0)
+
+    def open_shard(self, index: int, position: int | None = None) -> None:
+        self.shard_index = index
+        self.tokens = read_shard(self.paths[index])
+        bos = np.flatnonzero(self.tokens == BOS_ID)
+        if len(bos) == 0:
+            raise GolfError(f"{self.paths[index]}: no BOS token ({BOS_ID}) in the shard; documents must start with BOS")
+        self.position = int(bos[0]) if position is None else position
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        step_tokens = (local_tokens + 1) * self.world_size
+        if local_tokens == 0:
+            raise GolfError(f"TRAIN_BATCH_TOKENS={global_tokens}: less than one token per rank and micro-batch")
+        for _ in range(len(self.paths) + 1):
+            if self.position + step_tokens <= len(self.tokens):
+                break
+            self.open_shard((self.shard_index + 1) % len(self.paths))
+        else:
+            raise GolfError(f"{self.paths[0]}: no shard holds {step_tokens} tokens after its first BOS "
+                            f"(one step of TRAIN_BATCH_TOKENS={global_tokens}); use more data or a smaller batch")
+        start = self.position + self.rank * (local_tokens + 1)
+        span = torch.from_numpy(self.tokens[start : start + local_tokens + 1].astype(np.int64))
+        self.position += step_tokens
+        x, y = span[None, :-1], span[None, 1:]
+        return x, y, document_ids(x, cap=seq_len)
+
+    def state_dict(self) -> dict:
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.open_shard(int(state["shard_index"]), int(state["position"]))
+
+
+# Config.train_loader: how training tokens become batches.
+TRAIN_LOADERS = {"doc_packing": DocumentPackingLoader, "fixed_rows": DistributedTokenLoader}
+
+
+def document_ids(tokens: torch.Tensor, cap: int = 0) -> torch.Tensor:
+    """(B, T) token rows -> (B, T) int32 segment ids for doc-isolated attention: the id steps up at every BOS
+    and, with cap > 0, every cap tokens from each document's start (the record's _build_cu_seqlens with
+    max_doc_len, R:592-612). Tokens before a row's first BOS are the tail of a document begun before the row: a
+    segment of their own, cut every cap tokens from the row start.
+
+    cap 0 (fixed 2048-token rows, evaluation): a document runs to its row's edge."""
+    ids = (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+    if cap <= 0:
+        return ids
+    pos = torch.arange(tokens.size(1), device=tokens.device).expand_as(tokens)
+    doc_start = torch.where(tokens == BOS_ID, pos, 0).cummax(dim=1).values
+    cut = ((pos - doc_start) % cap == 0) & (pos != doc_start)
+    return ids + cut.cumsum(dim=1, dtype=torch.int32)
 
 
 def read_first_tokens(paths: list[str], max_tokens: int = 0, check=None) -> np.ndarray:

@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from golf.artifact import check_symbol_settings, encode_artifact, read_artifact, write_artifact
 from golf.budget import WallclockBudget, size_violation_line
-from golf.config import RECIPE, Config, GolfError, from_env
-from golf.data import (DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
+from golf.config import RECIPE, Config, GolfError, from_env, pick
+from golf.data import (TRAIN_LOADERS, DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
                        val_byte_sidecar_paths)
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
@@ -142,7 +142,8 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
     log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
         f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
     rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), env.rank, env.world_size)
+    loader = pick(TRAIN_LOADERS, cfg.train_loader, "TRAIN_LOADER")(shard_paths(cfg.data_path, "train"), env.rank,
+                                                                  env.world_size)
     steps = run_training(cfg, env, log, model, rules, loader, budget)
     return model, rules, loader, steps
 

@@ -21,12 +21,14 @@ def rope_tables(seq_len: int, rope_dims: int, base: float, device=None) -> tuple
 
 
 def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs, pass the rest through."""
+    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs by -theta (the record's direction,
+    R:929-938: (a, b) -> (a cos + b sin, b cos - a sin)), pass the rest through. The direction matters for loading
+    the record's weights: with +theta its trained q/k give another model (issue 23)."""
     r = 2 * cos.size(-1)
     rot, rest = x[..., :r], x[..., r:]
     a, b = rot.chunk(2, dim=-1)
     cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
-    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    rotated = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
     return torch.cat((rotated, rest), dim=-1)
 
 
@@ -53,6 +55,7 @@ class CausalSelfAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         # QK RMS-norm fixes the logit scale; the learned gain (init 5.0, record) sets sharpness.
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init))
+        self.rope_base = rope_base
         cos, sin = rope_tables(max_seq_len, min(rope_dims, self.head_dim), rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -70,6 +73,10 @@ class CausalSelfAttention(nn.Module):
         v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
+        if T > self.rope_cos.size(0):
+            # A packed training row is longer than one sequence: like the record (R:889-927), positions count from
+            # the row start; within a document segment only their differences reach the attention scores.
+            self.rope_cos, self.rope_sin = rope_tables(T, 2 * self.rope_cos.size(-1), self.rope_base, x.device)
         q = apply_partial_rope(q, self.rope_cos, self.rope_sin)
         k = apply_partial_rope(k, self.rope_cos, self.rope_sin)
         # With unit-RMS q and k and SDPA's 1/sqrt(D): logit = gain * sqrt(D) * cos(q, k).

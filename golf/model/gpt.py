@@ -61,26 +61,30 @@ class GPT(nn.Module):
         """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
         self.schedule.set_progress(step, frac)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
-        attends only within its own document (BOS starts one), in training and evaluation alike."""
+        attends only within its own segment: `doc_ids` (B, T) from the document-packing loader (documents cut
+        every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
-        doc_ids = document_ids(idx) if self.doc_attention else None
+        if not self.doc_attention:
+            doc_ids = None
+        elif doc_ids is None:
+            doc_ids = document_ids(idx)
         return rms_norm(self.schedule(self.blocks, x, x0, doc_ids))
 
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+    def logits(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx), self.tok_emb.weight)
+        return F.linear(self.hidden(idx, doc_ids), self.tok_emb.weight)
 
-    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
-        return token_nll(self.logits(idx), targets, self.logit_softcap)
+        return token_nll(self.logits(idx, doc_ids), targets, self.logit_softcap)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.token_losses(idx, targets).mean()
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        return self.token_losses(idx, targets, doc_ids).mean()
 
 
 def size_report(model: GPT) -> dict[str, int]:
