@@ -54,8 +54,11 @@ class GolfError(Exception):
 @dataclass(frozen=True)
 class Config:
     # ---- data
-    data_path: str = "./data/datasets/fineweb10B_sp8192"
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
+    # The record's CaseOps data (PR #1855 README "Reproducing"; hub dataset romeerp/parameter-golf-caseops-v1, variant
+    # sp8192_lossless_caps_caseops_v1_reserved: python data/download_fineweb.py); BPB from its val byte sidecar.
+    # Plain SP8192: recipe sp8192.
+    data_path: str = "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
     vocab_size: int = 8192
     run_id: str = "run"
     out_dir: str = "."
@@ -91,6 +94,9 @@ class Config:
     iterations: int = 20000
     max_wallclock_seconds: float = 600.0
     train_seq_len: int = 2048
+    # golf/data.py TRAIN_LOADERS: "doc_packing" (the record's DocumentPackingLoader: one row per rank and
+    # micro-batch, documents cut every train_seq_len tokens from their start) | "fixed_rows" (golf's before issue 23)
+    train_loader: str = "doc_packing"
     train_batch_tokens: int = 786432
     compile_warmup_steps: int = 20  # untimed steps to compile/warm kernels; weights and optimiser reset after
     lr_warmup_steps: int = 0
@@ -139,10 +145,10 @@ class Config:
     # ---- eval (issue 15): doc-isolated scoring, per-doc batched LoRA TTT, phased global SGD. Values: the
     # 2026-04-27 record (PR #1855) train_seed42.log header unless said; R:N = a line of its train_gpt.py.
     eval_context: str = "doc"  # golf/evaluate.py EVAL_CONTEXTS: "doc" each document from its own BOS | "sliding"
-    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases, the record's design) | "stream" (the ttt_* fields above).
-    # Stream stays the claimed default: python -m golf.bench eval on the smoke artifact (32K val tokens, 2026-12-01)
-    # gave stream 1.83035, per-doc 1.84296, phased + per-doc 1.84838 (plain 1.89686). TTT_MODE=doc selects it.
-    ttt_mode: str = "stream"
+    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases) | "stream" (the ttt_* fields below; recipe prior).
+    # "doc" is the record's claimed eval: at scale it took seed 42 from 1.07254 (quantized) to 1.05989
+    # (quantized_ttt_phased). A CPU bench (smoke artifact, 32K tokens) ranked stream first; it does not overrule that.
+    ttt_mode: str = "doc"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only
@@ -224,8 +230,8 @@ def smoke(cfg: Config) -> Config:
     """CPU-sized scale for the sample corpus: same pieces, a model that trains in ~2 minutes."""
     return dataclasses.replace(
         cfg,
-        data_path="./data/datasets/sample_sp8192",
-        tokenizer_path="./data/tokenizers/sample_8192_bpe.model",
+        data_path="./data/datasets/sample_sp8192_caseops",  # python data/prepare_sample.py (CaseOps, val byte sidecar)
+        tokenizer_path="./data/tokenizers/sample_8192_bpe_caseops.model",
         model_dim=128,
         num_heads=4,
         num_kv_heads=2,
@@ -457,6 +463,15 @@ class TokenStream:
         self.tokens = read_shard(self.paths[self.shard_index])
         self.position = 0
 
+    def state_dict(self) -> dict:
+        """Where the stream stands: a resumed run continues with the same next token."""
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shard_index = int(state["shard_index"])
+        self.tokens = read_shard(self.paths[self.shard_index])
+        self.position = int(state["position"])
+
     def take(self, n: int) -> np.ndarray:
         """The next n tokens (uint16[n]), crossing shard ends as needed."""
         chunks = []
@@ -507,15 +522,83 @@ class DistributedTokenLoader:
         span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
         return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
 
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
 
-def document_ids(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, T) token rows -> (B, T) int32 document ids for doc-isolated attention: the id steps up at every BOS.
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
 
-    A training row is seq_len consecutive stream tokens, so each row packs whole documents back to back and a
-    document is capped at the row length (the record caps them at TRAIN_SEQ_LEN too, R:592-612, though it cuts
-    a long document from its own start rather than at the row edge). Tokens before the row's first BOS are the
-    tail of a document begun in the previous row: id 0 there, and rows never see each other."""
-    return (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+
+class DocumentPackingLoader:
+    """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
+    local_tokens consecutive tokens per rank, its documents cut into attention segments of at most seq_len
+    tokens counted from each document's start (document_ids with a cap; FA3 varlen runs them as cu_seqlens).
+
+    Stream order as the record's: each shard is read from its first BOS; a step takes world_size spans of
+    local_tokens + 1 tokens (rank r the r-th); a step that would cross the shard's end skips the rest of the shard
+    and starts the next at its first BOS; after the last shard the first comes again.
+    next_batch returns (x, y, doc_ids), each (1, local_tokens); the model takes doc_ids as its segments.
+    """
+
+    def __init__(self, paths: list[str], rank: int, world_size: int):
+        if not paths:
+            raise GolfError(f"DocumentPackingLoader: no shard paths given; {MAKE_DATA_HINT}")
+        if not 0 <= rank < world_size:
+            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
+        self.paths, self.rank, self.world_size = list(paths), rank, world_size
+        self.open_shard(0)
+
+    def open_shard(self, index: int, position: int | None = None) -> None:
+        self.shard_index = index
+        self.tokens = read_shard(self.paths[index])
+        bos = np.flatnonzero(self.tokens == BOS_ID)
+        if len(bos) == 0:
+            raise GolfError(f"{self.paths[index]}: no BOS token ({BOS_ID}) in the shard; documents must start with BOS")
+        self.position = int(bos[0]) if position is None else position
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int):
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        step_tokens = (local_tokens + 1) * self.world_size
+        if local_tokens == 0:
+            raise GolfError(f"TRAIN_BATCH_TOKENS={global_tokens}: less than one token per rank and micro-batch")
+        for _ in range(len(self.paths) + 1):
+            if self.position + step_tokens <= len(self.tokens):
+                break
+            self.open_shard((self.shard_index + 1) % len(self.paths))
+        else:
+            raise GolfError(f"{self.paths[0]}: no shard holds {step_tokens} tokens after its first BOS "
+                            f"(one step of TRAIN_BATCH_TOKENS={global_tokens}); use more data or a smaller batch")
+        start = self.position + self.rank * (local_tokens + 1)
+        span = torch.from_numpy(self.tokens[start : start + local_tokens + 1].astype(np.int64))
+        self.position += step_tokens
+        x, y = span[None, :-1], span[None, 1:]
+        return x, y, document_ids(x, cap=seq_len)
+
+    def state_dict(self) -> dict:
+        return {"shard_index": self.shard_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.open_shard(int(state["shard_index"]), int(state["position"]))
+
+
+# Config.train_loader: how training tokens become batches.
+TRAIN_LOADERS = {"doc_packing": DocumentPackingLoader}
+
+
+def document_ids(tokens: torch.Tensor, cap: int = 0) -> torch.Tensor:
+    """(B, T) token rows -> (B, T) int32 segment ids for doc-isolated attention: the id steps up at every BOS
+    and, with cap > 0, every cap tokens from each document's start (the record's _build_cu_seqlens with
+    max_doc_len, R:592-612). Tokens before a row's first BOS are the tail of a document begun before the row: a
+    segment of their own, cut every cap tokens from the row start.
+
+    cap 0 (fixed 2048-token rows, evaluation): a document runs to its row's edge."""
+    ids = (tokens == BOS_ID).cumsum(dim=1, dtype=torch.int32)
+    if cap <= 0:
+        return ids
+    pos = torch.arange(tokens.size(1), device=tokens.device).expand_as(tokens)
+    doc_start = torch.where(tokens == BOS_ID, pos, 0).cummax(dim=1).values
+    cut = ((pos - doc_start) % cap == 0) & (pos != doc_start)
+    return ids + cut.cumsum(dim=1, dtype=torch.int32)
 
 
 def read_first_tokens(paths: list[str], max_tokens: int = 0, check=None) -> np.ndarray:
@@ -1187,12 +1270,14 @@ def rope_tables(seq_len: int, rope_dims: int, base: float, device=None) -> tuple
 
 
 def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs, pass the rest through."""
+    """x: (B, H, T, D); rotate dims [0, 2*cos.size(-1)) in half-split pairs by -theta (the record's direction,
+    R:929-938: (a, b) -> (a cos + b sin, b cos - a sin)), pass the rest through. The direction matters for loading
+    the record's weights: with +theta its trained q/k give another model (issue 23)."""
     r = 2 * cos.size(-1)
     rot, rest = x[..., :r], x[..., r:]
     a, b = rot.chunk(2, dim=-1)
     cos, sin = cos[: x.size(-2)].to(x.dtype), sin[: x.size(-2)].to(x.dtype)
-    rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    rotated = torch.cat((a * cos + b * sin, b * cos - a * sin), dim=-1)
     return torch.cat((rotated, rest), dim=-1)
 
 
@@ -1219,6 +1304,7 @@ class CausalSelfAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         # QK RMS-norm fixes the logit scale; the learned gain (init 5.0, record) sets sharpness.
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init))
+        self.rope_base = rope_base
         cos, sin = rope_tables(max_seq_len, min(rope_dims, self.head_dim), rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -1236,6 +1322,10 @@ class CausalSelfAttention(nn.Module):
         v = self.v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
+        if T > self.rope_cos.size(0):
+            # A packed training row is longer than one sequence: like the record (R:889-927), positions count from
+            # the row start; within a document segment only their differences reach the attention scores.
+            self.rope_cos, self.rope_sin = rope_tables(T, 2 * self.rope_cos.size(-1), self.rope_base, x.device)
         q = apply_partial_rope(q, self.rope_cos, self.rope_sin)
         k = apply_partial_rope(k, self.rope_cos, self.rope_sin)
         # With unit-RMS q and k and SDPA's 1/sqrt(D): logit = gain * sqrt(D) * cos(q, k).
@@ -1769,26 +1859,30 @@ class GPT(nn.Module):
         """The train loop calls this before each optimiser step; the loop schedule may change depth with it."""
         self.schedule.set_progress(step, frac)
 
-    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """idx: (B, T) token ids -> final normed hidden states (B, T, D). With doc_attention every position
-        attends only within its own document (BOS starts one), in training and evaluation alike."""
+        attends only within its own segment: `doc_ids` (B, T) from the document-packing loader (documents cut
+        every train_seq_len tokens, the record's cu_seqlens), else each document as BOS starts it."""
         x = self.tok_emb(idx)
         if self.smear is not None:
             x = self.smear(x, idx)
         x = x0 = rms_norm(x)
-        doc_ids = document_ids(idx) if self.doc_attention else None
+        if not self.doc_attention:
+            doc_ids = None
+        elif doc_ids is None:
+            doc_ids = document_ids(idx)
         return rms_norm(self.schedule(self.blocks, x, x0, doc_ids))
 
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+    def logits(self, idx: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T) -> pre-softcap logits (B, T, V) from the tied head."""
-        return F.linear(self.hidden(idx), self.tok_emb.weight)
+        return F.linear(self.hidden(idx, doc_ids), self.tok_emb.weight)
 
-    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def token_losses(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
         """(B, T), (B, T) -> per-token NLL (B, T) fp32; evaluation sums these."""
-        return token_nll(self.logits(idx), targets, self.logit_softcap)
+        return token_nll(self.logits(idx, doc_ids), targets, self.logit_softcap)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.token_losses(idx, targets).mean()
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, doc_ids=None) -> torch.Tensor:
+        return self.token_losses(idx, targets, doc_ids).mean()
 
 
 def size_report(model: GPT) -> dict[str, int]:
@@ -3310,47 +3404,6 @@ def eval_phase_started() -> str:
 
 
 # ---- golf/ttt.py: Score-first test-time training, and the plan of the whole final evaluation. ----
-class LoRA(nn.Module):
-    """Forward hook adding x A^T B^T to an nn.Linear's output. A: (rank, in), B: (out, rank) = 0 at the start,
-    so the adapted model starts exactly at the artifact model."""
-
-    def __init__(self, linear: nn.Linear, rank: int, generator: torch.Generator):
-        super().__init__()
-        out_features, in_features = linear.weight.shape
-        a = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
-        self.a = nn.Parameter(a.to(linear.weight.device))
-        self.b = nn.Parameter(torch.zeros(out_features, rank, device=linear.weight.device))
-
-    def forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return out + F.linear(F.linear(args[0], self.a), self.b)
-
-
-def lora_targets(model: nn.Module, cfg) -> list[nn.Parameter]:
-    """Rank-r LoRA on the attention and MLP matrices (nn.Linear named *.attn.* / *.mlp.*; not, e.g., the loop
-    schedule's pass adapters); returns the adapter parameters."""
-    gen = torch.Generator().manual_seed(cfg.seed)  # same A on every rank
-    params = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and re.search(r"\.(attn|mlp)\.[^.]+$", name):
-            module.ttt_lora = LoRA(module, cfg.ttt_lora_rank, gen)
-            module.register_forward_hook(module.ttt_lora)
-            params += [module.ttt_lora.a, module.ttt_lora.b]
-    return params
-
-
-TTT_TARGETS = {"lora": lora_targets}
-
-
-def ttt_model(model: nn.Module, cfg) -> tuple[nn.Module, list[nn.Parameter]]:
-    """A copy of model (the caller's stays untouched) whose TTT_PARAMS pieces alone require grad."""
-    model = copy.deepcopy(model)
-    model.requires_grad_(False)
-    params = pick(TTT_TARGETS, cfg.ttt_params, "TTT_PARAMS")(model, cfg)
-    for p in params:
-        p.requires_grad_(True)
-    return model, params
-
-
 def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
     """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
     adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
@@ -3367,127 +3420,175 @@ def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc:
     return bounds + [n], resets
 
 
-def chunk_rows(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
-    """(offset, length) training rows of at most seq_len targets covering a chunk's targets."""
-    return [(s, min(seq_len, num_targets - s)) for s in range(0, num_targets, seq_len)]
+# ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
+# Adapters per virtual layer (R:1509-1566, the record's BatchedTTTLoRA with ttt_k_lora / ttt_o_lora / ttt_mlp_lora all
+# True): Q, K, V on their nn.Linear; O and MLP on the attention and MLP modules: each of those reads its module's input
+# (the normed block input) and adds to the module's output, as the record's o_loras(n) and mlp_loras(mlp_n) do.
+DOC_LORA_MODULES = re.compile(r"\.attn(\.q|\.k|\.v)?$|\.mlp$")
 
 
-def chunk_batch(chunk: torch.Tensor, rows: list[tuple[int, int]], seq_len: int, device):
-    """(x, y, mask) of shape (len(rows), seq_len) for rows (offset, length) of a chunk's tokens; mask 1 on real targets."""
-    x = torch.zeros(len(rows), seq_len, dtype=torch.int64)
-    y = torch.zeros_like(x)
-    mask = torch.zeros(len(rows), seq_len)
-    for row, (offset, length) in enumerate(rows):
-        x[row, :length] = chunk[offset : offset + length]
-        y[row, :length] = chunk[offset + 1 : offset + length + 1]
-        mask[row, :length] = 1.0
-    return x.to(device), y.to(device), mask.to(device)
+class DocLoRA(nn.Module):
+    """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
+    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head.
 
-
-def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, rank: int, world_size: int,
-                   device, autocast_dtype) -> None:
-    """`steps` optimiser steps on the mean NLL of an already-scored chunk (tokens lo..hi: targets lo..hi-1).
-
-    Each rank takes every world_size-th row, all in one micro-batch (at most TTT_CHUNK_TOKENS tokens, a
-    fraction of a training micro-batch); gradients are summed over ranks, so all ranks step alike.
+    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)) from draw_a(key),
+    B (rows, out, rank) zero, so a fresh set starts exactly at the base model. reset() zeroes B before each batch;
+    with warm start (the record's TTT_WARM_START_A=1) A keeps what earlier batches taught it, else it is redrawn.
     """
-    n = chunk.numel() - 1
-    mine = chunk_rows(n, seq_len)[rank::world_size]
-    model.eval()  # learn the forward that scores: the loop schedule runs its evaluation depth in eval mode
-    for _ in range(steps):
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        if mine:
-            x, y, mask = chunk_batch(chunk, mine, seq_len, device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.token_losses(x, y)
-            ((nll.float() * mask).sum() / n).backward()
-        for p in params:
-            all_reduce_(p.grad)
-        opt.step()
+
+    def __init__(self, model: nn.Module, cfg, rows: int, device, key: int):
+        super().__init__()
+        self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
+        self.warm_start_a = cfg.ttt_doc_warm_start_a
+        self.seed = cfg.seed
+        self.modules_ = [(name, m) for name, m in model.named_modules() if DOC_LORA_MODULES.search(name)]
+        slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
+        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
+        self.a, self.b = nn.ParameterList(), nn.ParameterList()
+        self.index = {}  # module -> its first adapter; call k of the module in a forward uses adapter index + k
+        for name, m in self.modules_:
+            out_f, in_f = m.weight.shape if isinstance(m, nn.Linear) else (dim, dim)
+            self.index[m] = len(self.a)
+            for _ in range(slots[m]):
+                self.add(rows, in_f, out_f, cfg.ttt_doc_lora_rank, device)
+        self.head = len(self.a)
+        self.add(rows, dim, vocab, cfg.ttt_doc_lora_rank, device)
+        self.draw_a(key)
+        self.calls: dict[nn.Module, int] = {}
+        self.rows = None
+        self.enabled = False
+        self.handles = [m.register_forward_hook(self.hook) for _, m in self.modules_]
+
+    def add(self, rows: int, in_f: int, out_f: int, rank: int, device) -> None:
+        self.a.append(nn.Parameter(torch.empty(rows, rank, in_f, device=device)))
+        self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
+
+    def draw_a(self, key: int) -> None:
+        """Every A uniform(+-1/sqrt(in)) from a generator seeded by (seed, key), so the draw depends on which batch
+        or phase this is, not on which rank runs it or what it ran before."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+        with torch.no_grad():
+            for a in self.a:
+                bound = 1.0 / math.sqrt(a.shape[-1])
+                a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
+
+    def reset(self, key: int) -> None:
+        """Before a batch: zero B; without warm start also redraw A."""
+        with torch.no_grad():
+            for b in self.b:
+                b.zero_()
+        if not self.warm_start_a:
+            self.draw_a(key)
+
+    def begin(self, rows: torch.Tensor | None) -> None:
+        """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
+        self.enabled = rows is not None
+        self.rows = rows
+        self.calls = {}
+
+    def delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.a[i][self.rows], self.b[i][self.rows]
+        return torch.bmm(torch.bmm(x, a.transpose(1, 2).to(x.dtype)), b.transpose(1, 2).to(x.dtype)) * self.scale
+
+    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        k = self.calls.get(module, 0)
+        self.calls[module] = k + 1
+        return out + self.delta(self.index[module] + k, args[0]).to(out.dtype)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
-def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
-                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None,
-                    score_order=None, deadline: float | None = None, log=None, **_):
-    """BPB of the val tokens under stream score-first TTT (TTT_MODE=stream, one pass). The caller's model is not
-    changed.
+def slot_counts(model: nn.Module, modules: list[nn.Module], cfg, device) -> dict[nn.Module, int]:
+    """How often each module runs in one evaluation forward (random tokens, never val)."""
+    counts = {m: 0 for m in modules}
+    handles = [m.register_forward_hook(lambda mod, a, o: counts.__setitem__(mod, counts[mod] + 1)) for m in modules]
+    model.eval()
+    with torch.no_grad():
+        model.token_losses(torch.randint(4, cfg.vocab_size, (1, 8), device=device),
+                           torch.randint(4, cfg.vocab_size, (1, 8), device=device))
+    for h in handles:
+        h.remove()
+    return counts
 
-    Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
-    target gets the context plain sliding-window eval gives it. target_losses, byte_counts: as in eval_bpb.
-    score_order: optional int64[num_targets], filled with each target's chunk index (its scoring step).
-    deadline: time.perf_counter() by which the pass must end; once the chunks so far say finishing with
-    adaptation would pass it, adaptation stops on every rank at once and the rest is scored as is (logged).
-    """
-    if byte_counts is None:
-        byte_counts = target_byte_counts(val_tokens, luts)
-    byte_counts = byte_counts.to(device)
-    model, params = ttt_model(model, cfg)
-    initial = [p.detach().clone() for p in params]
-    opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
-    plan = window_plan(val_tokens.numel() - 1, cfg.sw_seq_len, cfg.sw_stride)
-    bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-    chunks = split_plan(plan, bounds)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    adapting, t0 = True, time.perf_counter()
-    for i, windows in enumerate(chunks):
-        if resets[i]:
-            with torch.no_grad():
-                for p, p0 in zip(params, initial):
-                    p.copy_(p0)
-            opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
-        # Score first, with the weights as they are; only then learn from this chunk.
-        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.val_batch_tokens, byte_counts,
-                              device, autocast_dtype, target_losses)
-        if score_order is not None:
-            score_order[bounds[i] : bounds[i + 1]] = i
-        if adapting and deadline is not None:
-            now = time.perf_counter()  # chunks so far (scored + adapted) predict the rest at the same rate
-            late = torch.tensor([float(now + (now - t0) / (i + 1) * (len(chunks) - i - 1) > deadline)], device=device)
-            if all_reduce_(late, op=torch.distributed.ReduceOp.MAX).item() > 0:  # ranks step together: stop together
-                adapting = False
-                if log:
-                    log(f"ttt_guard: stream TTT stopped adapting after chunk {i + 1}/{len(chunks)} at {now - t0:.1f}s: "
-                        f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
-        if adapting and i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
-            adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
-                           cfg.ttt_steps, rank, world_size, device, autocast_dtype)
-    all_reduce_(sums)
-    if target_losses is not None:
-        all_reduce_(target_losses)
-    return eval_result(sums)
+
+def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
+                    autocast_dtype) -> torch.Tensor:
+    """Per-token NLL (len(rows), T) of the model (as GPT.token_losses) with adapter rows `rows` (lora None: none)."""
+    if lora is not None:
+        lora.begin(rows)
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        h = model.hidden(x)
+        logits = F.linear(h, model.tok_emb.weight)
+        if lora is not None:
+            logits = logits + lora.delta(lora.head, h).to(logits.dtype)
+    if lora is not None:
+        lora.begin(None)
+    return token_nll(logits, y, model.logit_softcap)
 
 
 @dataclass(frozen=True)
 class DocSchedule:
-    """Who scores which documents when. Documents go longest first (stable); the global phases cut that order into
-    segments: segment i holds the documents up to the i-th phase boundary, and phase i (after segment i, all ranks
-    together) trains on the first phases[i] documents, all scored by then. Inside a segment each rank works through
-    its own batches (assigned longest first to the least loaded rank) with no synchronisation."""
-    order: list[int]  # document indices, longest first
-    segments: list[list[list[list[int]]]]  # segment -> rank -> batches -> document indices
-    phases: list[int]  # documents phase i trains on; phase i follows segment i
+    """Who scores which documents when, as the record's eval_val_ttt_phased (R:2815-2826, R:3021-3310) does it.
 
-    def batches_of(self, rank: int) -> list[tuple[int, int, list[int]]]:
-        """(segment, position on this rank, documents) of every batch this rank scores, in order."""
-        return [(si, bi, batch) for si, seg in enumerate(self.segments) for bi, batch in enumerate(seg[rank])]
+    Documents sorted by length (stable) are cut into batches of TTT_DOC_BATCH: batches[i] is the record's batch i, its
+    documents shortest first (row b of a batch's adapters is its b-th document). Batches are scored longest first
+    (a stable sort on each batch's longest document), so the one short batch, the remainder, holds the longest
+    documents and goes first. The phases cut that order into segments; inside a segment each rank scores its share
+    (in order, to the least loaded rank, as the record's shared claim counter hands them out) with no
+    synchronisation; phase i follows segment i, all ranks together, and trains on phase_docs[i], all scored by then."""
+    batches: list[list[int]]  # document indices
+    segments: list[list[list[int]]]  # segment -> rank -> batch indices, in scoring order
+    phase_docs: list[list[int]]  # the documents phase i trains on, in its token order
+
+    def batches_of(self, rank: int) -> list[tuple[int, int, int]]:
+        """(segment, position on this rank, batch index) of every batch this rank scores, in order."""
+        return [(si, bi, b) for si, seg in enumerate(self.segments) for bi, b in enumerate(seg[rank])]
 
 
 def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
-    order = sorted(range(len(doc_lengths)), key=lambda d: -doc_lengths[d])
-    prefix = min(cfg.ttt_phase_prefix_docs, len(order)) if cfg.ttt_phases > 0 else 0
-    bounds = sorted({prefix * (i + 1) // cfg.ttt_phases for i in range(cfg.ttt_phases)} - {0}) if prefix else []
-    bounds = [b for b in bounds if b < len(order)]  # a phase after the last document would train for nothing
-    edges, segments = [0] + bounds + [len(order)], []
-    for lo, hi in zip(edges, edges[1:]):
+    by_length = sorted(range(len(doc_lengths)), key=lambda d: doc_lengths[d])
+    batches = [by_length[i : i + cfg.ttt_doc_batch] for i in range(0, len(by_length), cfg.ttt_doc_batch)]
+    order = sorted(range(len(batches)), key=lambda b: -doc_lengths[batches[b][-1]])
+    scored = [0]  # scored[j]: documents in the first j batches of the order
+    for b in order:
+        scored.append(scored[-1] + len(batches[b]))
+    prefix = min(cfg.ttt_phase_prefix_docs, len(doc_lengths)) if cfg.ttt_phases > 0 else 0
+    edges, phase_docs = [0], []
+    for i in range(cfg.ttt_phases if prefix else 0):
+        boundary = prefix * (i + 1) // cfg.ttt_phases
+        # A phase starts once the batch that brings the scored documents to its boundary is done, and every other
+        # rank has finished the batch it holds: the record's logs show 1296 / 2128 / 2960 documents scored at
+        # boundaries 833 / 1666 / 2500 on 8 ranks, the crossing batch of 64 plus 7 more each time.
+        k = edges[-1]
+        while k + 1 < len(order) and scored[k + 1] < boundary:
+            k += 1
+        end = min(k + world_size, len(order))
+        if end == len(order):
+            break  # nothing is scored after it: a phase here would train for nothing
+        edges.append(end)
+        # The record trains on the first `boundary` documents scored, ordered by batch index, then row (R:3258-3262).
+        phase_docs.append([d for b in sorted(order[:end]) for d in batches[b]][:boundary])
+    segments = []
+    for lo, hi in zip(edges, edges[1:] + [len(order)]):
         per_rank, load = [[] for _ in range(world_size)], [0] * world_size
-        for i in range(lo, hi, cfg.ttt_doc_batch):
-            batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
+        for b in order[lo:hi]:
             r = load.index(min(load))
-            per_rank[r].append(batch)
-            load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
+            per_rank[r].append(b)
+            load[r] += batch_units([doc_lengths[d] for d in batches[b]], cfg)
         segments.append(per_rank)
-    return DocSchedule(order, segments, bounds)
+    return DocSchedule(batches, segments, phase_docs)
+
+
+def doc_chunks(n: int, chunk: int, seq_len: int):
+    """(lo, hi, window start) per chunk of a document's n targets: targets [lo, hi) scored in a window of at most
+    seq_len tokens ending at hi, i.e. targets [ws, hi) of the document fed (doc-isolated: ws >= 0)."""
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        yield lo, hi, max(0, hi - seq_len)
 
 
 def doc_batch_work(lengths: list[int], cfg, adapt: bool) -> tuple[int, int]:
@@ -3511,30 +3612,214 @@ def batch_units(lengths: list[int], cfg) -> int:
     return fwd + 3 * bwd
 
 
-def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float, list[int]]]:
-    """Global SGD over num_tokens + 1 tokens: (chunk start, lr, sequence offsets of one step) for every step.
-
-    Chunks of TTT_PHASE_CHUNK_TOKENS, cosine lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr is 0, so
-    it is skipped, as in the record); a chunk's whole sequences of sw_seq_len go in steps of at most
-    TTT_PHASE_BATCH_SEQS per rank. Every rank takes every step (gradients all-reduced)."""
-    chunk, L = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len
+def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[float, list[tuple[int, int]]]]:
+    """Global SGD over num_tokens + 1 tokens as the record's train_val_ttt_global_sgd_distributed (R:2926-3018): per
+    step its lr and, per rank, (first token, sequences of sw_seq_len tokens). Chunks of TTT_PHASE_CHUNK_TOKENS, cosine
+    lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr would be 0: skipped); a chunk's whole sequences are
+    split over the ranks in contiguous ranges, each rank taking TTT_PHASE_BATCH_SEQS of its range per step."""
+    chunk, L, per = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len, cfg.ttt_phase_batch_seqs
     num_chunks = math.ceil(num_tokens / chunk)
     steps = []
     for ci in range(num_chunks - 1):
         lr = cfg.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * ci / (num_chunks - 1)))
-        lo, hi = ci * chunk, min((ci + 1) * chunk, num_tokens)
-        seqs = [lo + i * L for i in range((hi - lo) // L)]
-        per_step = cfg.ttt_phase_batch_seqs * world_size
-        steps += [(lo, lr, seqs[i : i + per_step]) for i in range(0, len(seqs), per_step)]
+        lo = ci * chunk
+        seqs = (min(lo + chunk, num_tokens) - lo) // L
+        ranges = [(seqs * r // world_size, seqs * (r + 1) // world_size) for r in range(world_size)]
+        for k in range(0, max(e - s for s, e in ranges), per):
+            steps.append((lr, [(lo + (s + k) * L, max(0, min(per, e - s - k))) for s, e in ranges]))
     return steps
 
 
-def n_docs_tokens(docs: list[tuple[int, int]], sched: DocSchedule, n: int) -> int:
-    """Tokens a phase over the first n documents of the processing order trains on."""
-    return sum(docs[d][1] + 1 for d in sched.order[:n])
+def flat_rows(flat: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, mask) rows of seq_len giving each target of flat (token i predicts token i+1) the context the record's
+    cu_seqlens give it over a flat batch (R:592-612): pieces cut at every BOS and every seq_len tokens from a
+    document's start, each attending to itself only. Pieces go in order into rows; one that does not start at a BOS
+    starts a row (golf's document attention separates at BOS). mask is 1 on real targets."""
+    x, y = flat[:-1], flat[1:]
+    n = x.numel()
+    starts = (x == SP_BOS_ID).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    pieces = [(p, min(p + seq_len, e)) for s, e in zip(starts, starts[1:] + [n]) for p in range(s, e, seq_len)]
+    rows, used = [], seq_len
+    for p, e in pieces:
+        if x[p] != SP_BOS_ID or used + e - p > seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append((p, e))
+        used += e - p
+    xs, ys = torch.zeros(len(rows), seq_len, dtype=torch.int64), torch.zeros(len(rows), seq_len, dtype=torch.int64)
+    mask = torch.zeros(len(rows), seq_len)
+    for r, row in enumerate(rows):
+        o = 0
+        for p, e in row:
+            xs[r, o : o + e - p], ys[r, o : o + e - p], mask[r, o : o + e - p] = x[p:e], y[p:e], 1.0
+            o += e - p
+    return xs, ys, mask
 
 
-TTT_MODES = {"stream": score_first_ttt}
+def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
+    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken.
+
+    Each rank's loss is the mean over its own sequences, and the gradient the mean over ranks (the record's)."""
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=cfg.ttt_phase_lr, momentum=cfg.ttt_phase_momentum)
+    L = cfg.sw_seq_len
+    steps = phase_steps(tokens.numel() - 1, cfg, world_size)
+    model.eval()  # learn the forward that scores (the loop schedule's evaluation depth)
+    for lr, per_rank in steps:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        start, seqs = per_rank[rank]
+        if seqs:
+            x, y, mask = (t.to(device) for t in flat_rows(tokens[start : start + seqs * L + 1], L))
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                nll = model.token_losses(x, y)
+            ((nll.float() * mask).sum() / (seqs * L * world_size)).backward()
+        for p in params:
+            all_reduce_(p.grad)
+        if cfg.ttt_phase_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.ttt_phase_grad_clip)
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return len(steps)
+
+
+def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
+                    autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
+    """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
+    adapters on the chunk just scored (the chunk's scores are summed before the step exists)."""
+    c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
+    chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
+    opt = None
+    if lora is not None:  # a fresh optimiser per batch (the record zeroes its AdamW state, R:3110-3116)
+        opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
+                                betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
+    model.eval()
+    for ci in range(max(len(ch) for ch in chunks)):
+        rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
+        train = lora is not None and any(ci < len(chunks[b]) - 1 for b in rows)
+        width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.int64)
+        y, pos = torch.zeros_like(x), torch.zeros_like(x)
+        scored = torch.zeros_like(x, dtype=torch.bool)
+        weight = torch.zeros(len(rows), width)
+        for r, b in enumerate(rows):
+            s, _ = docs[b]
+            lo, hi, ws = chunks[b][ci]
+            x[r, : hi - ws] = val_tokens[s + ws : s + hi]
+            y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
+            pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
+            scored[r, lo - ws : hi - ws] = True
+            if ci < len(chunks[b]) - 1:
+                weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
+        x, y, pos, scored, weight = (t.to(device) for t in (x, y, pos, scored, weight))
+        with torch.set_grad_enabled(train):
+            nll = doc_lora_losses(model, lora, torch.tensor(rows, device=device), x, y, autocast_dtype)
+        # Score first: the chunk's losses are summed now, by adapters that have not seen it.
+        got, idx = nll.detach()[scored].float(), pos[scored]
+        sums[0] += got.double().sum()
+        sums[1] += idx.numel()
+        sums[2] += byte_counts[idx].double().sum()
+        if target_losses is not None:
+            target_losses[idx] = got
+        if score_order is not None:
+            score_order[idx] = tick + ci
+        if train:
+            opt.zero_grad(set_to_none=False)
+            (nll.float() * weight).sum().backward()  # rows have their own adapters: one sum trains each alone
+            opt.step()
+
+
+SEGMENT_TICKS, BATCH_TICKS = 1 << 40, 1 << 20  # score_order: segment * SEGMENT_TICKS + batch * BATCH_TICKS + chunk
+
+
+def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+            device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None, score_order=None,
+            deadline: float | None = None, log=None):
+    """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
+
+    doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
+    on documents scored so far, then the adapters start over (A redrawn, as the record builds new ones). deadline (a
+    time.perf_counter() value): when this rank's measured rate says finishing with adaptation would pass it, the rank
+    stops adapting (no more LoRA steps; phases stop for all ranks at the next phase) and keeps scoring; logged.
+    score_order: optional int64[num_targets] of each target's scoring step on its rank (segment, batch, chunk), for
+    tools/audit.py.
+    """
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    byte_counts = byte_counts.to(device)
+    model = copy.deepcopy(model)
+    model.requires_grad_(False)
+    docs = doc_spans(val_tokens)
+    lengths = [n for _, n in docs]
+    sched = doc_schedule(lengths, cfg, world_size)
+    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phase_docs)
+    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device, key=-1) if cfg.ttt_doc_lora_lr > 0 else None
+    mine = sched.batches_of(rank)
+    units = [batch_units([lengths[d] for d in sched.batches[b]], cfg) for _, _, b in mine]
+    phase_units = [3 * (sum(lengths[d] + 1 for d in pd) // world_size) for pd in sched.phase_docs]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    t0, done_units, k = time.perf_counter(), 0, 0
+    for si, seg in enumerate(sched.segments):
+        for bi, b in enumerate(seg[rank]):
+            batch = [docs[d] for d in sched.batches[b]]
+            adapters = lora if adapting else None
+            if adapters is not None and len(batch) < cfg.ttt_doc_batch:
+                # The record gives a batch of another size its own fresh adapters and keeps the warm set (R:3117-3123).
+                adapters = DocLoRA(model, cfg, len(batch), device, key=batch[0][0])
+            elif adapters is not None:
+                adapters.reset(key=batch[0][0])  # keyed by the batch's first document (its first target)
+            ttt_score_doc_batch(model, adapters, val_tokens, batch, cfg, device, autocast_dtype, byte_counts, sums,
+                                target_losses, score_order, si * SEGMENT_TICKS + bi * BATCH_TICKS)
+            if adapters is not None and adapters is not lora:
+                adapters.remove()
+            done_units += units[k]
+            k += 1
+            if adapting and deadline is not None:
+                now = time.perf_counter()
+                rest = sum(units[k:]) + sum(phase_units[si:])
+                if now + (now - t0) / max(done_units, 1) * rest > deadline:
+                    adapting = False
+                    if log:
+                        log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
+                            f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
+        if si < len(sched.phase_docs):
+            stopped = torch.tensor([float(not adapting)], device=device)
+            if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
+                if adapting and log:
+                    log(f"ttt_guard: phase {si + 1}/{len(sched.phase_docs)} and later skipped: another rank stopped "
+                        f"adapting")
+                adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
+                continue
+            phase = sched.phase_docs[si]
+            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in phase])
+            steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
+            done_units += phase_units[si]
+            if lora is not None:
+                lora.draw_a(key=-2 - si)  # the record builds new adapters after each phase (R:3281-3285)
+            if log:
+                log(f"ttt_phase {si + 1}/{len(sched.phase_docs)} docs:{len(phase)} tokens:{tokens.numel()} "
+                    f"steps:{steps} t:{time.perf_counter() - t0:.1f}s")
+    if lora is not None:
+        lora.remove()
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)
+    if score_order is not None:
+        all_reduce_(score_order)
+    return eval_result(sums)
+
+
+TTT_MODES = {"doc": doc_ttt}
 
 
 # ---------------------------------------------------------------- the eval plan: one declaration of the passes
@@ -3593,24 +3878,22 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         sched = doc_schedule(doc_lengths, cfg, world_size)
         fwd = bwd = lora_steps = 0
         for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            work = [[doc_batch_work([doc_lengths[d] for d in batch], cfg, cfg.ttt_doc_lora_lr > 0) for batch in mine]
-                    for mine in seg]
+            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
             busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
             fwd += sum(f for f, _ in work[busiest])
             bwd += sum(b for _, b in work[busiest])
-            for batch in seg[busiest]:
-                nch = [math.ceil(doc_lengths[d] / cfg.ttt_doc_chunk_tokens) for d in batch]
+            for lengths in batches[busiest]:
+                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
                 lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        spans = [(0, k) for k in doc_lengths]
         phase_tok = phase_n = 0
-        for docs_in in sched.phases:
-            toks = n_docs_tokens(spans, sched, docs_in)
-            steps = phase_steps(toks - 1, cfg, world_size)
+        for phase in sched.phase_docs:
+            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
             phase_n += len(steps)
-            phase_tok += sum(math.ceil(len(s) / world_size) for _, _, s in steps) * cfg.sw_seq_len
+            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
         what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{sum(len(m) for seg in sched.segments for m in seg)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phases)} global SGD phases after docs {sched.phases}")
+                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
         passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
     else:
         val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
@@ -3839,16 +4122,17 @@ def autocast_dtype(device: torch.device):
 
 def train_step(model, loader, opts, cfg, grad_accum: int, device, ema=None) -> torch.Tensor:
     """One optimiser step over grad_accum micro-batches; returns the mean micro-batch loss (detached).
-    `loader.next_batch(global_tokens, seq_len, grad_accum)` gives this rank's next (x, y) micro-batch."""
+    `loader.next_batch(global_tokens, seq_len, grad_accum)` gives this rank's next micro-batch: (x, y), or (x, y,
+    doc_ids) from the document-packing loader (golf/data.py TRAIN_LOADERS)."""
     total = torch.zeros((), device=device)
     for micro in range(grad_accum):
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        batch = [t.to(device, non_blocking=True)
+                 for t in loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, grad_accum)]
         # Gradients are all-reduced only on the last micro-batch.
         sync = micro == grad_accum - 1 or not isinstance(model, DistributedDataParallel)
         with contextlib.nullcontext() if sync else model.no_sync():
             with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-                loss = model(x, y) / grad_accum
+                loss = model(*batch) / grad_accum
             loss.backward()
         total += loss.detach()
     if cfg.grad_clip_norm > 0:  # one norm over every trained parameter (record: 0.3, R:3399-3400)
@@ -3973,7 +4257,8 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
     log(f"model_params:{sizes['unique_params']} effective_params:{sizes['effective_params']} "
         f"depth_train:{sizes['train_depth']} depth_eval:{sizes['eval_depth']}")
     rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    loader = DistributedTokenLoader(shard_paths(cfg.data_path, "train"), env.rank, env.world_size)
+    loader = pick(TRAIN_LOADERS, cfg.train_loader, "TRAIN_LOADER")(shard_paths(cfg.data_path, "train"), env.rank,
+                                                                  env.world_size)
     steps = run_training(cfg, env, log, model, rules, loader, budget)
     return model, rules, loader, steps
 
