@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from golf.config import pick
-from golf.data import write_bytes_atomic
+from golf.data import document_ids, write_bytes_atomic
 from golf.dist import all_reduce_
 from golf.evaluate import (doc_spans, eval_bpb, eval_result, eval_windows, score_windows, split_plan,
                            target_byte_counts, window_batches, window_plan)
@@ -408,11 +408,9 @@ def flat_rows(flat: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Ten
     document's start, each attending to itself only. Pieces go in order into rows; one that does not start at a BOS
     starts a row (golf's document attention separates at BOS). mask is 1 on real targets."""
     x, y = flat[:-1], flat[1:]
-    n = x.numel()
-    starts = (x == SP_BOS_ID).nonzero().flatten().tolist()
-    if not starts or starts[0] != 0:
-        starts = [0] + starts
-    pieces = [(p, min(p + seq_len, e)) for s, e in zip(starts, starts[1:] + [n]) for p in range(s, e, seq_len)]
+    ids = document_ids(x[None], cap=seq_len)[0]
+    starts = [0] + (ids[1:] != ids[:-1]).nonzero().flatten().add(1).tolist()
+    pieces = list(zip(starts, starts[1:] + [x.numel()]))
     rows, used = [], seq_len
     for p, e in pieces:
         if x[p] != SP_BOS_ID or used + e - p > seq_len:
