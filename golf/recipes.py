@@ -112,14 +112,6 @@ DEVIATIONS: dict[str, Deviation] = {
         golf="every val target scored (golf.evaluate: coverage of the whole split)", kind="legality",
         reason="the challenge scores the full val split; the record drops the tail (< 2048 tokens, < 0.005% of "
                "targets) and its diagnostics also drop a partial last batch"),
-    "smear_at_doc_cut": Deviation(
-        record="SmearGate mixes in the token before a piece its cu_seqlens cut off a document longer than "
-               "eval_seq_len (R:1340-1345 run over the flat batch; attention stops at the cut)",
-        golf="a cut piece starts its own row: no token before it to mix in (golf.ttt.flat_rows, doc windows)",
-        kind="neutral",
-        reason="only the first token of each further 2048-token piece of a document, in the global SGD phases' "
-               "training (and the unclaimed diagnostics); golf's smear sees exactly the context its attention "
-               "sees, as every scored window does in both. Not selectable: the model has no cross-row smear input"),
     "val_batch_tokens": Deviation(
         record="524288", golf="131072",
         kind="lossless",

@@ -402,32 +402,6 @@ def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[float, list
     return steps
 
 
-def flat_rows(flat: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, y, mask) rows of seq_len giving each target of flat (token i predicts token i+1) the context the record's
-    cu_seqlens give it over a flat batch (R:592-612): pieces cut at every BOS and every seq_len tokens from a
-    document's start, each attending to itself only. Pieces go in order into rows; one that does not start at a BOS
-    starts a row (golf's document attention separates at BOS). mask is 1 on real targets."""
-    x, y = flat[:-1], flat[1:]
-    ids = document_ids(x[None], cap=seq_len)[0]
-    starts = [0] + (ids[1:] != ids[:-1]).nonzero().flatten().add(1).tolist()
-    pieces = list(zip(starts, starts[1:] + [x.numel()]))
-    rows, used = [], seq_len
-    for p, e in pieces:
-        if x[p] != SP_BOS_ID or used + e - p > seq_len:
-            rows.append([])
-            used = 0
-        rows[-1].append((p, e))
-        used += e - p
-    xs, ys = torch.zeros(len(rows), seq_len, dtype=torch.int64), torch.zeros(len(rows), seq_len, dtype=torch.int64)
-    mask = torch.zeros(len(rows), seq_len)
-    for r, row in enumerate(rows):
-        o = 0
-        for p, e in row:
-            xs[r, o : o + e - p], ys[r, o : o + e - p], mask[r, o : o + e - p] = x[p:e], y[p:e], 1.0
-            o += e - p
-    return xs, ys, mask
-
-
 def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
     """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken.
 
@@ -448,10 +422,13 @@ def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: in
                 p.grad = torch.zeros_like(p)
         start, seqs = per_rank[rank]
         if seqs:
-            x, y, mask = (t.to(device) for t in flat_rows(tokens[start : start + seqs * L + 1], L))
+            # One row of this rank's sequences, attention cut at every BOS and every sw_seq_len tokens from a
+            # document's start: the record's cu_seqlens over its flat batch (R:2983-2996).
+            flat = tokens[start : start + seqs * L + 1].to(device)
+            x, y = flat[None, :-1], flat[None, 1:]
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.token_losses(x, y)
-            ((nll.float() * mask).sum() / (seqs * L * world_size)).backward()
+                nll = model.token_losses(x, y, document_ids(x, cap=L))
+            (nll.float().sum() / (seqs * L * world_size)).backward()
         for p in params:
             all_reduce_(p.grad)
         if cfg.ttt_phase_grad_clip > 0:

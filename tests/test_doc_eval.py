@@ -9,7 +9,7 @@ import torch
 from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_counts
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count
 from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines,
-                      flat_rows, phase_steps, ttt_global_phase)
+                      phase_steps, ttt_global_phase)
 import torch.multiprocessing as mp
 
 from tests.test_ttt import luts, sp  # noqa: F401  (shared module fixtures)
@@ -177,16 +177,6 @@ def test_phase_steps_follow_the_record_schedule():
     # two ranks: contiguous halves of each chunk's sequences, one step per chunk
     assert [per_rank for _, per_rank in phase_steps(64 * 3 + 10, cfg, world_size=2)] == [
         [(0, 1), (32, 1)], [(64, 1), (96, 1)], [(128, 1), (160, 1)]]
-
-
-def test_flat_rows_cut_at_bos_and_every_seq_len_from_a_document_start():
-    flat = torch.tensor([7, 8, SP_BOS_ID, 9, 10, 11, 12, 13, SP_BOS_ID, 14, 15])
-    x, y, mask = flat_rows(flat, 4)
-    # pieces: [7 8] (no BOS: starts a row), [BOS 9 10 11] (split at 4), [12 13] (a continuation: starts a row),
-    # [BOS 14] joins that row
-    assert x.tolist() == [[7, 8, 0, 0], [SP_BOS_ID, 9, 10, 11], [12, 13, SP_BOS_ID, 14]]
-    assert y.tolist() == [[8, SP_BOS_ID, 0, 0], [9, 10, 11, 12], [13, SP_BOS_ID, 14, 15]]
-    assert mask.sum() == flat.numel() - 1 and mask[0].tolist() == [1, 1, 0, 0]
 
 
 def test_global_phase_changes_weights_and_leaves_no_grads(val):

@@ -44,6 +44,9 @@ def test_every_eval_piece_passes_or_is_a_declared_deviation_on_the_record(caseop
     ("        if lora.o_loras is not None:\n            attn_out = attn_out + lora.o_loras[slot](n)\n"
      "        x_out = x_in", "        if lora.o_loras is not None:\n            attn_out = attn_out + lora.o_loras[slot](y)\n"
      "        x_out = x_in", "eval.ttt.doc_losses"),
+    # a phase's attention not cut every eval_seq_len tokens from a document's start
+    ("bos_pos, x_flat.numel(), x_flat.device, h.eval_seq_len, 64", "bos_pos, x_flat.numel(), x_flat.device, 0, 64",
+     "eval.ttt.doc_losses"),
     # a phase trains on the last scored documents instead of the first
     ("    scored_docs_for_global.sort(key=lambda x: (x[0], x[1]))", "    scored_docs_for_global.sort(key=lambda x: (-x[0], x[1]))",
      "eval.ttt.doc_losses"),

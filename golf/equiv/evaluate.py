@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAD_DIM = 32  # model_dim = num_heads * 32, as the model pieces
 BPB_DOCS, BPB_DOC_TOKENS = 4, 300  # eval.bpb: the first 4 val documents, each cut to 300 tokens
 # eval.ttt: 11 documents in batches of 2: the remainder batch holds the longest (220 tokens: windows of 64 slide
-# over it), then two full batches share warm adapters before phase 1 (after 4 documents) and two more before phase 2
-# (after 8); the last batch follows it. A tie (45, 45). Phases train on documents of <= 64 tokens only: the
-# record's SmearGate reads across its cu_seqlens cut of a longer one (DEVIATIONS "smear_at_doc_cut").
-TTT_DOC_TOKENS = [50, 30, 45, 45, 220, 61, 40, 25, 58, 35, 52]
+# over it), then two full batches share warm adapters before phase 1 (after 4 documents; it trains on documents of
+# 90 and 100 tokens too: its attention is cut every 64 from a document's start) and two more before phase 2 (after
+# 8); the last batch follows it. A tie (45, 45).
+TTT_DOC_TOKENS = [50, 30, 45, 45, 220, 100, 40, 25, 90, 35, 52]
 TTT = dict(batch=2, chunk=16, seq=64, phases=2, prefix=8, phase_chunk=128, phase_seqs=1)
 # float32 both sides; TTT adds AdamW (beta1 0: the first step moves each weight by ~lr sign(grad)) and SGD steps.
 # Seen on the record (vocab-1024 sample): eval.bpb 5e-9 relative, per-document TTT loss sums 9e-7, TTT val_bpb 8e-7.
