@@ -44,11 +44,16 @@ BPB_DOCS, BPB_DOC_TOKENS = 4, 300  # eval.bpb: the first 4 val documents, each c
 # 90 and 100 tokens too: its attention is cut every 64 from a document's start) and two more before phase 2 (after
 # 8); the last batch follows it. A tie (45, 45).
 TTT_DOC_TOKENS = [50, 30, 45, 45, 220, 100, 40, 25, 90, 35, 52]
-TTT = dict(batch=2, chunk=16, seq=64, phases=2, prefix=8, phase_chunk=128, phase_seqs=1)
+# The phases' SGD lr is raised on both sides (0.01, not the recipes' 0.001) and each phase step is one row of 4
+# sequences (a 90-token document in it is cut at 64): at 0.001 the phases barely move this model. On the record
+# (vocab-1024 sample), max |golf - record| / max |record| of the per-document sums: 1.65e-6; against a record whose
+# phases do not cut documents at eval_seq_len: 1.15e-5.
+TTT = dict(batch=2, chunk=16, seq=64, phases=2, prefix=8, phase_chunk=256, phase_seqs=4, phase_lr=0.01)
 # float32 both sides; TTT adds AdamW (beta1 0: the first step moves each weight by ~lr sign(grad)) and SGD steps.
-# Seen on the record (vocab-1024 sample): eval.bpb 5e-9 relative, per-document TTT loss sums 9e-7, TTT val_bpb 8e-7.
+# Seen on the record (vocab-1024 sample): eval.bpb 5e-9 relative; TTT: see TTT. Per-document sums are compared
+# against TTT_RTOL x the largest sum (a short document's sum carries the noise of the long ones' shared phases).
 BPB_ATOL, BPB_RTOL = 1e-4, 1e-5
-TTT_RTOL = 2e-5
+TTT_DOC_RTOL, TTT_RTOL = 5e-6, 2e-5
 
 
 def sample_paths(cfg) -> tuple[Path, Path]:
@@ -245,10 +250,10 @@ def ttt_pieces(rec, cfg, vocab: int, val: torch.Tensor, sidecar: torch.Tensor) -
     small, golf_model, h, record_model = model_pair(
         rec, cfg, vocab, t["seq"], ttt_batch_size=t["batch"], ttt_chunk_size=t["chunk"], ttt_eval_seq_len=t["seq"],
         phased_ttt_num_phases=t["phases"], phased_ttt_prefix_docs=t["prefix"], global_ttt_chunk_tokens=t["phase_chunk"],
-        global_ttt_batch_seqs=t["phase_seqs"], run_id="equiv")
+        global_ttt_batch_seqs=t["phase_seqs"], global_ttt_lr=t["phase_lr"], run_id="equiv")
     small = dataclasses.replace(small, ttt_doc_batch=t["batch"], ttt_doc_chunk_tokens=t["chunk"], ttt_phases=t["phases"],
                                 ttt_phase_prefix_docs=t["prefix"], ttt_phase_chunk_tokens=t["phase_chunk"],
-                                ttt_phase_batch_seqs=t["phase_seqs"])
+                                ttt_phase_batch_seqs=t["phase_seqs"], ttt_phase_lr=t["phase_lr"])
     layer_order = record_model.encoder_indices + record_model.decoder_indices if record_model.looping_active \
         else list(range(len(record_model.blocks)))
     loss, bpb, per_doc, built = record_ttt(rec, h, record_model, val_data(val, sidecar))
@@ -275,13 +280,15 @@ def ttt_pieces(rec, cfg, vocab: int, val: torch.Tensor, sidecar: torch.Tensor) -
     spans = doc_spans(val)
     golf_docs = [[float(losses[s : s + n].double().sum()), n, int(sidecar[s + 1 : s + n + 1].sum())] for s, n in spans]
     record_docs = [per_doc.get(s, [0.0, 0.0, 0.0]) for s, _ in spans]
-    detail = f"{len(spans)} documents, batches of {t['batch']}, chunks of {t['chunk']} in {t['seq']}, {t['phases']} phases"
+    detail = (f"{len(spans)} documents, batches of {t['batch']}, chunks of {t['chunk']} in {t['seq']}, {t['phases']} "
+              f"phases at lr {t['phase_lr']}")
     return [
         verdict("eval.ttt.adapter_sets", len(drawn) == len(built), abs(len(drawn) - len(built)), 0.0,
                 f"golf drew {len(drawn)} adapter sets, the record built {len(built)} (per phase, short batches)"),
         compare("eval.ttt.doc_counts", [d[1:] for d in golf_docs], [d[1:] for d in record_docs], 0, 0,
                 detail=f"targets and bytes per document; {detail}"),
-        compare("eval.ttt.doc_losses", [d[0] for d in golf_docs], [d[0] for d in record_docs], 0, TTT_RTOL,
+        compare("eval.ttt.doc_losses", [d[0] for d in golf_docs], [d[0] for d in record_docs],
+                TTT_DOC_RTOL * max(abs(d[0]) for d in record_docs), 0,
                 detail=f"summed loss per document; {detail}"),
         compare("eval.ttt.bpb", [ours.val_loss, ours.val_bpb], [loss, bpb], 0, TTT_RTOL,
                 detail=f"val_loss, val_bpb over {ours.tokens} targets"),
