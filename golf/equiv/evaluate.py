@@ -51,7 +51,7 @@ TTT_DOC_TOKENS = [50, 30, 45, 45, 220, 100, 40, 25, 90, 35, 52]
 TTT = dict(batch=2, chunk=16, seq=64, phases=2, prefix=8, phase_chunk=256, phase_seqs=4, phase_lr=0.01)
 # float32 both sides; TTT adds AdamW (beta1 0: the first step moves each weight by ~lr sign(grad)) and SGD steps.
 # Seen on the record (vocab-1024 sample): eval.bpb 5e-9 relative; TTT: see TTT. Per-document sums are compared
-# against TTT_RTOL x the largest sum (a short document's sum carries the noise of the long ones' shared phases).
+# against TTT_DOC_RTOL x the largest sum (a short document's sum carries the noise of the long ones' shared phases).
 BPB_ATOL, BPB_RTOL = 1e-4, 1e-5
 TTT_DOC_RTOL, TTT_RTOL = 5e-6, 2e-5
 
