@@ -59,8 +59,11 @@ class GolfError(Exception):
 @dataclass(frozen=True)
 class Config:
     # ---- data
-    data_path: str = "./data/datasets/fineweb10B_sp8192"
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
+    # The record's CaseOps data (PR #1855 README "Reproducing"; hub dataset romeerp/parameter-golf-caseops-v1, variant
+    # sp8192_lossless_caps_caseops_v1_reserved: python data/download_fineweb.py); BPB from its val byte sidecar.
+    # Plain SP8192: recipe sp8192.
+    data_path: str = "./data/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
     vocab_size: int = 8192
     run_id: str = "run"
     out_dir: str = "."
@@ -164,10 +167,10 @@ class Config:
     # ---- eval (issue 15): doc-isolated scoring, per-doc batched LoRA TTT, phased global SGD. Values: the
     # 2026-04-27 record (PR #1855) train_seed42.log header unless said; R:N = a line of its train_gpt.py.
     eval_context: str = "doc"  # golf/evaluate.py EVAL_CONTEXTS: "doc" each document from its own BOS | "sliding"
-    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases, the record's design) | "stream" (the ttt_* fields above).
-    # Stream stays the claimed default: python -m golf.bench eval on the smoke artifact (32K val tokens, 2026-12-01)
-    # gave stream 1.83035, per-doc 1.84296, phased + per-doc 1.84838 (plain 1.89686). TTT_MODE=doc selects it.
-    ttt_mode: str = "stream"
+    # golf/ttt.py TTT_MODES: "doc" (per-doc LoRA + phases) | "stream" (the ttt_* fields below; recipe prior).
+    # "doc" is the record's claimed eval: at scale it took seed 42 from 1.07254 (quantized) to 1.05989
+    # (quantized_ttt_phased). A CPU bench (smoke artifact, 32K tokens) ranked stream first; it does not overrule that.
+    ttt_mode: str = "doc"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
     ttt_doc_lora_off: str = ""  # golf/ttt.py DOC_LORA_KINDS without adapters, e.g. "q,v" (PR #2101 ttt_mask: no_qv)
@@ -270,8 +273,8 @@ def smoke(cfg: Config) -> Config:
     """CPU-sized scale for the sample corpus: same pieces, a model that trains in ~2 minutes."""
     return dataclasses.replace(
         cfg,
-        data_path="./data/datasets/sample_sp8192",
-        tokenizer_path="./data/tokenizers/sample_8192_bpe.model",
+        data_path="./data/datasets/sample_sp8192_caseops",  # python data/prepare_sample.py (CaseOps, val byte sidecar)
+        tokenizer_path="./data/tokenizers/sample_8192_bpe_caseops.model",
         model_dim=128,
         num_heads=4,
         num_kv_heads=2,
@@ -3582,47 +3585,6 @@ def eval_phase_started() -> str:
 
 
 # ---- golf/ttt.py: Score-first test-time training, and the plan of the whole final evaluation. ----
-class LoRA(nn.Module):
-    """Forward hook adding x A^T B^T to an nn.Linear's output. A: (rank, in), B: (out, rank) = 0 at the start,
-    so the adapted model starts exactly at the artifact model."""
-
-    def __init__(self, linear: nn.Linear, rank: int, generator: torch.Generator):
-        super().__init__()
-        out_features, in_features = linear.weight.shape
-        a = torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features)
-        self.a = nn.Parameter(a.to(linear.weight.device))
-        self.b = nn.Parameter(torch.zeros(out_features, rank, device=linear.weight.device))
-
-    def forward(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return out + F.linear(F.linear(args[0], self.a), self.b)
-
-
-def lora_targets(model: nn.Module, cfg) -> list[nn.Parameter]:
-    """Rank-r LoRA on the attention and MLP matrices (nn.Linear named *.attn.* / *.mlp.*; not, e.g., the loop
-    schedule's pass adapters); returns the adapter parameters."""
-    gen = torch.Generator().manual_seed(cfg.seed)  # same A on every rank
-    params = []
-    for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and re.search(r"\.(attn|mlp)\.[^.]+$", name):
-            module.ttt_lora = LoRA(module, cfg.ttt_lora_rank, gen)
-            module.register_forward_hook(module.ttt_lora)
-            params += [module.ttt_lora.a, module.ttt_lora.b]
-    return params
-
-
-TTT_TARGETS = {"lora": lora_targets}
-
-
-def ttt_model(model: nn.Module, cfg) -> tuple[nn.Module, list[nn.Parameter]]:
-    """A copy of model (the caller's stays untouched) whose TTT_PARAMS pieces alone require grad."""
-    model = copy.deepcopy(model)
-    model.requires_grad_(False)
-    params = pick(TTT_TARGETS, cfg.ttt_params, "TTT_PARAMS")(model, cfg)
-    for p in params:
-        p.requires_grad_(True)
-    return model, params
-
-
 def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
     """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
     adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
@@ -3639,127 +3601,194 @@ def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc:
     return bounds + [n], resets
 
 
-def chunk_rows(num_targets: int, seq_len: int) -> list[tuple[int, int]]:
-    """(offset, length) training rows of at most seq_len targets covering a chunk's targets."""
-    return [(s, min(seq_len, num_targets - s)) for s in range(0, num_targets, seq_len)]
+# ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
+# Adapters per virtual layer (R:1509-1566, the record's BatchedTTTLoRA with ttt_k_lora / ttt_o_lora / ttt_mlp_lora all
+# True): Q, K, V on their nn.Linear; O and MLP on the attention and MLP modules: each of those reads its module's input
+# (the normed block input) and adds to the module's output, as the record's o_loras(n) and mlp_loras(mlp_n) do.
+DOC_LORA_MODULES = re.compile(r"\.attn(\.q|\.k|\.v)?$|\.mlp$")
+DOC_LORA_KINDS = ("q", "k", "v", "proj", "mlp")  # what TTT_DOC_LORA_OFF may name ("proj": the O adapter on .attn)
 
 
-def chunk_batch(chunk: torch.Tensor, rows: list[tuple[int, int]], seq_len: int, device):
-    """(x, y, mask) of shape (len(rows), seq_len) for rows (offset, length) of a chunk's tokens; mask 1 on real targets."""
-    x = torch.zeros(len(rows), seq_len, dtype=torch.int64)
-    y = torch.zeros_like(x)
-    mask = torch.zeros(len(rows), seq_len)
-    for row, (offset, length) in enumerate(rows):
-        x[row, :length] = chunk[offset : offset + length]
-        y[row, :length] = chunk[offset + 1 : offset + length + 1]
-        mask[row, :length] = 1.0
-    return x.to(device), y.to(device), mask.to(device)
+def doc_lora_kind(name: str) -> str:
+    """The DOC_LORA_KINDS entry of an adapted module's name: its last part, the attention module's being O."""
+    last = name.rsplit(".", 1)[-1]
+    return "proj" if last == "attn" else last
 
 
-def adapt_on_chunk(model, opt, params, chunk: torch.Tensor, seq_len: int, steps: int, rank: int, world_size: int,
-                   device, autocast_dtype) -> None:
-    """`steps` optimiser steps on the mean NLL of an already-scored chunk (tokens lo..hi: targets lo..hi-1).
+def doc_lora_off(cfg) -> set[str]:
+    """The DOC_LORA_KINDS that get no adapter (TTT_DOC_LORA_OFF, comma-separated; PR #2101 TTT_MASK=no_qv: q,v)."""
+    off = {k.strip() for k in cfg.ttt_doc_lora_off.split(",") if k.strip()}
+    unknown = sorted(off - set(DOC_LORA_KINDS))
+    if unknown:
+        raise GolfError(f"TTT_DOC_LORA_OFF={cfg.ttt_doc_lora_off!r}: unknown target(s) {', '.join(unknown)} "
+                        f"(choices: {', '.join(DOC_LORA_KINDS)})")
+    return off
 
-    Each rank takes every world_size-th row, all in one micro-batch (at most TTT_CHUNK_TOKENS tokens, a
-    fraction of a training micro-batch); gradients are summed over ranks, so all ranks step alike.
+
+class DocLoRA(nn.Module):
+    """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
+    modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head (less TTT_DOC_LORA_OFF).
+
+    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)) from draw_a(key),
+    B (rows, out, rank) zero, so a fresh set starts exactly at the base model. reset() zeroes B before each batch;
+    with warm start (the record's TTT_WARM_START_A=1) A keeps what earlier batches taught it, else it is redrawn.
     """
-    n = chunk.numel() - 1
-    mine = chunk_rows(n, seq_len)[rank::world_size]
-    model.eval()  # learn the forward that scores: the loop schedule runs its evaluation depth in eval mode
-    for _ in range(steps):
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        if mine:
-            x, y, mask = chunk_batch(chunk, mine, seq_len, device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.token_losses(x, y)
-            ((nll.float() * mask).sum() / n).backward()
-        for p in params:
-            all_reduce_(p.grad)
-        opt.step()
+
+    def __init__(self, model: nn.Module, cfg, rows: int, device, key: int):
+        super().__init__()
+        self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
+        self.warm_start_a = cfg.ttt_doc_warm_start_a
+        self.seed = cfg.seed
+        off = doc_lora_off(cfg)
+        self.modules_ = [(name, m) for name, m in model.named_modules()
+                         if DOC_LORA_MODULES.search(name) and doc_lora_kind(name) not in off]
+        slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
+        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
+        self.a, self.b = nn.ParameterList(), nn.ParameterList()
+        self.index = {}  # module -> its first adapter; call k of the module in a forward uses adapter index + k
+        for name, m in self.modules_:
+            out_f, in_f = m.weight.shape if isinstance(m, nn.Linear) else (dim, dim)
+            self.index[m] = len(self.a)
+            for _ in range(slots[m]):
+                self.add(rows, in_f, out_f, cfg.ttt_doc_lora_rank, device)
+        self.head = len(self.a)
+        self.add(rows, dim, vocab, cfg.ttt_doc_lora_rank, device)
+        self.draw_a(key)
+        self.calls: dict[nn.Module, int] = {}
+        self.rows = None
+        self.enabled = False
+        self.handles = [m.register_forward_hook(self.hook) for _, m in self.modules_]
+
+    def add(self, rows: int, in_f: int, out_f: int, rank: int, device) -> None:
+        self.a.append(nn.Parameter(torch.empty(rows, rank, in_f, device=device)))
+        self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
+
+    def draw_a(self, key: int) -> None:
+        """Every A uniform(+-1/sqrt(in)) from a generator seeded by (seed, key), so the draw depends on which batch
+        or phase this is, not on which rank runs it or what it ran before."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
+        with torch.no_grad():
+            for a in self.a:
+                bound = 1.0 / math.sqrt(a.shape[-1])
+                a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
+
+    def reset(self, key: int) -> None:
+        """Before a batch: zero B; without warm start also redraw A."""
+        with torch.no_grad():
+            for b in self.b:
+                b.zero_()
+        if not self.warm_start_a:
+            self.draw_a(key)
+
+    def begin(self, rows: torch.Tensor | None) -> None:
+        """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
+        self.enabled = rows is not None
+        self.rows = rows
+        self.calls = {}
+
+    def delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.a[i][self.rows], self.b[i][self.rows]
+        return torch.bmm(torch.bmm(x, a.transpose(1, 2).to(x.dtype)), b.transpose(1, 2).to(x.dtype)) * self.scale
+
+    def hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return out
+        k = self.calls.get(module, 0)
+        self.calls[module] = k + 1
+        return out + self.delta(self.index[module] + k, args[0]).to(out.dtype)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
-def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
-                    device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None,
-                    score_order=None, deadline: float | None = None, log=None, **_):
-    """BPB of the val tokens under stream score-first TTT (TTT_MODE=stream, one pass). The caller's model is not
-    changed.
+def slot_counts(model: nn.Module, modules: list[nn.Module], cfg, device) -> dict[nn.Module, int]:
+    """How often each module runs in one evaluation forward (random tokens, never val)."""
+    counts = {m: 0 for m in modules}
+    handles = [m.register_forward_hook(lambda mod, a, o: counts.__setitem__(mod, counts[mod] + 1)) for m in modules]
+    model.eval()
+    with torch.no_grad():
+        model.token_losses(torch.randint(4, cfg.vocab_size, (1, 8), device=device),
+                           torch.randint(4, cfg.vocab_size, (1, 8), device=device))
+    for h in handles:
+        h.remove()
+    return counts
 
-    Windows are window_plan's (sw_seq_len, sw_stride), cut at chunk boundaries (split_plan), so each
-    target gets the context plain sliding-window eval gives it. target_losses, byte_counts: as in eval_bpb.
-    score_order: optional int64[num_targets], filled with each target's chunk index (its scoring step).
-    deadline: time.perf_counter() by which the pass must end; once the chunks so far say finishing with
-    adaptation would pass it, adaptation stops on every rank at once and the rest is scored as is (logged).
-    """
-    if byte_counts is None:
-        byte_counts = target_byte_counts(val_tokens, luts)
-    byte_counts = byte_counts.to(device)
-    model, params = ttt_model(model, cfg)
-    initial = [p.detach().clone() for p in params]
-    opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
-    plan = window_plan(val_tokens.numel() - 1, cfg.sw_seq_len, cfg.sw_stride)
-    bounds, resets = ttt_chunk_bounds(val_tokens, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-    chunks = split_plan(plan, bounds)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    adapting, t0 = True, time.perf_counter()
-    for i, windows in enumerate(chunks):
-        if resets[i]:
-            with torch.no_grad():
-                for p, p0 in zip(params, initial):
-                    p.copy_(p0)
-            opt = torch.optim.Adam(params, lr=cfg.ttt_lr)
-        # Score first, with the weights as they are; only then learn from this chunk.
-        sums += score_windows(model, val_tokens, windows[rank::world_size], cfg.val_batch_tokens, byte_counts,
-                              device, autocast_dtype, target_losses)
-        if score_order is not None:
-            score_order[bounds[i] : bounds[i + 1]] = i
-        if adapting and deadline is not None:
-            now = time.perf_counter()  # chunks so far (scored + adapted) predict the rest at the same rate
-            late = torch.tensor([float(now + (now - t0) / (i + 1) * (len(chunks) - i - 1) > deadline)], device=device)
-            if all_reduce_(late, op=torch.distributed.ReduceOp.MAX).item() > 0:  # ranks step together: stop together
-                adapting = False
-                if log:
-                    log(f"ttt_guard: stream TTT stopped adapting after chunk {i + 1}/{len(chunks)} at {now - t0:.1f}s: "
-                        f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
-        if adapting and i + 1 < len(chunks) and not resets[i + 1]:  # an update nothing will be scored with is skipped
-            adapt_on_chunk(model, opt, params, val_tokens[bounds[i] : bounds[i + 1] + 1], cfg.sw_seq_len,
-                           cfg.ttt_steps, rank, world_size, device, autocast_dtype)
-    all_reduce_(sums)
-    if target_losses is not None:
-        all_reduce_(target_losses)
-    return eval_result(sums)
+
+def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor,
+                    autocast_dtype) -> torch.Tensor:
+    """Per-token NLL (len(rows), T) of the model (as GPT.token_losses) with adapter rows `rows` (lora None: none)."""
+    if lora is not None:
+        lora.begin(rows)
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        h = model.hidden(x)
+        logits = model.project(h)
+        if lora is not None:
+            logits = logits + lora.delta(lora.head, h).to(logits.dtype)
+    if lora is not None:
+        lora.begin(None)
+    return model.head_nll(logits, y)
 
 
 @dataclass(frozen=True)
 class DocSchedule:
-    """Who scores which documents when. Documents go longest first (stable); the global phases cut that order into
-    segments: segment i holds the documents up to the i-th phase boundary, and phase i (after segment i, all ranks
-    together) trains on the first phases[i] documents, all scored by then. Inside a segment each rank works through
-    its own batches (assigned longest first to the least loaded rank) with no synchronisation."""
-    order: list[int]  # document indices, longest first
-    segments: list[list[list[list[int]]]]  # segment -> rank -> batches -> document indices
-    phases: list[int]  # documents phase i trains on; phase i follows segment i
+    """Who scores which documents when, as the record's eval_val_ttt_phased (R:2815-2826, R:3021-3310) does it.
 
-    def batches_of(self, rank: int) -> list[tuple[int, int, list[int]]]:
-        """(segment, position on this rank, documents) of every batch this rank scores, in order."""
-        return [(si, bi, batch) for si, seg in enumerate(self.segments) for bi, batch in enumerate(seg[rank])]
+    Documents sorted by length (stable) are cut into batches of TTT_DOC_BATCH: batches[i] is the record's batch i, its
+    documents shortest first (row b of a batch's adapters is its b-th document). Batches are scored longest first
+    (a stable sort on each batch's longest document), so the one short batch, the remainder, holds the longest
+    documents and goes first. The phases cut that order into segments; inside a segment each rank scores its share
+    (in order, to the least loaded rank, as the record's shared claim counter hands them out) with no
+    synchronisation; phase i follows segment i, all ranks together, and trains on phase_docs[i], all scored by then."""
+    batches: list[list[int]]  # document indices
+    segments: list[list[list[int]]]  # segment -> rank -> batch indices, in scoring order
+    phase_docs: list[list[int]]  # the documents phase i trains on, in its token order
+
+    def batches_of(self, rank: int) -> list[tuple[int, int, int]]:
+        """(segment, position on this rank, batch index) of every batch this rank scores, in order."""
+        return [(si, bi, b) for si, seg in enumerate(self.segments) for bi, b in enumerate(seg[rank])]
 
 
 def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
-    order = sorted(range(len(doc_lengths)), key=lambda d: -doc_lengths[d])
-    prefix = min(cfg.ttt_phase_prefix_docs, len(order)) if cfg.ttt_phases > 0 else 0
-    bounds = sorted({prefix * (i + 1) // cfg.ttt_phases for i in range(cfg.ttt_phases)} - {0}) if prefix else []
-    bounds = [b for b in bounds if b < len(order)]  # a phase after the last document would train for nothing
-    edges, segments = [0] + bounds + [len(order)], []
-    for lo, hi in zip(edges, edges[1:]):
+    by_length = sorted(range(len(doc_lengths)), key=lambda d: doc_lengths[d])
+    batches = [by_length[i : i + cfg.ttt_doc_batch] for i in range(0, len(by_length), cfg.ttt_doc_batch)]
+    order = sorted(range(len(batches)), key=lambda b: -doc_lengths[batches[b][-1]])
+    scored = [0]  # scored[j]: documents in the first j batches of the order
+    for b in order:
+        scored.append(scored[-1] + len(batches[b]))
+    prefix = min(cfg.ttt_phase_prefix_docs, len(doc_lengths)) if cfg.ttt_phases > 0 else 0
+    edges, phase_docs = [0], []
+    for i in range(cfg.ttt_phases if prefix else 0):
+        boundary = prefix * (i + 1) // cfg.ttt_phases
+        # A phase starts once the batch that brings the scored documents to its boundary is done, and every other
+        # rank has finished the batch it holds: the record's logs show 1296 / 2128 / 2960 documents scored at
+        # boundaries 833 / 1666 / 2500 on 8 ranks, the crossing batch of 64 plus 7 more each time.
+        k = edges[-1]
+        while k + 1 < len(order) and scored[k + 1] < boundary:
+            k += 1
+        end = min(k + world_size, len(order))
+        if end == len(order):
+            break  # nothing is scored after it: a phase here would train for nothing
+        edges.append(end)
+        # The record trains on the first `boundary` documents scored, ordered by batch index, then row (R:3258-3262).
+        phase_docs.append([d for b in sorted(order[:end]) for d in batches[b]][:boundary])
+    segments = []
+    for lo, hi in zip(edges, edges[1:] + [len(order)]):
         per_rank, load = [[] for _ in range(world_size)], [0] * world_size
-        for i in range(lo, hi, cfg.ttt_doc_batch):
-            batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
+        for b in order[lo:hi]:
             r = load.index(min(load))
-            per_rank[r].append(batch)
-            load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
+            per_rank[r].append(b)
+            load[r] += batch_units([doc_lengths[d] for d in batches[b]], cfg)
         segments.append(per_rank)
-    return DocSchedule(order, segments, bounds)
+    return DocSchedule(batches, segments, phase_docs)
+
+
+def doc_chunks(n: int, chunk: int, seq_len: int):
+    """(lo, hi, window start) per chunk of a document's n targets: targets [lo, hi) scored in a window of at most
+    seq_len tokens ending at hi, i.e. targets [ws, hi) of the document fed (doc-isolated: ws >= 0)."""
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        yield lo, hi, max(0, hi - seq_len)
 
 
 def doc_batch_work(lengths: list[int], cfg, adapt: bool) -> tuple[int, int]:
@@ -3783,30 +3812,190 @@ def batch_units(lengths: list[int], cfg) -> int:
     return fwd + 3 * bwd
 
 
-def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float, list[int]]]:
-    """Global SGD over num_tokens + 1 tokens: (chunk start, lr, sequence offsets of one step) for every step.
-
-    Chunks of TTT_PHASE_CHUNK_TOKENS, cosine lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr is 0, so
-    it is skipped, as in the record); a chunk's whole sequences of sw_seq_len go in steps of at most
-    TTT_PHASE_BATCH_SEQS per rank. Every rank takes every step (gradients all-reduced)."""
-    chunk, L = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len
+def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[float, list[tuple[int, int]]]]:
+    """Global SGD over num_tokens + 1 tokens as the record's train_val_ttt_global_sgd_distributed (R:2926-3018): per
+    step its lr and, per rank, (first token, sequences of sw_seq_len tokens). Chunks of TTT_PHASE_CHUNK_TOKENS, cosine
+    lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr would be 0: skipped); a chunk's whole sequences are
+    split over the ranks in contiguous ranges, each rank taking TTT_PHASE_BATCH_SEQS of its range per step."""
+    chunk, L, per = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len, cfg.ttt_phase_batch_seqs
     num_chunks = math.ceil(num_tokens / chunk)
     steps = []
     for ci in range(num_chunks - 1):
         lr = cfg.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * ci / (num_chunks - 1)))
-        lo, hi = ci * chunk, min((ci + 1) * chunk, num_tokens)
-        seqs = [lo + i * L for i in range((hi - lo) // L)]
-        per_step = cfg.ttt_phase_batch_seqs * world_size
-        steps += [(lo, lr, seqs[i : i + per_step]) for i in range(0, len(seqs), per_step)]
+        lo = ci * chunk
+        seqs = (min(lo + chunk, num_tokens) - lo) // L
+        ranges = [(seqs * r // world_size, seqs * (r + 1) // world_size) for r in range(world_size)]
+        for k in range(0, max(e - s for s, e in ranges), per):
+            steps.append((lr, [(lo + (s + k) * L, max(0, min(per, e - s - k))) for s, e in ranges]))
     return steps
 
 
-def n_docs_tokens(docs: list[tuple[int, int]], sched: DocSchedule, n: int) -> int:
-    """Tokens a phase over the first n documents of the processing order trains on."""
-    return sum(docs[d][1] + 1 for d in sched.order[:n])
+def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
+    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken.
+
+    Each rank's loss is the mean over its own sequences, and the gradient the mean over ranks (the record's)."""
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=cfg.ttt_phase_lr, momentum=cfg.ttt_phase_momentum)
+    L = cfg.sw_seq_len
+    steps = phase_steps(tokens.numel() - 1, cfg, world_size)
+    model.eval()  # learn the forward that scores (the loop schedule's evaluation depth)
+    for lr, per_rank in steps:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=False)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        start, seqs = per_rank[rank]
+        if seqs:
+            # One row of this rank's sequences, attention cut at every BOS and every sw_seq_len tokens from a
+            # document's start: the record's cu_seqlens over its flat batch (R:2983-2996).
+            flat = tokens[start : start + seqs * L + 1].to(device)
+            x, y = flat[None, :-1], flat[None, 1:]
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                # the record's phase trains through its training forward
+                nll = model.train_losses(x, y, document_ids(x, cap=L))
+            (nll.float().sum() / (seqs * L * world_size)).backward()
+        for p in params:
+            all_reduce_(p.grad)
+        if cfg.ttt_phase_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.ttt_phase_grad_clip)
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+        p.grad = None
+    return len(steps)
 
 
-TTT_MODES = {"stream": score_first_ttt}
+def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
+                    autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
+    """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
+    adapters on the chunk just scored (the chunk's scores are summed before the step exists)."""
+    c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
+    chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
+    opt = None
+    if lora is not None:  # a fresh optimiser per batch (the record zeroes its AdamW state, R:3110-3116)
+        opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
+                                betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
+    model.eval()
+    for ci in range(max(len(ch) for ch in chunks)):
+        rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
+        train = lora is not None and any(ci < len(chunks[b]) - 1 for b in rows)
+        width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
+        x = torch.zeros(len(rows), width, dtype=torch.int64)
+        y, pos = torch.zeros_like(x), torch.zeros_like(x)
+        scored = torch.zeros_like(x, dtype=torch.bool)
+        weight = torch.zeros(len(rows), width)
+        for r, b in enumerate(rows):
+            s, _ = docs[b]
+            lo, hi, ws = chunks[b][ci]
+            x[r, : hi - ws] = val_tokens[s + ws : s + hi]
+            y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
+            pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
+            scored[r, lo - ws : hi - ws] = True
+            if ci < len(chunks[b]) - 1:
+                weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
+        x, y, pos, scored, weight = (t.to(device) for t in (x, y, pos, scored, weight))
+        with torch.set_grad_enabled(train):
+            nll = doc_lora_losses(model, lora, torch.tensor(rows, device=device), x, y, autocast_dtype)
+        # Score first: the chunk's losses are summed now, by adapters that have not seen it.
+        got, idx = nll.detach()[scored].float(), pos[scored]
+        sums[0] += got.double().sum()
+        sums[1] += idx.numel()
+        sums[2] += byte_counts[idx].double().sum()
+        if target_losses is not None:
+            target_losses[idx] = got
+        if score_order is not None:
+            score_order[idx] = tick + ci
+        if train:
+            opt.zero_grad(set_to_none=False)
+            (nll.float() * weight).sum().backward()  # rows have their own adapters: one sum trains each alone
+            opt.step()
+
+
+SEGMENT_TICKS, BATCH_TICKS = 1 << 40, 1 << 20  # score_order: segment * SEGMENT_TICKS + batch * BATCH_TICKS + chunk
+
+
+def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_size: int = 1,
+            device=torch.device("cpu"), autocast_dtype=None, target_losses=None, byte_counts=None, score_order=None,
+            deadline: float | None = None, log=None):
+    """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
+
+    doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
+    on documents scored so far, then the adapters start over (A redrawn, as the record builds new ones). deadline (a
+    time.perf_counter() value): when this rank's measured rate says finishing with adaptation would pass it, the rank
+    stops adapting (no more LoRA steps; phases stop for all ranks at the next phase) and keeps scoring; logged.
+    score_order: optional int64[num_targets] of each target's scoring step on its rank (segment, batch, chunk), for
+    tools/audit.py.
+    """
+    if byte_counts is None:
+        byte_counts = target_byte_counts(val_tokens, luts)
+    byte_counts = byte_counts.to(device)
+    model = copy.deepcopy(model)
+    model.requires_grad_(False)
+    docs = doc_spans(val_tokens)
+    lengths = [n for _, n in docs]
+    sched = doc_schedule(lengths, cfg, world_size)
+    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phase_docs)
+    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device, key=-1) if cfg.ttt_doc_lora_lr > 0 else None
+    mine = sched.batches_of(rank)
+    units = [batch_units([lengths[d] for d in sched.batches[b]], cfg) for _, _, b in mine]
+    phase_units = [3 * (sum(lengths[d] + 1 for d in pd) // world_size) for pd in sched.phase_docs]
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    t0, done_units, k = time.perf_counter(), 0, 0
+    for si, seg in enumerate(sched.segments):
+        for bi, b in enumerate(seg[rank]):
+            batch = [docs[d] for d in sched.batches[b]]
+            adapters = lora if adapting else None
+            if adapters is not None and len(batch) < cfg.ttt_doc_batch:
+                # The record gives a batch of another size its own fresh adapters and keeps the warm set (R:3117-3123).
+                adapters = DocLoRA(model, cfg, len(batch), device, key=batch[0][0])
+            elif adapters is not None:
+                adapters.reset(key=batch[0][0])  # keyed by the batch's first document (its first target)
+            ttt_score_doc_batch(model, adapters, val_tokens, batch, cfg, device, autocast_dtype, byte_counts, sums,
+                                target_losses, score_order, si * SEGMENT_TICKS + bi * BATCH_TICKS)
+            if adapters is not None and adapters is not lora:
+                adapters.remove()
+            done_units += units[k]
+            k += 1
+            if adapting and deadline is not None:
+                now = time.perf_counter()
+                rest = sum(units[k:]) + sum(phase_units[si:])
+                if now + (now - t0) / max(done_units, 1) * rest > deadline:
+                    adapting = False
+                    if log:
+                        log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
+                            f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
+        if si < len(sched.phase_docs):
+            stopped = torch.tensor([float(not adapting)], device=device)
+            if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
+                if adapting and log:
+                    log(f"ttt_guard: phase {si + 1}/{len(sched.phase_docs)} and later skipped: another rank stopped "
+                        f"adapting")
+                adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
+                continue
+            phase = sched.phase_docs[si]
+            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in phase])
+            steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
+            done_units += phase_units[si]
+            if lora is not None:
+                lora.draw_a(key=-2 - si)  # the record builds new adapters after each phase (R:3281-3285)
+            if log:
+                log(f"ttt_phase {si + 1}/{len(sched.phase_docs)} docs:{len(phase)} tokens:{tokens.numel()} "
+                    f"steps:{steps} t:{time.perf_counter() - t0:.1f}s")
+    if lora is not None:
+        lora.remove()
+    all_reduce_(sums)
+    if target_losses is not None:
+        all_reduce_(target_losses)
+    if score_order is not None:
+        all_reduce_(score_order)
+    return eval_result(sums)
+
+
+TTT_MODES = {"doc": doc_ttt}
 
 
 # ---------------------------------------------------------------- the eval plan: one declaration of the passes
@@ -3865,24 +4054,22 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         sched = doc_schedule(doc_lengths, cfg, world_size)
         fwd = bwd = lora_steps = 0
         for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            work = [[doc_batch_work([doc_lengths[d] for d in batch], cfg, cfg.ttt_doc_lora_lr > 0) for batch in mine]
-                    for mine in seg]
+            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
             busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
             fwd += sum(f for f, _ in work[busiest])
             bwd += sum(b for _, b in work[busiest])
-            for batch in seg[busiest]:
-                nch = [math.ceil(doc_lengths[d] / cfg.ttt_doc_chunk_tokens) for d in batch]
+            for lengths in batches[busiest]:
+                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
                 lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        spans = [(0, k) for k in doc_lengths]
         phase_tok = phase_n = 0
-        for docs_in in sched.phases:
-            toks = n_docs_tokens(spans, sched, docs_in)
-            steps = phase_steps(toks - 1, cfg, world_size)
+        for phase in sched.phase_docs:
+            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
             phase_n += len(steps)
-            phase_tok += sum(math.ceil(len(s) / world_size) for _, _, s in steps) * cfg.sw_seq_len
+            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
         what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{sum(len(m) for seg in sched.segments for m in seg)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phases)} global SGD phases after docs {sched.phases}")
+                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
         passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
     else:
         val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only

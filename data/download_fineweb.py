@@ -1,10 +1,15 @@
 """Download the challenge's FineWeb shards and tokenizer from a Hugging Face dataset repo (or a local mirror).
 
-Usage: python data/download_fineweb.py --variant sp8192 --train-shards N [--repo-id ID] [--local-dir data] [--mirror DIR]
+Usage: python data/download_fineweb.py [--variant V] --train-shards N [--repo-id ID] [--local-dir data] [--mirror DIR]
                                       [--with-docs]
+The default variant is the record's CaseOps data, sp8192_lossless_caps_caseops_v1_reserved, from the hub dataset
+romeerp/parameter-golf-caseops-v1 (PR #1855 README; PR #1729 README "Public Artifacts"); --variant sp8192 is the
+plain SP8192 data (kevclark/parameter-golf).
 Repo layout (upstream data/cached_challenge_fineweb.py): <root>/manifest.json,
-<root>/datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin, <root>/tokenizers/fineweb_<V>_bpe.{model,vocab},
-with <root> = $MATCHED_FINEWEB_REMOTE_ROOT_PREFIX or "datasets". Files land in <local-dir>/datasets/... and
+<root>/datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin, <root>/tokenizers/fineweb_<V>_bpe<suffix>.{model,vocab}
+(suffix: what follows sp<V> in the variant), with <root> = $MATCHED_FINEWEB_REMOTE_ROOT_PREFIX or "datasets".
+A CaseOps variant (one whose manifest entry has val_bytes_glob, or whose name says caseops) also has the val byte
+sidecars fineweb_val_bytes_NNNNNN.bin beside the val shards; BPB is counted from them. Files land in <local-dir>/datasets/... and
 <local-dir>/tokenizers/...; files already there and verified are skipped, every new file is verified before it
 replaces anything.
 --with-docs also fetches the raw document stream <root>/docs_selected.jsonl (+ docs_selected.source_manifest.json)
@@ -30,8 +35,10 @@ from golf.config import GolfError
 from golf.data import shard_token_count
 from golf.tokenizer import load_tokenizer
 
-# The SP8192 data is published outside the challenge's own repo (see DESIGN.md).
-FINEWEB_REPO_IDS = {"sp8192": "kevclark/parameter-golf"}
+# The SP8192 data is published outside the challenge's own repo (see DESIGN.md); the CaseOps data by its author
+# (PR #1729), the one the 1.0611 record trained and scored on.
+CASEOPS_VARIANT = "sp8192_lossless_caps_caseops_v1_reserved"
+FINEWEB_REPO_IDS = {"sp8192": "kevclark/parameter-golf", CASEOPS_VARIANT: "romeerp/parameter-golf-caseops-v1"}
 FINEWEB_DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 FINEWEB_DEFAULT_REMOTE_ROOT = "datasets"
 # The raw documents beside the shards (upstream data/cached_challenge_fineweb.py --with-docs).
@@ -41,11 +48,13 @@ FINEWEB_DOCS_MANIFEST = "docs_selected.source_manifest.json"
 Fetch = Callable[[str, str], None]  # fetch(repo_path, local_path); FileNotFoundError if the repo lacks it
 
 
-def variant_vocab(variant: str) -> int:
-    match = re.fullmatch(r"sp(\d+)", variant)
+def variant_vocab(variant: str) -> tuple[int, str]:
+    """(vocab size, tokenizer suffix): sp8192 -> (8192, ""), sp8192_lossless_caps_caseops_v1_reserved ->
+    (8192, "_lossless_caps_caseops_v1_reserved")."""
+    match = re.fullmatch(r"sp(\d+)(_\w+)?", variant)
     if not match:
-        raise GolfError(f"--variant {variant}: expected sp<vocab>, e.g. sp8192 or sp1024")
-    return int(match.group(1))
+        raise GolfError(f"--variant {variant}: expected sp<vocab>[_<suffix>], e.g. {CASEOPS_VARIANT} or sp8192")
+    return int(match.group(1)), match.group(2) or ""
 
 
 def fineweb_repo_id(variant: str) -> str:
@@ -149,9 +158,10 @@ def fetch_verified(fetch: Fetch, source: str, repo_path: str, dest: str, vocab_s
 
 
 def manifest_plan(
-    manifest_path: str, dataset_dir: str, train_shards: int, default_tokenizer_files: list[str]
-) -> tuple[int, list[str]]:
-    """(val shard count, tokenizer files) from the repo's manifest.json, checking train_shards fits."""
+    manifest_path: str, dataset_dir: str, train_shards: int, default_tokenizer_files: list[str], default_sidecars: bool
+) -> tuple[int, list[str], bool]:
+    """(val shard count, tokenizer files, whether val byte sidecars exist) from the repo's manifest.json, checking
+    train_shards fits."""
     with open(manifest_path, encoding="utf-8") as f:
         manifest = json.load(f)
     dataset = next((d for d in manifest.get("datasets", []) if d.get("name") == dataset_dir), None)
@@ -162,11 +172,12 @@ def manifest_plan(
         raise GolfError(f"{manifest_path}: {dataset_dir} has {stats['files_train']} train shards, asked for {train_shards}")
     tokenizer = next((t for t in manifest.get("tokenizers", []) if t.get("name") == dataset.get("tokenizer_name")), {})
     tokenizer_files = [tokenizer[key] for key in ("model_path", "vocab_path") if tokenizer.get(key)]
-    return int(stats.get("files_val", 1)), tokenizer_files or default_tokenizer_files
+    sidecars = bool(dataset["val_bytes_glob"]) if "val_bytes_glob" in dataset else default_sidecars
+    return int(stats.get("files_val", 1)), tokenizer_files or default_tokenizer_files, sidecars
 
 
 def download_fineweb(
-    variant: str = "sp8192",
+    variant: str = CASEOPS_VARIANT,
     train_shards: int = 1,
     local_dir: str = "data",
     repo_id: str | None = None,
@@ -174,9 +185,9 @@ def download_fineweb(
     remote_root: str | None = None,
     with_docs: bool = False,
 ) -> dict:
-    """Fetch the val shards, the first train_shards train shards and the tokenizer (with_docs: and the raw
-    document stream); returns {"fetched", "skipped"}."""
-    vocab_size = variant_vocab(variant)
+    """Fetch the val shards (and their byte sidecars), the first train_shards train shards and the tokenizer
+    (with_docs: and the raw document stream); returns {"fetched", "skipped"}."""
+    vocab_size, suffix = variant_vocab(variant)
     if train_shards < 0:
         raise GolfError(f"--train-shards {train_shards}: must be 0 or more")
     repo_id = repo_id or fineweb_repo_id(variant)
@@ -195,13 +206,18 @@ def download_fineweb(
 
     # The manifest says how many val shards exist and names the tokenizer files; it is optional.
     manifest_path = os.path.join(local_dataset, "manifest.json")
-    val_shards, tokenizer_files = 1, [f"tokenizers/fineweb_{vocab_size}_bpe.{ext}" for ext in ("model", "vocab")]
+    val_shards, tokenizer_files = 1, [f"tokenizers/fineweb_{vocab_size}_bpe{suffix}.{ext}" for ext in ("model", "vocab")]
+    sidecars = "caseops" in variant
     try:
         get("manifest.json", manifest_path)
-        val_shards, tokenizer_files = manifest_plan(manifest_path, dataset_dir, train_shards, tokenizer_files)
+        val_shards, tokenizer_files, sidecars = manifest_plan(manifest_path, dataset_dir, train_shards,
+                                                              tokenizer_files, sidecars)
     except FileNotFoundError:
-        tqdm.write(f"{source}: no manifest.json; assuming {val_shards} val shard and files {tokenizer_files}")
+        tqdm.write(f"{source}: no manifest.json; assuming {val_shards} val shard"
+                   f"{' with its byte sidecar' if sidecars else ''} and files {tokenizer_files}")
     plan = [f"datasets/{dataset_dir}/fineweb_val_{i:06d}.bin" for i in range(val_shards)]
+    if sidecars:
+        plan += [f"datasets/{dataset_dir}/fineweb_val_bytes_{i:06d}.bin" for i in range(val_shards)]
     plan += [f"datasets/{dataset_dir}/fineweb_train_{i:06d}.bin" for i in range(train_shards)]
     plan += tokenizer_files
     for relative in tqdm(plan, desc=f"{variant} from {source}", unit="file"):
@@ -224,7 +240,8 @@ def download_fineweb(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="sp8192", help="sp<vocab>, e.g. sp8192 (default) or sp1024")
+    parser.add_argument("--variant", default=CASEOPS_VARIANT,
+                        help=f"sp<vocab>[_<suffix>]: {CASEOPS_VARIANT} (default, the record's data) or sp8192 (plain)")
     parser.add_argument("--train-shards", type=int, default=1, help="how many train shards, from the first (default 1)")
     parser.add_argument("--repo-id", default=None, help="HF dataset repo (default: $MATCHED_FINEWEB_REPO_ID, else by variant)")
     parser.add_argument("--local-dir", default="data", help="where datasets/ and tokenizers/ go (default data)")

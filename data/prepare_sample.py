@@ -1,10 +1,10 @@
 """Build the offline sample dataset: a tokenizer and train/val shards from the bundled SOTU corpus.
 
-Usage: python data/prepare_sample.py [--vocab 8192] [--out data] [--caseops]
-Writes <out>/tokenizers/sample_<V>_bpe.model and <out>/datasets/sample_sp<V>/sample_{train,val}_000000.bin
-plus a manifest.json; a re-run whose outputs still match the manifest skips the work.
---caseops: the CaseOps tokenizer (golf/caseops.py) sample_<V>_bpe_caseops.model and
-<out>/datasets/sample_sp<V>_caseops/, with the val byte sidecar sample_val_bytes_000000.bin.
+Usage: python data/prepare_sample.py [--vocab 8192] [--out data] [--plain]
+Writes the CaseOps tokenizer (golf/caseops.py, the record's tokenizer family) <out>/tokenizers/sample_<V>_bpe_caseops.model
+and <out>/datasets/sample_sp<V>_caseops/sample_{train,val}_000000.bin with the val byte sidecar
+sample_val_bytes_000000.bin, plus a manifest.json; a re-run whose outputs still match the manifest skips the work.
+--plain: a plain tokenizer sample_<V>_bpe.model and <out>/datasets/sample_sp<V>/ (no sidecar: the LUT byte rule).
 """
 
 import sys
@@ -122,10 +122,11 @@ def existing_manifest(paths: dict[str, str], corpus_sha256: str, vocab_size: int
 
 
 def prepare_sample(out_dir: str = "data", vocab_size: int = 8192, corpus: str = SAMPLE_CORPUS,
-                   transform: str = "plain") -> dict:
+                   transform: str = "caseops") -> dict:
     """Build (or verify and skip) the sample tokenizer and shards; returns the manifest plus "skipped".
 
-    transform "caseops": a CaseOps tokenizer, and the val byte sidecar beside the val shard.
+    transform "caseops" (the default's tokenizer family): a CaseOps tokenizer, and the val byte sidecar beside the
+    val shard; "plain": a plain tokenizer, no sidecar.
     """
     start = time.time()
     paths = sample_paths(out_dir, vocab_size, transform)
@@ -170,9 +171,9 @@ def main() -> int:
     parser.add_argument("--vocab", type=int, default=8192, help="tokenizer vocab size (default 8192)")
     parser.add_argument("--out", default="data", help="output root (default data)")
     parser.add_argument("--corpus", default=SAMPLE_CORPUS, help="a .jsonl.xz of {id, text} documents")
-    parser.add_argument("--caseops", action="store_true", help="CaseOps tokenizer + val byte sidecar (golf/caseops.py)")
+    parser.add_argument("--plain", action="store_true", help="a plain tokenizer, no byte sidecar (recipe sp8192)")
     args = parser.parse_args()
-    transform = "caseops" if args.caseops else "plain"
+    transform = "plain" if args.plain else "caseops"
     try:
         result = prepare_sample(args.out, args.vocab, args.corpus, transform)
     except GolfError as err:

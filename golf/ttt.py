@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from golf.config import GolfError, pick
-from golf.data import write_bytes_atomic
+from golf.data import document_ids, write_bytes_atomic
 from golf.dist import all_reduce_
 from golf.evaluate import (doc_spans, eval_bpb, eval_result, eval_windows, score_windows, split_plan,
                            target_byte_counts, window_batches, window_plan)
@@ -192,8 +192,17 @@ def score_first_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, w
 
 
 # ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
-DOC_LORA_MODULES = re.compile(r"\.attn\.(q|k|v|proj)$|\.mlp$")  # Q, K, V, O, and a bypass around each MLP
-DOC_LORA_KINDS = ("q", "k", "v", "proj", "mlp")  # what TTT_DOC_LORA_OFF may name: the module's last name part
+# Adapters per virtual layer (R:1509-1566, the record's BatchedTTTLoRA with ttt_k_lora / ttt_o_lora / ttt_mlp_lora all
+# True): Q, K, V on their nn.Linear; O and MLP on the attention and MLP modules: each of those reads its module's input
+# (the normed block input) and adds to the module's output, as the record's o_loras(n) and mlp_loras(mlp_n) do.
+DOC_LORA_MODULES = re.compile(r"\.attn(\.q|\.k|\.v)?$|\.mlp$")
+DOC_LORA_KINDS = ("q", "k", "v", "proj", "mlp")  # what TTT_DOC_LORA_OFF may name ("proj": the O adapter on .attn)
+
+
+def doc_lora_kind(name: str) -> str:
+    """The DOC_LORA_KINDS entry of an adapted module's name: its last part, the attention module's being O."""
+    last = name.rsplit(".", 1)[-1]
+    return "proj" if last == "attn" else last
 
 
 def doc_lora_off(cfg) -> set[str]:
@@ -210,58 +219,56 @@ class DocLoRA(nn.Module):
     """Batched LoRA: row b of a forward gets its own adapters, one set per virtual layer slot (a looped block's
     modules run once per pass; each run is a slot), on Q/K/V/O, each MLP and the tied head (less TTT_DOC_LORA_OFF).
 
-    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)), B (rows, out, rank)
-    zero, so a fresh batch starts exactly at the base model. reset() zeroes B (and, without warm start, redraws A).
+    Adapter (A, B) maps x -> x A^T B^T * alpha / rank; A (rows, rank, in) uniform(+-1/sqrt(in)) from draw_a(key),
+    B (rows, out, rank) zero, so a fresh set starts exactly at the base model. reset() zeroes B before each batch;
+    with warm start (the record's TTT_WARM_START_A=1) A keeps what earlier batches taught it, else it is redrawn.
     """
 
-    def __init__(self, model: nn.Module, cfg, rows: int, device):
+    def __init__(self, model: nn.Module, cfg, rows: int, device, key: int):
         super().__init__()
         self.scale = cfg.ttt_doc_lora_alpha / cfg.ttt_doc_lora_rank
         self.warm_start_a = cfg.ttt_doc_warm_start_a
         self.seed = cfg.seed
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank
         off = doc_lora_off(cfg)
         self.modules_ = [(name, m) for name, m in model.named_modules()
-                         if DOC_LORA_MODULES.search(name) and name.rsplit(".", 1)[-1] not in off]
+                         if DOC_LORA_MODULES.search(name) and doc_lora_kind(name) not in off]
         slots = slot_counts(model, [m for _, m in self.modules_], cfg, device)
+        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
         self.a, self.b = nn.ParameterList(), nn.ParameterList()
-        self.index = {}  # module -> first adapter of its slots
+        self.index = {}  # module -> its first adapter; call k of the module in a forward uses adapter index + k
         for name, m in self.modules_:
-            out_f, in_f = self.shape_of(m)
+            out_f, in_f = m.weight.shape if isinstance(m, nn.Linear) else (dim, dim)
             self.index[m] = len(self.a)
             for _ in range(slots[m]):
                 self.add(rows, in_f, out_f, cfg.ttt_doc_lora_rank, device)
-        dim, vocab = model.tok_emb.embedding_dim, model.tok_emb.num_embeddings
         self.head = len(self.a)
         self.add(rows, dim, vocab, cfg.ttt_doc_lora_rank, device)
+        self.draw_a(key)
         self.calls: dict[nn.Module, int] = {}
         self.rows = None
         self.enabled = False
         self.handles = [m.register_forward_hook(self.hook) for _, m in self.modules_]
 
-    @staticmethod
-    def shape_of(m: nn.Module) -> tuple[int, int]:
-        if isinstance(m, nn.Linear):
-            return m.weight.shape
-        dim = m.fc.weight.shape[1]  # an MLP: bypass dim -> dim
-        return dim, dim
-
     def add(self, rows: int, in_f: int, out_f: int, rank: int, device) -> None:
-        bound = 1.0 / math.sqrt(in_f)
-        a = (torch.rand(rows, rank, in_f, generator=self.gen) * 2 - 1) * bound
-        self.a.append(nn.Parameter(a.to(device)))
+        self.a.append(nn.Parameter(torch.empty(rows, rank, in_f, device=device)))
         self.b.append(nn.Parameter(torch.zeros(rows, out_f, rank, device=device)))
 
-    def reset(self, key: int, redraw_a: bool = False) -> None:
-        """Zero B; redraw A (without warm start, or redraw_a) from a generator seeded by (seed, key), so the draw
-        depends on which batch or phase this is, not on which rank runs it or what it ran before."""
+    def draw_a(self, key: int) -> None:
+        """Every A uniform(+-1/sqrt(in)) from a generator seeded by (seed, key), so the draw depends on which batch
+        or phase this is, not on which rank runs it or what it ran before."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + key)
         with torch.no_grad():
-            for a, b in zip(self.a, self.b):
+            for a in self.a:
+                bound = 1.0 / math.sqrt(a.shape[-1])
+                a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
+
+    def reset(self, key: int) -> None:
+        """Before a batch: zero B; without warm start also redraw A."""
+        with torch.no_grad():
+            for b in self.b:
                 b.zero_()
-                if redraw_a or not self.warm_start_a:
-                    bound = 1.0 / math.sqrt(a.shape[-1])
-                    a.copy_(((torch.rand(a.shape, generator=gen) * 2 - 1) * bound).to(a.device))
+        if not self.warm_start_a:
+            self.draw_a(key)
 
     def begin(self, rows: torch.Tensor | None) -> None:
         """Before each forward: which adapter rows the batch's rows use (None: adapters off)."""
@@ -315,34 +322,55 @@ def doc_lora_losses(model, lora: DocLoRA | None, rows: torch.Tensor | None, x: t
 
 @dataclass(frozen=True)
 class DocSchedule:
-    """Who scores which documents when. Documents go longest first (stable); the global phases cut that order into
-    segments: segment i holds the documents up to the i-th phase boundary, and phase i (after segment i, all ranks
-    together) trains on the first phases[i] documents, all scored by then. Inside a segment each rank works through
-    its own batches (assigned longest first to the least loaded rank) with no synchronisation."""
-    order: list[int]  # document indices, longest first
-    segments: list[list[list[list[int]]]]  # segment -> rank -> batches -> document indices
-    phases: list[int]  # documents phase i trains on; phase i follows segment i
+    """Who scores which documents when, as the record's eval_val_ttt_phased (R:2815-2826, R:3021-3310) does it.
 
-    def batches_of(self, rank: int) -> list[tuple[int, int, list[int]]]:
-        """(segment, position on this rank, documents) of every batch this rank scores, in order."""
-        return [(si, bi, batch) for si, seg in enumerate(self.segments) for bi, batch in enumerate(seg[rank])]
+    Documents sorted by length (stable) are cut into batches of TTT_DOC_BATCH: batches[i] is the record's batch i, its
+    documents shortest first (row b of a batch's adapters is its b-th document). Batches are scored longest first
+    (a stable sort on each batch's longest document), so the one short batch, the remainder, holds the longest
+    documents and goes first. The phases cut that order into segments; inside a segment each rank scores its share
+    (in order, to the least loaded rank, as the record's shared claim counter hands them out) with no
+    synchronisation; phase i follows segment i, all ranks together, and trains on phase_docs[i], all scored by then."""
+    batches: list[list[int]]  # document indices
+    segments: list[list[list[int]]]  # segment -> rank -> batch indices, in scoring order
+    phase_docs: list[list[int]]  # the documents phase i trains on, in its token order
+
+    def batches_of(self, rank: int) -> list[tuple[int, int, int]]:
+        """(segment, position on this rank, batch index) of every batch this rank scores, in order."""
+        return [(si, bi, b) for si, seg in enumerate(self.segments) for bi, b in enumerate(seg[rank])]
 
 
 def doc_schedule(doc_lengths: list[int], cfg, world_size: int) -> DocSchedule:
-    order = sorted(range(len(doc_lengths)), key=lambda d: -doc_lengths[d])
-    prefix = min(cfg.ttt_phase_prefix_docs, len(order)) if cfg.ttt_phases > 0 else 0
-    bounds = sorted({prefix * (i + 1) // cfg.ttt_phases for i in range(cfg.ttt_phases)} - {0}) if prefix else []
-    bounds = [b for b in bounds if b < len(order)]  # a phase after the last document would train for nothing
-    edges, segments = [0] + bounds + [len(order)], []
-    for lo, hi in zip(edges, edges[1:]):
+    by_length = sorted(range(len(doc_lengths)), key=lambda d: doc_lengths[d])
+    batches = [by_length[i : i + cfg.ttt_doc_batch] for i in range(0, len(by_length), cfg.ttt_doc_batch)]
+    order = sorted(range(len(batches)), key=lambda b: -doc_lengths[batches[b][-1]])
+    scored = [0]  # scored[j]: documents in the first j batches of the order
+    for b in order:
+        scored.append(scored[-1] + len(batches[b]))
+    prefix = min(cfg.ttt_phase_prefix_docs, len(doc_lengths)) if cfg.ttt_phases > 0 else 0
+    edges, phase_docs = [0], []
+    for i in range(cfg.ttt_phases if prefix else 0):
+        boundary = prefix * (i + 1) // cfg.ttt_phases
+        # A phase starts once the batch that brings the scored documents to its boundary is done, and every other
+        # rank has finished the batch it holds: the record's logs show 1296 / 2128 / 2960 documents scored at
+        # boundaries 833 / 1666 / 2500 on 8 ranks, the crossing batch of 64 plus 7 more each time.
+        k = edges[-1]
+        while k + 1 < len(order) and scored[k + 1] < boundary:
+            k += 1
+        end = min(k + world_size, len(order))
+        if end == len(order):
+            break  # nothing is scored after it: a phase here would train for nothing
+        edges.append(end)
+        # The record trains on the first `boundary` documents scored, ordered by batch index, then row (R:3258-3262).
+        phase_docs.append([d for b in sorted(order[:end]) for d in batches[b]][:boundary])
+    segments = []
+    for lo, hi in zip(edges, edges[1:] + [len(order)]):
         per_rank, load = [[] for _ in range(world_size)], [0] * world_size
-        for i in range(lo, hi, cfg.ttt_doc_batch):
-            batch = order[i : min(i + cfg.ttt_doc_batch, hi)]
+        for b in order[lo:hi]:
             r = load.index(min(load))
-            per_rank[r].append(batch)
-            load[r] += batch_units([doc_lengths[d] for d in batch], cfg)
+            per_rank[r].append(b)
+            load[r] += batch_units([doc_lengths[d] for d in batches[b]], cfg)
         segments.append(per_rank)
-    return DocSchedule(order, segments, bounds)
+    return DocSchedule(batches, segments, phase_docs)
 
 
 def doc_chunks(n: int, chunk: int, seq_len: int):
@@ -374,26 +402,28 @@ def batch_units(lengths: list[int], cfg) -> int:
     return fwd + 3 * bwd
 
 
-def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[int, float, list[int]]]:
-    """Global SGD over num_tokens + 1 tokens: (chunk start, lr, sequence offsets of one step) for every step.
-
-    Chunks of TTT_PHASE_CHUNK_TOKENS, cosine lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr is 0, so
-    it is skipped, as in the record); a chunk's whole sequences of sw_seq_len go in steps of at most
-    TTT_PHASE_BATCH_SEQS per rank. Every rank takes every step (gradients all-reduced)."""
-    chunk, L = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len
+def phase_steps(num_tokens: int, cfg, world_size: int) -> list[tuple[float, list[tuple[int, int]]]]:
+    """Global SGD over num_tokens + 1 tokens as the record's train_val_ttt_global_sgd_distributed (R:2926-3018): per
+    step its lr and, per rank, (first token, sequences of sw_seq_len tokens). Chunks of TTT_PHASE_CHUNK_TOKENS, cosine
+    lr from TTT_PHASE_LR to 0 over the chunks (the last one's lr would be 0: skipped); a chunk's whole sequences are
+    split over the ranks in contiguous ranges, each rank taking TTT_PHASE_BATCH_SEQS of its range per step."""
+    chunk, L, per = cfg.ttt_phase_chunk_tokens, cfg.sw_seq_len, cfg.ttt_phase_batch_seqs
     num_chunks = math.ceil(num_tokens / chunk)
     steps = []
     for ci in range(num_chunks - 1):
         lr = cfg.ttt_phase_lr * 0.5 * (1 + math.cos(math.pi * ci / (num_chunks - 1)))
-        lo, hi = ci * chunk, min((ci + 1) * chunk, num_tokens)
-        seqs = [lo + i * L for i in range((hi - lo) // L)]
-        per_step = cfg.ttt_phase_batch_seqs * world_size
-        steps += [(lo, lr, seqs[i : i + per_step]) for i in range(0, len(seqs), per_step)]
+        lo = ci * chunk
+        seqs = (min(lo + chunk, num_tokens) - lo) // L
+        ranges = [(seqs * r // world_size, seqs * (r + 1) // world_size) for r in range(world_size)]
+        for k in range(0, max(e - s for s, e in ranges), per):
+            steps.append((lr, [(lo + (s + k) * L, max(0, min(per, e - s - k))) for s, e in ranges]))
     return steps
 
 
 def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: int, device, autocast_dtype) -> int:
-    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken."""
+    """SGD (momentum, grad clip) on all weights over `tokens` (documents already scored); returns steps taken.
+
+    Each rank's loss is the mean over its own sequences, and the gradient the mean over ranks (the record's)."""
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
@@ -401,20 +431,23 @@ def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: in
     L = cfg.sw_seq_len
     steps = phase_steps(tokens.numel() - 1, cfg, world_size)
     model.eval()  # learn the forward that scores (the loop schedule's evaluation depth)
-    for _, lr, seqs in steps:
+    for lr, per_rank in steps:
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=False)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        mine = seqs[rank::world_size]
-        if mine:
-            x = torch.stack([tokens[s : s + L] for s in mine]).to(device)
-            y = torch.stack([tokens[s + 1 : s + L + 1] for s in mine]).to(device)
+        start, seqs = per_rank[rank]
+        if seqs:
+            # One row of this rank's sequences, attention cut at every BOS and every sw_seq_len tokens from a
+            # document's start: the record's cu_seqlens over its flat batch (R:2983-2996).
+            flat = tokens[start : start + seqs * L + 1].to(device)
+            x, y = flat[None, :-1], flat[None, 1:]
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                nll = model.train_losses(x, y)  # the record's phase trains through its training forward
-            (nll.float().sum() / (len(seqs) * L)).backward()
+                # the record's phase trains through its training forward
+                nll = model.train_losses(x, y, document_ids(x, cap=L))
+            (nll.float().sum() / (seqs * L * world_size)).backward()
         for p in params:
             all_reduce_(p.grad)
         if cfg.ttt_phase_grad_clip > 0:
@@ -433,8 +466,7 @@ def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, d
     c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
     chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
     opt = None
-    if lora is not None:
-        lora.reset(key=docs[0][0])  # keyed by the batch's first document (its first target)
+    if lora is not None:  # a fresh optimiser per batch (the record zeroes its AdamW state, R:3110-3116)
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
     model.eval()
@@ -482,10 +514,11 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     """BPB under per-document batched LoRA TTT with phased global SGD (TTT_MODE=doc). The caller's model is unchanged.
 
     doc_schedule says which rank scores which batch; after each segment every rank trains the same global SGD phase
-    on the documents scored so far. deadline (a time.perf_counter() value): when this rank's measured rate says
-    finishing with adaptation would pass it, the rank stops adapting (no more LoRA steps; phases stop for all ranks
-    at the next phase) and keeps scoring; logged. score_order: optional int64[num_targets] of each target's scoring
-    step on its rank (segment, batch, chunk), for tools/audit.py.
+    on documents scored so far, then the adapters start over (A redrawn, as the record builds new ones). deadline (a
+    time.perf_counter() value): when this rank's measured rate says finishing with adaptation would pass it, the rank
+    stops adapting (no more LoRA steps; phases stop for all ranks at the next phase) and keeps scoring; logged.
+    score_order: optional int64[num_targets] of each target's scoring step on its rank (segment, batch, chunk), for
+    tools/audit.py.
     """
     if byte_counts is None:
         byte_counts = target_byte_counts(val_tokens, luts)
@@ -493,19 +526,28 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     model = copy.deepcopy(model)
     model.requires_grad_(False)
     docs = doc_spans(val_tokens)
-    sched = doc_schedule([n for _, n in docs], cfg, world_size)
-    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phases)
-    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device) if cfg.ttt_doc_lora_lr > 0 else None
+    lengths = [n for _, n in docs]
+    sched = doc_schedule(lengths, cfg, world_size)
+    adapting = cfg.ttt_doc_lora_lr > 0 or bool(sched.phase_docs)
+    lora = DocLoRA(model, cfg, cfg.ttt_doc_batch, device, key=-1) if cfg.ttt_doc_lora_lr > 0 else None
     mine = sched.batches_of(rank)
-    units = [batch_units([docs[d][1] for d in batch], cfg) for _, _, batch in mine]
-    phase_units = [3 * (n_docs_tokens(docs, sched, n) // world_size) for n in sched.phases]
+    units = [batch_units([lengths[d] for d in sched.batches[b]], cfg) for _, _, b in mine]
+    phase_units = [3 * (sum(lengths[d] + 1 for d in pd) // world_size) for pd in sched.phase_docs]
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     t0, done_units, k = time.perf_counter(), 0, 0
     for si, seg in enumerate(sched.segments):
-        for bi, batch in enumerate(seg[rank]):
-            ttt_score_doc_batch(model, lora if adapting else None, val_tokens, [docs[d] for d in batch], cfg, device,
-                                autocast_dtype, byte_counts, sums, target_losses, score_order,
-                                si * SEGMENT_TICKS + bi * BATCH_TICKS)
+        for bi, b in enumerate(seg[rank]):
+            batch = [docs[d] for d in sched.batches[b]]
+            adapters = lora if adapting else None
+            if adapters is not None and len(batch) < cfg.ttt_doc_batch:
+                # The record gives a batch of another size its own fresh adapters and keeps the warm set (R:3117-3123).
+                adapters = DocLoRA(model, cfg, len(batch), device, key=batch[0][0])
+            elif adapters is not None:
+                adapters.reset(key=batch[0][0])  # keyed by the batch's first document (its first target)
+            ttt_score_doc_batch(model, adapters, val_tokens, batch, cfg, device, autocast_dtype, byte_counts, sums,
+                                target_losses, score_order, si * SEGMENT_TICKS + bi * BATCH_TICKS)
+            if adapters is not None and adapters is not lora:
+                adapters.remove()
             done_units += units[k]
             k += 1
             if adapting and deadline is not None:
@@ -516,22 +558,23 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
                     if log:
                         log(f"ttt_guard: rank {rank} stopped adapting after {k}/{len(mine)} batches at {now - t0:.1f}s: "
                             f"finishing with adaptation was predicted past the eval budget; scoring the rest as is")
-        if si < len(sched.phases):
+        if si < len(sched.phase_docs):
             stopped = torch.tensor([float(not adapting)], device=device)
             if all_reduce_(stopped, op=torch.distributed.ReduceOp.MAX).item() > 0:
                 if adapting and log:
-                    log(f"ttt_guard: phase {si + 1}/{len(sched.phases)} and later skipped: another rank stopped adapting")
+                    log(f"ttt_guard: phase {si + 1}/{len(sched.phase_docs)} and later skipped: another rank stopped "
+                        f"adapting")
                 adapting = False  # a phase needs every rank; once one rank is late, adaptation ends everywhere
                 continue
-            n = sched.phases[si]
-            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in sched.order[:n]])
+            phase = sched.phase_docs[si]
+            tokens = torch.cat([val_tokens[docs[d][0] : docs[d][0] + docs[d][1] + 1] for d in phase])
             steps = ttt_global_phase(model, tokens, cfg, rank, world_size, device, autocast_dtype)
             done_units += phase_units[si]
             if lora is not None:
-                lora.reset(key=-1 - si, redraw_a=True)  # the record rebuilds its adapters after each phase
+                lora.draw_a(key=-2 - si)  # the record builds new adapters after each phase (R:3281-3285)
             if log:
-                log(f"ttt_phase {si + 1}/{len(sched.phases)} docs:{n} tokens:{tokens.numel()} steps:{steps} "
-                    f"t:{time.perf_counter() - t0:.1f}s")
+                log(f"ttt_phase {si + 1}/{len(sched.phase_docs)} docs:{len(phase)} tokens:{tokens.numel()} "
+                    f"steps:{steps} t:{time.perf_counter() - t0:.1f}s")
     if lora is not None:
         lora.remove()
     all_reduce_(sums)
@@ -540,11 +583,6 @@ def doc_ttt(model, val_tokens: torch.Tensor, luts, cfg, rank: int = 0, world_siz
     if score_order is not None:
         all_reduce_(score_order)
     return eval_result(sums)
-
-
-def n_docs_tokens(docs: list[tuple[int, int]], sched: DocSchedule, n: int) -> int:
-    """Tokens a phase over the first n documents of the processing order trains on."""
-    return sum(docs[d][1] + 1 for d in sched.order[:n])
 
 
 TTT_MODES = {"doc": doc_ttt, "stream": score_first_ttt}
@@ -606,24 +644,22 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         sched = doc_schedule(doc_lengths, cfg, world_size)
         fwd = bwd = lora_steps = 0
         for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            work = [[doc_batch_work([doc_lengths[d] for d in batch], cfg, cfg.ttt_doc_lora_lr > 0) for batch in mine]
-                    for mine in seg]
+            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
             busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
             fwd += sum(f for f, _ in work[busiest])
             bwd += sum(b for _, b in work[busiest])
-            for batch in seg[busiest]:
-                nch = [math.ceil(doc_lengths[d] / cfg.ttt_doc_chunk_tokens) for d in batch]
+            for lengths in batches[busiest]:
+                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
                 lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        spans = [(0, k) for k in doc_lengths]
         phase_tok = phase_n = 0
-        for docs_in in sched.phases:
-            toks = n_docs_tokens(spans, sched, docs_in)
-            steps = phase_steps(toks - 1, cfg, world_size)
+        for phase in sched.phase_docs:
+            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
             phase_n += len(steps)
-            phase_tok += sum(math.ceil(len(s) / world_size) for _, _, s in steps) * cfg.sw_seq_len
+            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
         what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{sum(len(m) for seg in sched.segments for m in seg)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phases)} global SGD phases after docs {sched.phases}")
+                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
         passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
     else:
         val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only

@@ -32,11 +32,12 @@ def sample_tokenizer(tmp_path_factory, sample_docs) -> str:
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory) -> dict:
-    """The sample corpus as vocab-1024 shards + tokenizer in a temp dir: {'data_path', 'tokenizer_path'}."""
+    """The sample corpus as vocab-1024 shards + a plain tokenizer (the LUT byte rule) in a temp dir:
+    {'data_path', 'tokenizer_path'}."""
     from data.prepare_sample import prepare_sample
 
     out = tmp_path_factory.mktemp("sample_data")
-    prepare_sample(out_dir=str(out), vocab_size=SAMPLE_TOKENIZER_VOCAB)
+    prepare_sample(out_dir=str(out), vocab_size=SAMPLE_TOKENIZER_VOCAB, transform="plain")
     return {"data_path": str(out / "datasets" / f"sample_sp{SAMPLE_TOKENIZER_VOCAB}"),
             "tokenizer_path": str(out / "tokenizers" / f"sample_{SAMPLE_TOKENIZER_VOCAB}_bpe.model"),
             "vocab_size": SAMPLE_TOKENIZER_VOCAB}

@@ -46,7 +46,6 @@ def leaky_score_doc_batch(how: str):
               score_order, tick):
         c, L = cfg.ttt_doc_chunk_tokens, cfg.sw_seq_len
         chunks = [list(doc_chunks(n, c, L)) for _, n in docs]
-        lora.reset(key=docs[0][0])
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
         for ci in range(max(len(ch) for ch in chunks)):
@@ -105,8 +104,9 @@ def doc_rescore_best(*args, **kw):
 def schedule_ahead(doc_lengths, cfg, world_size) -> DocSchedule:
     """Each phase also takes the next segment's first batch per rank: documents scored only after the phase."""
     s = doc_schedule(doc_lengths, cfg, world_size)
-    ahead = [min(len(s.order), n + cfg.ttt_doc_batch * world_size) for n in s.phases]
-    return DocSchedule(s.order, s.segments, ahead)
+    ahead = [docs + [d for mine in s.segments[i + 1] for b in mine[:1] for d in s.batches[b]]
+             for i, docs in enumerate(s.phase_docs)]
+    return DocSchedule(s.batches, s.segments, ahead)
 
 
 def doc_phase_ahead(*args, **kw):

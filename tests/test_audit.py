@@ -39,8 +39,8 @@ LEAKY_WRAPPER = """
 import sys
 sys.path.insert(0, {root!r})
 import golf.ttt
-from tests.leaky_ttt import leaky_ttt
-golf.ttt.TTT_MODES["stream"] = leaky_ttt  # golf.ttt.final_eval looks it up when called
+from tests.leaky_ttt import LEAKY
+golf.ttt.TTT_MODES["doc"] = LEAKY["update_first"]  # the default TTT_MODE; golf.ttt.final_eval looks it up when called
 from golf.train import run
 run(__file__)
 """

@@ -8,8 +8,8 @@ import torch
 
 from golf.evaluate import doc_spans, doc_window_plan, eval_bpb, target_byte_counts
 from golf.tokenizer import SP_BOS_ID, decoded_byte_count
-from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines, ttt_global_phase,
-                      phase_steps)
+from golf.ttt import (DocLoRA, doc_batch_work, doc_lora_losses, doc_schedule, doc_ttt, eval_passes, eval_plan_lines,
+                      phase_steps, ttt_global_phase)
 import torch.multiprocessing as mp
 
 from tests.test_ttt import luts, sp  # noqa: F401  (shared module fixtures)
@@ -123,24 +123,40 @@ def test_per_doc_adapters_reset_and_rows_are_independent(val, luts):
     assert torch.allclose(a[spans[1][0] :], b[spans[1][0] :], atol=1e-5)
 
 
+def test_schedule_is_the_records_batches_order_and_phase_documents(val):
+    lengths = [n for _, n in doc_spans(val)]
+    assert lengths == sorted(lengths)  # doc_val_stream: growing documents
+    sched = doc_schedule(lengths, DOC, 1)
+    # batches cut from the shortest up, scored longest batch first; phases at 2 and 4 documents scored
+    assert sched.batches == [[0, 1], [2, 3], [4, 5]]
+    assert [seg[0] for seg in sched.segments] == [[2], [1], [0]]
+    # a phase trains on the first `boundary` scored documents by batch index, then row
+    assert sched.phase_docs == [[4, 5], [2, 3, 4, 5]]
+    odd = doc_schedule(lengths[:5], dataclasses.replace(DOC, ttt_phases=1, ttt_phase_prefix_docs=3), 1)
+    assert odd.batches == [[0, 1], [2, 3], [4]] and [seg[0] for seg in odd.segments] == [[2, 1], [0]]
+    assert odd.phase_docs == [[2, 3, 4]]  # 1 then 3 documents scored: the boundary (3) is crossed after batch 1
+    # on 2 ranks the other rank finishes the batch it holds before the phase (the record's pause flag)
+    two = doc_schedule(lengths, dataclasses.replace(DOC, ttt_phases=1, ttt_phase_prefix_docs=1), 2)
+    assert [seg for seg in two.segments] == [[[2], [1]], [[0], []]] and two.phase_docs == [[2]]
+
+
 def test_phases_train_only_on_documents_already_scored(val, luts):
     spans = doc_spans(val)
     sched = doc_schedule([n for _, n in spans], DOC, 1)
-    assert sched.phases == [2, 4]  # phase 1 after the first 2 documents, phase 2 after 4
-    assert [sum(len(b) for b in seg[0]) for seg in sched.segments] == [2, 2, 2]
-    for i, n in enumerate(sched.phases):  # a phase's documents are exactly those of the segments before it
-        assert sorted(sched.order[:n]) == sorted(d for seg in sched.segments[: i + 1] for b in seg[0] for d in b)
+    for i, docs in enumerate(sched.phase_docs):  # a phase's documents are all in the segments before it
+        assert set(docs) <= {d for seg in sched.segments[: i + 1] for b in seg[0] for d in sched.batches[b]}
     _, losses, order = run_doc_ttt(val, luts)
     _, no_phase, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_phases=0))
-    for d in sched.order[:2]:  # scored before any phase: identical with or without phases
+    for d in sched.batches[sched.segments[0][0][0]]:  # scored before any phase: identical with or without phases
         s, n = spans[d]
         assert torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-6)
-    s, n = spans[sched.order[2]]
+    s, n = spans[sched.batches[sched.segments[1][0][0]][0]]
     assert not torch.allclose(losses[s : s + n], no_phase[s : s + n], atol=1e-5)
     # the scoring order puts every target of a phase's documents before every target scored after that phase
-    for i, k in enumerate(sched.phases):
-        trained = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in sched.order[:k]])
-        later = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in sched.order[k:]])
+    for i, docs in enumerate(sched.phase_docs):
+        later_docs = [d for seg in sched.segments[i + 1 :] for b in seg[0] for d in sched.batches[b]]
+        trained = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in docs])
+        later = torch.cat([torch.arange(spans[d][0], sum(spans[d])) for d in later_docs])
         assert order[trained].max() < order[later].min()
 
 
@@ -148,16 +164,19 @@ def test_batches_are_balanced_over_ranks():
     lengths = [1000, 900, 500, 400, 300, 200, 100, 50]
     cfg = dataclasses.replace(DOC, ttt_doc_batch=1, ttt_phases=0)
     sched = doc_schedule(lengths, cfg, 2)
-    assert [sorted(d for b in seg for d in b) for seg in sched.segments[0]] == [[0, 3, 4, 7], [1, 2, 5, 6]]
-    assert sorted(d for _, _, b in sched.batches_of(0) + sched.batches_of(1) for d in b) == list(range(8))
+    docs_of = [sorted(d for b in mine for d in sched.batches[b]) for mine in sched.segments[0]]
+    assert docs_of == [[0, 3, 4, 7], [1, 2, 5, 6]]
+    assert sorted(d for _, _, b in sched.batches_of(0) + sched.batches_of(1) for d in sched.batches[b]) == list(range(8))
 
 
 def test_phase_steps_follow_the_record_schedule():
     cfg = dataclasses.replace(DOC, ttt_phase_chunk_tokens=64, ttt_phase_batch_seqs=1, sw_seq_len=32)
     steps = phase_steps(64 * 3 + 10, cfg, world_size=1)  # 4 chunks: the last (lr 0) skipped
-    assert [s[0] for s in steps] == [0, 0, 64, 64, 128, 128]
-    assert steps[0][1] == cfg.ttt_phase_lr and steps[-1][1] < steps[0][1]
-    assert len(phase_steps(64 * 3 + 10, cfg, world_size=2)) == 3  # two ranks: a sequence each per step
+    assert [per_rank for _, per_rank in steps] == [[(0, 1)], [(32, 1)], [(64, 1)], [(96, 1)], [(128, 1)], [(160, 1)]]
+    assert steps[0][0] == cfg.ttt_phase_lr and steps[-1][0] < steps[0][0]
+    # two ranks: contiguous halves of each chunk's sequences, one step per chunk
+    assert [per_rank for _, per_rank in phase_steps(64 * 3 + 10, cfg, world_size=2)] == [
+        [(0, 1), (32, 1)], [(64, 1), (96, 1)], [(128, 1), (160, 1)]]
 
 
 def test_global_phase_changes_weights_and_leaves_no_grads(val):
@@ -170,7 +189,7 @@ def test_global_phase_changes_weights_and_leaves_no_grads(val):
 
 def test_lora_has_an_adapter_per_virtual_slot_and_starts_at_the_base_model(val):
     model = tiny_model()
-    lora = DocLoRA(model, DOC, 2, torch.device("cpu"))
+    lora = DocLoRA(model, DOC, 2, torch.device("cpu"), key=0)
     # 3 blocks, block 1 looped twice: 4 slots x (q, k, v, o, mlp) + the head
     assert len(lora.a) == 4 * 5 + 1
     x = val[:64].view(2, 32)
@@ -192,7 +211,7 @@ def test_timing_and_slot_counting_never_feed_val_tokens(val):
     seen = []
     model.tok_emb.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten().tolist()))
     eval_plan_lines(model, val, DOC, 1, torch.device("cpu"), None)
-    DocLoRA(model, DOC, 2, torch.device("cpu")).remove()
+    DocLoRA(model, DOC, 2, torch.device("cpu"), key=0).remove()
     grams = {tuple(val[i : i + 6].tolist()) for i in range(val.numel() - 6)}
     assert seen and not any(tuple(row[i : i + 6]) in grams for row in seen for i in range(len(row) - 6))
 
@@ -205,7 +224,7 @@ def test_eval_plan_declares_passes_and_its_work_matches_the_run(val):
     assert [p.claimed for p in passes] == [False, False, True]
     ttt = passes[-1]
     sched = doc_schedule(lengths, DOC, 1)
-    work = [doc_batch_work([lengths[d] for d in batch], DOC, True) for _, _, batch in sched.batches_of(0)]
+    work = [doc_batch_work([lengths[d] for d in sched.batches[b]], DOC, True) for _, _, b in sched.batches_of(0)]
     assert (ttt.score_tokens, ttt.adapt_tokens) == (sum(f for f, _ in work), sum(b for _, b in work))
     assert ttt.phase_tokens > 0 and ttt.targets == val.numel() - 1
     no_phase = dataclasses.replace(DOC, ttt_phases=0)  # one segment of 3 batches: two ranks share it
@@ -245,9 +264,10 @@ def perturbed_at(val, t):
 
 
 def token_in(val, doc_rank: int, offset: int) -> int:
-    """A token `offset` targets into the document scored doc_rank-th (longest first), past its first chunk."""
+    """A token `offset` targets into the document scored doc_rank-th, past its first chunk."""
     spans = doc_spans(val)
-    d = doc_schedule([n for _, n in spans], DOC, 1).order[doc_rank]
+    sched = doc_schedule([n for _, n in spans], DOC, 1)
+    d = [d for _, _, b in sched.batches_of(0) for d in sched.batches[b]][doc_rank]
     return spans[d][0] + offset
 
 
@@ -272,11 +292,12 @@ def test_a_declared_order_that_goes_back_inside_a_document_is_rejected(val):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path, sample_tokenizer, sample_docs, val, luts):
-    # Without warm start a batch's result does not depend on its rank; phases all-reduce the same gradient.
+    # Without warm start a batch's result does not depend on its rank. No phases: as the record's, a phase step's
+    # attention pieces follow each rank's own run of sequences, so phases depend on the rank count.
     out = tmp_path / "rank0.pt"
     mp.spawn(doc_ttt_rank_worker, args=(2, str(tmp_path / "init"), sample_tokenizer, sample_docs[:6], str(out)),
              nprocs=2)
     two = torch.load(out)
-    one, losses, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_doc_warm_start_a=False))
+    one, losses, _ = run_doc_ttt(val, luts, dataclasses.replace(DOC, ttt_doc_warm_start_a=False, ttt_phases=0))
     assert (two["result"]["tokens"], two["result"]["bytes"]) == (one.tokens, one.bytes)
     assert torch.allclose(two["losses"], losses, atol=1e-4)

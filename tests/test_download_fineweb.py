@@ -171,3 +171,53 @@ def test_with_docs_fetches_the_raw_document_stream(tmp_path, mirror):
     with pytest.raises(GolfError, match="last line is incomplete"):
         download_fineweb("sp1024", 0, str(out), mirror=str(mirror), with_docs=True)
     assert not (out / "docs_selected.jsonl").exists()
+
+
+CASEOPS = "sp1024_lossless_caps_caseops_v1_reserved"  # the record's variant name at the test tokenizer's vocab
+
+
+@pytest.fixture
+def caseops_mirror(tmp_path, sample_tokenizer):
+    """A repo tree like romeerp/parameter-golf-caseops-v1's: val shards with byte sidecars, train shards, tokenizer."""
+    root = tmp_path / "caseops_mirror" / "datasets"
+    dataset = root / "datasets" / f"fineweb10B_{CASEOPS}"
+    dataset.mkdir(parents=True)
+    (root / "tokenizers").mkdir()
+    for i in range(2):
+        write_shard(str(dataset / f"fineweb_val_{i:06d}.bin"), np.arange(100) + i)
+        write_shard(str(dataset / f"fineweb_val_bytes_{i:06d}.bin"), np.full(100, 3 + i))
+    write_shard(str(dataset / "fineweb_train_000000.bin"), np.arange(200))
+    shutil.copyfile(sample_tokenizer, root / "tokenizers" / f"fineweb_1024_bpe_{CASEOPS[7:]}.model")
+    (root / "tokenizers" / f"fineweb_1024_bpe_{CASEOPS[7:]}.vocab").write_text("<pad>\t0\n")
+    manifest = {
+        "datasets": [{"name": f"fineweb10B_{CASEOPS}", "tokenizer_name": "caseops", "stats": {"files_train": 1, "files_val": 2},
+                      "val_bytes_glob": f"datasets/fineweb10B_{CASEOPS}/fineweb_val_bytes_*.bin"}],
+        "tokenizers": [{"name": "caseops", "model_path": f"tokenizers/fineweb_1024_bpe_{CASEOPS[7:]}.model"}],
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "caseops_mirror"
+
+
+def test_caseops_is_the_default_variant_from_its_authors_repo():
+    from data.download_fineweb import CASEOPS_VARIANT, fineweb_repo_id
+
+    assert CASEOPS_VARIANT == "sp8192_lossless_caps_caseops_v1_reserved"
+    assert download_fineweb.__defaults__[0] == CASEOPS_VARIANT
+    assert fineweb_repo_id(CASEOPS_VARIANT) == "romeerp/parameter-golf-caseops-v1"
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_caseops_variant_fetches_the_val_byte_sidecars(tmp_path, caseops_mirror, with_manifest):
+    if not with_manifest:
+        os.unlink(caseops_mirror / "datasets" / "manifest.json")
+    out = tmp_path / "data"
+    download_fineweb(CASEOPS, 1, str(out), mirror=str(caseops_mirror))
+    dataset = out / "datasets" / f"fineweb10B_{CASEOPS}"
+    val_shards = 2 if with_manifest else 1  # without a manifest: one val shard is assumed
+    for i in range(val_shards):
+        assert read_shard(str(dataset / f"fineweb_val_bytes_{i:06d}.bin")).tolist() == [3 + i] * 100
+    assert not (dataset / f"fineweb_val_bytes_{val_shards:06d}.bin").exists()
+    assert (out / "tokenizers" / f"fineweb_1024_bpe_{CASEOPS[7:]}.model").exists()
+    from golf.data import load_val_byte_sidecar
+
+    assert load_val_byte_sidecar(str(dataset)).tolist() == sum(([3 + i] * 100 for i in range(val_shards)), [])

@@ -169,7 +169,7 @@ def test_asym_caps_score_doc_ttt_and_stay_fixed_through_its_global_phase():
 # ---------------------------------------------------------------- TTT LoRA mask
 def test_masked_doc_lora_targets_get_no_adapter():
     model = tiny_model(TINY_DOC)
-    lora = DocLoRA(model, dataclasses.replace(TINY_DOC, ttt_doc_lora_off="q,v"), 2, torch.device("cpu"))
+    lora = DocLoRA(model, dataclasses.replace(TINY_DOC, ttt_doc_lora_off="q,v"), 2, torch.device("cpu"), key=0)
     names = [n for n, _ in lora.modules_]
     assert names and not any(re.search(r"\.attn\.(q|v)$", n) for n in names)
     assert any(n.endswith(".attn.k") for n in names) and any(n.endswith(".mlp") for n in names)
@@ -192,7 +192,7 @@ def test_masked_doc_lora_targets_get_no_adapter():
         adapted, plain = seen[f"blocks.0.attn.{kind}"]
         assert torch.equal(adapted, plain) == (kind != "k"), kind
     with pytest.raises(GolfError, match="TTT_DOC_LORA_OFF"):
-        DocLoRA(model, dataclasses.replace(TINY_DOC, ttt_doc_lora_off="q,o"), 2, torch.device("cpu"))
+        DocLoRA(model, dataclasses.replace(TINY_DOC, ttt_doc_lora_off="q,o"), 2, torch.device("cpu"), key=0)
 
 
 # ---------------------------------------------------------------- eval / TTT context

@@ -66,14 +66,14 @@ def ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: 
 
 
 def doc_ttt_rank_worker(rank: int, world_size: int, init_file: str, tokenizer_path: str, docs: list[str], out: str):
-    """One gloo rank of doc_ttt (no warm start: batches do not depend on what their rank ran before)."""
+    """One gloo rank of doc_ttt without phases (no warm start: batches do not depend on what their rank ran before)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     sp = load_tokenizer(tokenizer_path)
     val = doc_val_stream(sp, docs)
     luts = build_byte_luts(sp, TINY_DOC.vocab_size)
     losses = torch.zeros(val.numel() - 1)
-    cfg = dataclasses.replace(TINY_DOC, ttt_doc_warm_start_a=False)
+    cfg = dataclasses.replace(TINY_DOC, ttt_doc_warm_start_a=False, ttt_phases=0)
     result = doc_ttt(tiny_model(), val, luts, cfg, rank, world_size, target_losses=losses)
     if rank == 0:
         torch.save(dict(result=dataclasses.asdict(result), losses=losses), out)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from golf.logparse import parse_run_log  # noqa: E402
+from golf.recipes import RECIPES  # noqa: E402
 
 LIMIT = 16_000_000
 
@@ -64,13 +65,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="training wallclock budget")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "smoke"))
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--recipe", default="default", help="recipe to pack; `caseops` runs on the CaseOps sample data")
+    ap.add_argument("--recipe", default="default", help="recipe to pack; one on plain SP8192 data (sp8192, prior) runs "
+                    "on the plain sample")
     args = ap.parse_args(argv)
     t0 = time.time()
     py = sys.executable
 
-    caseops = args.recipe == "caseops"  # the sample built with the CaseOps tokenizer and its val byte sidecar
-    run([py, str(ROOT / "data" / "prepare_sample.py")] + (["--caseops"] if caseops else []))
+    if args.recipe not in RECIPES:
+        print(f"smoke: error: --recipe {args.recipe}: unknown (choices: {', '.join(RECIPES)})", file=sys.stderr)
+        return 2
+    # The sample in the recipe's tokenizer family: CaseOps (with its val byte sidecar) unless the recipe is plain.
+    caseops = "caseops" in RECIPES[args.recipe].tokenizer_path
+    run([py, str(ROOT / "data" / "prepare_sample.py")] + ([] if caseops else ["--plain"]))
     sample, tokenizer = ("sample_sp8192_caseops", "sample_8192_bpe_caseops.model") if caseops else \
         ("sample_sp8192", "sample_8192_bpe.model")
     run_dir = Path(args.run_dir).resolve()

@@ -1,7 +1,7 @@
 """Plain SP8192 vs CaseOps SP8192 on the sample corpus: tokens per byte, and val_bpb at equal CPU training seconds.
 
 python -m golf.bench tokenizer [--seconds 300] [--val-tokens 0]
-Needs both sample datasets: python data/prepare_sample.py && python data/prepare_sample.py --caseops.
+Needs both sample datasets: python data/prepare_sample.py && python data/prepare_sample.py --plain.
 Trains the smoke model on each for the same wallclock seconds with the real training loop (one process), and scores the
 val split: BPB on the same original bytes for both (the CaseOps side through its val byte sidecar).
 Prints one row per tokenizer, with the bytes of the tokenizer model file, and the differences.
@@ -20,7 +20,7 @@ from golf.model.attention import sdpa_attention
 from golf.tokenizer import build_byte_luts, load_tokenizer
 from golf.train import RunLog, build_and_train
 
-# The sample datasets data/prepare_sample.py writes (plain, and with --caseops).
+# The sample datasets data/prepare_sample.py writes (plain with --plain, and CaseOps by default).
 SAMPLES = {"plain": ("sample_sp8192", "sample_8192_bpe.model"),
            "caseops": ("sample_sp8192_caseops", "sample_8192_bpe_caseops.model")}
 
@@ -55,7 +55,7 @@ def main(argv) -> int:
                                   tokenizer_path=f"./data/tokenizers/{model}")
         if not os.path.isfile(cfg.tokenizer_path):
             raise GolfError(f"{cfg.tokenizer_path}: missing; run `python data/prepare_sample.py"
-                            + (" --caseops`" if transform == "caseops" else "`"))
+                            + (" --plain`" if transform == "plain" else "`"))
         rows.append(tokenizer_row(transform, cfg, args.val_tokens))
         r = rows[-1]
         print(f"{transform}: steps:{r['steps']} val_loss:{r['val_loss']:.4f} val_bpb:{r['val_bpb']:.4f}", flush=True)

@@ -33,7 +33,7 @@ from golf.model.gpt import GPT
 from golf.quant.awq import activation_rms, protect_salient_groups
 from golf.quant.rtn import dequantize_rows
 from golf.quant.state import quantize_state
-from golf.ttt import DocLoRA, doc_lora_losses
+from golf.ttt import DocLoRA, doc_lora_kind, doc_lora_losses
 
 ASYM_CAPS = (3.0, 8.0)  # positive, negative: unequal, and small enough that most logits are capped
 CALIB_ROWS = 600
@@ -171,11 +171,11 @@ def ttt_pieces(rec, cfg, pair) -> list[Piece]:
     golf_cfg, golf_model, record_model = pair
     h = record_hparams(rec)
     theirs = record_lora_kinds(rec, record_model, h)
-    lora = DocLoRA(golf_model, golf_cfg, 1, torch.device("cpu"))
+    lora = DocLoRA(golf_model, golf_cfg, 1, torch.device("cpu"), key=0)
     starts = [lora.index[m] for _, m in lora.modules_] + [lora.head]  # each module's adapters, one per slot
     ours: dict[str, int] = {}
     for (name, _), first, end in zip(lora.modules_, starts, starts[1:]):
-        kind = name.rsplit(".", 1)[-1]
+        kind = doc_lora_kind(name)
         ours[kind] = ours.get(kind, 0) + end - first
     same = ours == theirs
     pieces = [verdict("pr2101.ttt.mask", same, float(not same), float(not same),
