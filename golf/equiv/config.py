@@ -24,6 +24,7 @@ NOT_RECIPE = {
     "world_size": "torchrun launch", "is_main_process": "torchrun launch",
     "train_log_every": "logging cadence", "val_loss_every": "logging cadence",
     "ttt_eval_batches": "debugging filter, empty: every batch (R:3048)",
+    "ttt_mask": "#2101's preset of ttt_q_lora / ttt_v_lora, which are compared",
     "embed_lr": "read only for an untied head (R:1928); tie_embeddings: True uses tied_embed_lr",
     "rope_train_seq_len": "read only with rope_yarn (R:912)",
     "attn_out_gate_src": "read only with attn_out_gate_enabled",
@@ -34,6 +35,10 @@ NOT_RECIPE = {
     "fused_ce_enabled": "kernel choice: the same softcapped CE (R:1411-1425); golf/kernels/softcap_ce.py has its own "
                         "fused kernel and the model pieces compare the eager path",
 }
+
+
+def lora_off(cfg) -> set[str]:
+    return {k.strip() for k in cfg.ttt_doc_lora_off.split(",") if k.strip()}
 
 
 def doc_ttt(cfg, value):
@@ -85,7 +90,6 @@ HEADER_FIELDS = {
     "ttt_enabled": ("ttt_enabled", lambda c: c.ttt_enabled),
     "ttt_optimizer": ("(ttt_mode=doc: AdamW)", lambda c: doc_ttt(c, "adam")),
     "ttt_lora_rank": ("ttt_doc_lora_rank (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_lora_rank)),
-    "ttt_lora_lr": ("ttt_doc_lora_lr (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_lora_lr)),
     "ttt_beta1": ("ttt_doc_beta1 (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_beta1)),
     "ttt_beta2": ("ttt_doc_beta2 (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_beta2)),
     "ttt_weight_decay": ("ttt_doc_weight_decay (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_weight_decay)),
@@ -93,9 +97,18 @@ HEADER_FIELDS = {
     "ttt_batch_size": ("ttt_doc_batch (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_doc_batch)),
     "ttt_eval_seq_len": ("sw_seq_len (ttt_mode=doc)", lambda c: doc_ttt(c, c.sw_seq_len)),
     "ttt_grad_steps": ("(ttt_mode=doc: one step per chunk)", lambda c: doc_ttt(c, 1)),
-    "ttt_k_lora": ("(ttt_mode=doc: LoRA on every attention matrix)", lambda c: doc_ttt(c, True)),
-    "ttt_o_lora": ("(ttt_mode=doc: LoRA on every attention matrix)", lambda c: doc_ttt(c, True)),
-    "ttt_mlp_lora": ("(ttt_mode=doc: LoRA on the MLP matrices)", lambda c: doc_ttt(c, True)),
+    "ttt_q_lora": ("'q' not in ttt_doc_lora_off (ttt_mode=doc)", lambda c: doc_ttt(c, "q" not in lora_off(c))),
+    "ttt_k_lora": ("'k' not in ttt_doc_lora_off (ttt_mode=doc)", lambda c: doc_ttt(c, "k" not in lora_off(c))),
+    "ttt_v_lora": ("'v' not in ttt_doc_lora_off (ttt_mode=doc)", lambda c: doc_ttt(c, "v" not in lora_off(c))),
+    "ttt_o_lora": ("'proj' not in ttt_doc_lora_off (ttt_mode=doc)", lambda c: doc_ttt(c, "proj" not in lora_off(c))),
+    "ttt_mlp_lora": ("'mlp' not in ttt_doc_lora_off (ttt_mode=doc)", lambda c: doc_ttt(c, "mlp" not in lora_off(c))),
+    # ---- PR #2101's keys (golf/quant/awq.py; its LQER knobs at the values golf's rule reproduces)
+    "awq_lite_enabled": ("awq_top_k > 0", lambda c: c.awq_top_k > 0),
+    "awq_lite_bits": ("awq_bits", lambda c: c.awq_bits),
+    "awq_lite_group_size": ("awq_group", lambda c: c.awq_group),
+    "awq_lite_group_top_k": ("awq_top_k", lambda c: c.awq_top_k),
+    "lqer_gain_select": ("(fixed: lqer_select ranks, no gain selection)", lambda c: False),
+    "lqer_scope": ("(fixed: every quantised matrix is a candidate)", lambda c: "all"),
     "phased_ttt_num_phases": ("ttt_phases (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_phases)),
     "phased_ttt_prefix_docs": ("ttt_phase_prefix_docs (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_phase_prefix_docs)),
     "global_ttt_lr": ("ttt_phase_lr (ttt_mode=doc)", lambda c: doc_ttt(c, c.ttt_phase_lr)),
@@ -164,6 +177,17 @@ def deviation_or_fail(name, detail, deviation, printed=None, value=None) -> Piec
                  f"{deviation.kind}: record {deviation.record}, golf {deviation.golf}: {deviation.reason}")
 
 
+def header_fields(header: dict) -> dict:
+    """Golf values read beside another key of the same header: #2101 multiplies its per-document LoRA lr by
+    ttt_local_lr_mult (P:3387); golf holds the product in ttt_doc_lora_lr."""
+    mult = float(header.get("ttt_local_lr_mult", "1"))
+    fields = {"ttt_lora_lr": (f"ttt_doc_lora_lr / ttt_local_lr_mult {mult:g} (ttt_mode=doc)",
+                              lambda c: doc_ttt(c, c.ttt_doc_lora_lr / mult))}
+    if "ttt_local_lr_mult" in header:
+        fields["ttt_local_lr_mult"] = ("(folded into ttt_doc_lora_lr: see config.ttt_lora_lr)", lambda c: mult)
+    return fields
+
+
 def check(rec, cfg) -> list[Piece]:
-    fields = {**frontier_fields(), **HEADER_FIELDS}
+    fields = {**frontier_fields(), **HEADER_FIELDS, **header_fields(rec.hparams)}
     return [key_piece(key, printed, cfg, fields) for key, printed in sorted(rec.hparams.items())]
