@@ -3,6 +3,7 @@ predicted figure is within 5% of its logs (train_seed{0,42,1234}.log), the artif
 prediction. Facts: golf/budget.py (RECORD_*, PHASED_TTT_RECORD, CALIBRATION_RECORD), golf/size_predict.py."""
 
 import dataclasses
+import os
 import re
 import shutil
 from pathlib import Path
@@ -136,6 +137,9 @@ def test_record_clips_fit_with_20_kb_to_spare_by_the_record_relative_prediction(
 @pytest.mark.slow
 @pytest.mark.skipif(record_dir() is None or shutil.which("lrzip") is None,
                     reason="needs the 1.0611 record's folder (GOLF_RECORD_DIR or shared/upstream) and lrzip")
+@pytest.mark.skipif(os.environ.get("GOLF_HEAVY") != "1",
+                    reason="GOLF_HEAVY=1: the record's serializer at record dims takes ~25 min on 2 cores, past the "
+                           "suite's budget; `python -m golf.bench quant --vs-record` is the same measurement")
 def test_record_relative_artifact_within_1_percent_of_the_logged_artifact():
     # golf's codec and the record's serializer on the same record-dims symbols at the record's settings (minutes:
     # lrzip -L 9 over 36 M symbols, the record's similarity sort of 8192 embedding rows): the record-relative
