@@ -106,10 +106,6 @@ def test_phased_ttt_eval_within_5_percent_of_the_logged_eval(shipped):
     assert all(abs(phases[0][0] / lora_rate / t - 1) <= 0.10 for t in (202.7, 209.3, 207.7)), phases[0][0] / lora_rate
 
 
-@pytest.mark.xfail(strict=True, reason="golf's doc TTT plan (golf/ttt.py eval_passes, doc_schedule) does more work "
-                   "than the record's: its phases train on the longest documents (14.9 M tokens by the third "
-                   "phase against the record's 9.5 M) and batches are placed by a static plan; preflight predicts "
-                   "~620 s for the record's configuration against the logged 455-509 s")
 def test_golf_eval_plan_on_the_record_config_within_5_percent(shipped):
     ns, cfg, attention = shipped
     lines = {r["check"]: r for r in pf.check_eval(ns, cfg, attention, 8, {})}
