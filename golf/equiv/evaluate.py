@@ -127,7 +127,8 @@ def model_pair(rec, cfg, vocab: int, seq: int, **record_fields):
     """golf's GPT and the record's at small dims (vocab of the sample tokenizer) with golf's random weights copied
     into the record's, both in evaluation state (the record's eval model loops, R:3593)."""
     small = dataclasses.replace(cfg, vocab_size=vocab, model_dim=cfg.num_heads * HEAD_DIM, train_seq_len=seq,
-                                sw_seq_len=seq, sw_stride=seq, compile=False, device="cpu")
+                                sw_seq_len=seq, sw_stride=seq, compile=False, device="cpu",
+                                embed_bf16=False)  # record_gpt runs the record in fp32 (its eager CPU path)
     golf_model = GPT(small)
     h = record_hparams(rec, vocab_size=vocab, model_dim=small.model_dim, train_seq_len=seq, eval_seq_len=seq,
                        **record_fields)
