@@ -2340,14 +2340,8 @@ def hessian_cholesky(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     return chol
 
 
-def factor_bytes(f: LqerFactors) -> float:
-    """Raw bytes of the factors at their nominal widths (symbols bit-packed, fp16 scales)."""
-    return (f.qa.numel() * f.a_bits + f.qb.numel() * f.b_bits) / 8 + 2 * (f.a_scale.numel() + f.b_scale.numel())
-
-
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
 LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
-LQER_SELECTIONS = ("weight_error", "output_error", "per_byte")
 
 
 @dataclass(frozen=True)
@@ -2405,7 +2399,7 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
 def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
     """entries with LQER factors on the matrices lqer selects (a new dict; entries unchanged)."""
     out = dict(entries)
-    pick({s: s for s in LQER_SELECTIONS}, lqer.select, "LQER_SELECT")
+    select = pick(LQER_SELECTIONS, lqer.select, "LQER_SELECT")
     if lqer.top_k <= 0:
         return out
     use_h = pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING")
@@ -2414,11 +2408,7 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
         h = hessians.get(name) if use_h else None
         return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
 
-    if lqer.select == "per_byte":
-        chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
-    else:
-        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k,
-                                                      by_output=lqer.select == "output_error")}
+    chosen = select(state, entries, hessians, factors, lqer)
     for name, f in chosen.items():
         out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
@@ -2439,30 +2429,6 @@ def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -
     return torch.linalg.norm(as_rows(state[name]) - as_rows(approx)).item()
 
 
-def lqer_by_bytes(state: dict, entries: dict, hessians: dict, factors) -> list[dict]:
-    """Every candidate matrix with its fitted factors: {name, factors, bytes (nominal), gain (output error
-    removed)}, best gain per byte first (ties by name, so the order is deterministic)."""
-    rows = []
-    for name in lqer_candidates(entries, hessians):
-        f = factors(name)
-        base = dequantize_rows(entries[name])
-        gain = matrix_error(state, name, base, hessians) - matrix_error(
-            state, name, base + f.product().reshape(base.shape), hessians)
-        rows.append({"name": name, "factors": f, "bytes": factor_bytes(f), "gain": gain})
-    return sorted(rows, key=lambda r: (-r["gain"] / r["bytes"], r["name"]))
-
-
-def select_within(rows: list[dict], budget_bytes: float) -> dict:
-    """{name: factors} of the rows taken best first while their bytes fit the budget; a correction that
-    does not lower the error is never taken."""
-    chosen, spent = {}, 0.0
-    for r in rows:
-        if r["gain"] > 0 and spent + r["bytes"] <= budget_bytes:
-            chosen[r["name"]] = r["factors"]
-            spent += r["bytes"]
-    return chosen
-
-
 def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_output: bool) -> list[str]:
     """The top_k candidate matrices by weight error ||E||_F, E = W - Q (the record ranks its GPTQ'd tensors so,
     R:2270-2274; ties keep state order as its stable sort), or by output error ||X E^T|| from their Hessians
@@ -2471,6 +2437,14 @@ def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_outp
     errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), metric)
               for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
+
+
+def select_weight_error(state: dict, entries: dict, hessians: dict, factors, lqer: LqerPlan) -> dict:
+    return {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k, by_output=False)}
+
+
+# LqerPlan.select -> (state, entries, hessians, factors(name), plan) -> {name: factors} (rules in LqerPlan's docstring)
+LQER_SELECTIONS = {"weight_error": select_weight_error}
 
 
 def dequantize_state(entries: dict, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
