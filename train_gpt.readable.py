@@ -15,7 +15,6 @@ import importlib.util
 import io
 import json
 import linecache
-import lzma
 import math
 import os
 import platform
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ import sentencepiece
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import zstandard
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -365,9 +362,11 @@ def from_env(environ=None, base: Config | None = None) -> Config:
 
 
 def pick(slot: dict, choice: str, setting: str):
-    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError."""
+    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError. A packed file holds
+    only its recipe's pieces (tools/pack.py), so there the error says where the others are."""
     if choice not in slot:
-        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)})")
+        packed = "" if RECIPE == "library" else "; pack the recipe that has it"
+        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)}){packed}")
     return slot[choice]
 
 
@@ -2473,38 +2472,6 @@ except ImportError:  # only the "zpaq" codec needs it; zpaq_module() says what t
     zpaq = None
 
 
-def zlib_compress(data: bytes, level: int | None = None) -> bytes:
-    return zlib.compress(data, 9 if level is None else level)
-
-
-def zlib_decompress(data: bytes) -> bytes:
-    return zlib.decompress(data)
-
-
-def lzma_compress(data: bytes, level: int | None = None) -> bytes:
-    # CHECK_NONE: the artifact's sha256 already covers every byte; xz's own CRC would be 8 more.
-    preset = (9 | lzma.PRESET_EXTREME) if level is None else level
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=preset)
-
-
-def lzma_decompress(data: bytes) -> bytes:
-    return lzma.decompress(data, format=lzma.FORMAT_XZ)
-
-
-# zstd's largest window is 2^31 bytes; the decompressor must be told to accept what we write.
-ZSTD_WINDOW_LOG = 27
-
-
-def zstd_compress(data: bytes, level: int | None = None) -> bytes:
-    params = zstandard.ZstdCompressionParameters.from_level(
-        22 if level is None else level, window_log=ZSTD_WINDOW_LOG, enable_ldm=True)
-    return zstandard.ZstdCompressor(compression_params=params).compress(data)
-
-
-def zstd_decompress(data: bytes) -> bytes:
-    return zstandard.ZstdDecompressor(max_window_size=2 ** ZSTD_WINDOW_LOG).decompress(data)
-
-
 def brotli_compress(data: bytes, level: int | None = None) -> bytes:
     # lgwin 24: brotli's largest standard window (16 MiB), about the whole int6 payload of a record.
     return brotli.compress(data, quality=11 if level is None else level, lgwin=24)
@@ -2802,11 +2769,7 @@ def ctx_decompress(data: bytes) -> bytes:
 
 
 CODECS = {
-    "zlib": (zlib_compress, zlib_decompress),
-    "lzma": (lzma_compress, lzma_decompress),
-    "zstd": (zstd_compress, zstd_decompress),
     "brotli": (brotli_compress, brotli_decompress),
-    "ans": (ans_compress, ans_decompress),
     "ctx": (ctx_compress, ctx_decompress),
     "zpaq": (zpaq_compress, zpaq_decompress),
 }
@@ -2825,65 +2788,12 @@ def expect_bytes(packed: numpy.ndarray, length: int, transform: str) -> numpy.nd
     return packed
 
 
-def need_symbols(itemsize: int, bits: int | None, transform: str) -> int:
-    """Transforms of int8 symbols need bytes of 1 and a symbol width 2..8."""
-    if itemsize != 1 or bits is None or not 2 <= bits <= 8:
-        raise GolfError(f"transform {transform}: needs int8 symbols with bits 2..8, "
-                        f"got itemsize {itemsize} bits {bits}")
-    return bits
-
-
 def identity_forward(data, shape, itemsize, bits):
     return data
 
 
 def identity_inverse(packed, shape, itemsize, bits):
     return expect_bytes(packed, element_count(shape) * itemsize, "none")
-
-
-def bitpack_forward(data, shape, itemsize, bits):
-    """int8 symbols -> their low `bits` bits packed densely (int6: 4 symbols in 3 bytes)."""
-    need_symbols(itemsize, bits, "bitpack")
-    low = data & numpy.uint8((1 << bits) - 1)
-    if not numpy.array_equal(sign_extend(low, bits), data):
-        raise GolfError(f"transform bitpack: a symbol does not fit in {bits} bits")
-    planes = numpy.unpackbits(low[:, None], axis=1, count=bits, bitorder="little")  # (n, bits)
-    return numpy.packbits(planes.ravel(), bitorder="little")
-
-
-def bitpack_inverse(packed, shape, itemsize, bits):
-    need_symbols(itemsize, bits, "bitpack")
-    n = element_count(shape)
-    expect_bytes(packed, (n * bits + 7) // 8, "bitpack")
-    planes = numpy.unpackbits(packed, count=n * bits, bitorder="little").reshape(n, bits)
-    return sign_extend(numpy.packbits(planes, axis=1, bitorder="little").ravel(), bits)
-
-
-def sign_extend(low: numpy.ndarray, bits: int) -> numpy.ndarray:
-    """uint8 holding a two's-complement `bits`-bit value -> that value as int8's byte."""
-    sign = 1 << (bits - 1)
-    return ((low.astype(numpy.int16) ^ sign) - sign).astype(numpy.int8).view(numpy.uint8)
-
-
-def nibble_split_forward(data, shape, itemsize, bits):
-    """Bytes -> plane of high nibbles then plane of low nibbles, two nibbles per byte."""
-    if itemsize != 1:
-        raise GolfError(f"transform nibble_split: needs 1-byte elements, got itemsize {itemsize}")
-    padded = numpy.concatenate([data, numpy.zeros(data.size % 2, numpy.uint8)])
-    high, low = padded >> 4, padded & numpy.uint8(15)
-    return numpy.concatenate([(high[0::2] << 4) | high[1::2], (low[0::2] << 4) | low[1::2]])
-
-
-def nibble_split_inverse(packed, shape, itemsize, bits):
-    if itemsize != 1:
-        raise GolfError(f"transform nibble_split: needs 1-byte elements, got itemsize {itemsize}")
-    n = element_count(shape)
-    half = (n + 1) // 2
-    expect_bytes(packed, 2 * half, "nibble_split")
-    high, low = numpy.empty(2 * half, numpy.uint8), numpy.empty(2 * half, numpy.uint8)
-    high[0::2], high[1::2] = packed[:half] >> 4, packed[:half] & numpy.uint8(15)
-    low[0::2], low[1::2] = packed[half:] >> 4, packed[half:] & numpy.uint8(15)
-    return ((high << 4) | low)[:n]
 
 
 def matrix_dims(shape) -> tuple[int, int]:
@@ -2953,7 +2863,10 @@ def identity_order(rows: numpy.ndarray) -> numpy.ndarray:
 
 # Row orders of a quantised tensor's symbols: name -> (rows (n, cols) -> permutation of n). The artifact
 # stores a non-identity order as the tensor's "perm" part, and un-permutes on load.
-ROW_ORDERS = {"none": identity_order, "simsort": similarity_order}
+ROW_ORDERS = {
+    "none": identity_order,
+    "simsort": similarity_order,
+}
 
 
 def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
@@ -2965,8 +2878,6 @@ def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
 
 TRANSFORMS = {
     "none": (identity_forward, identity_inverse),
-    "bitpack": (bitpack_forward, bitpack_inverse),
-    "nibble_split": (nibble_split_forward, nibble_split_inverse),
     "transpose": (transpose_forward, transpose_inverse),
     "shuffle": (shuffle_forward, shuffle_inverse),
 }
@@ -3043,23 +2954,23 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
-def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
-    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
-    names codec_setting (default: "codec of group G")."""
+def symbol_settings(codecs, transforms, groups_used, settings: tuple[str, str] | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad one's error names
+    settings (the codec's and the layout's; default: "codec of group G", "layout of group G")."""
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
-        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+        pick(CODECS, codec, settings[0] if settings else f"codec of group {g}")
     layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
+    for g, layout in layouts.items():
         if layout != "auto":
-            layout_of(layout)
+            layout_of(layout, settings[1] if settings else f"layout of group {g}")
     return codec_of, layouts
 
 
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), ("CODEC", "SYMBOL_LAYOUT"))
     for codec in set(codec_of.values()):
         CODECS[codec][0](b"\0\1")
 
@@ -3127,11 +3038,12 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def layout_of(setting: str) -> tuple[str, str]:
-    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+def layout_of(setting: str, name: str = "layout") -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform);
+    `name` names the setting in the error for one this build lacks."""
     order, _, transform = setting.rpartition("+")
-    pick(ROW_ORDERS, order or "none", "row order")
-    pick(TRANSFORMS, transform, "transform")
+    pick(ROW_ORDERS, order or "none", f"{name} row order")
+    pick(TRANSFORMS, transform, f"{name} transform")
     return order or "none", transform
 
 

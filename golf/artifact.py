@@ -111,23 +111,23 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
-def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
-    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
-    names codec_setting (default: "codec of group G")."""
+def symbol_settings(codecs, transforms, groups_used, settings: tuple[str, str] | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad one's error names
+    settings (the codec's and the layout's; default: "codec of group G", "layout of group G")."""
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
-        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+        pick(CODECS, codec, settings[0] if settings else f"codec of group {g}")
     layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
+    for g, layout in layouts.items():
         if layout != "auto":
-            layout_of(layout)
+            layout_of(layout, settings[1] if settings else f"layout of group {g}")
     return codec_of, layouts
 
 
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), ("CODEC", "SYMBOL_LAYOUT"))
     for codec in set(codec_of.values()):
         CODECS[codec][0](b"\0\1")
 
@@ -195,11 +195,12 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def layout_of(setting: str) -> tuple[str, str]:
-    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+def layout_of(setting: str, name: str = "layout") -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform);
+    `name` names the setting in the error for one this build lacks."""
     order, _, transform = setting.rpartition("+")
-    pick(ROW_ORDERS, order or "none", "row order")
-    pick(TRANSFORMS, transform, "transform")
+    pick(ROW_ORDERS, order or "none", f"{name} row order")
+    pick(TRANSFORMS, transform, f"{name} transform")
     return order or "none", transform
 
 
