@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import brotli
 import numpy
@@ -512,73 +513,6 @@ def shard_paths(data_path: str, split: str) -> list[str]:
     return paths
 
 
-class TokenStream:
-    """Endless reader over shards in order; after the last shard it starts again at the first."""
-
-    def __init__(self, paths: list[str]):
-        if not paths:
-            raise GolfError(f"TokenStream: no shard paths given; {MAKE_DATA_HINT}")
-        self.paths = list(paths)
-        self.shard_index = 0
-        self.tokens = read_shard(self.paths[0])
-        self.position = 0
-
-    def advance_shard(self) -> None:
-        self.shard_index = (self.shard_index + 1) % len(self.paths)
-        self.tokens = read_shard(self.paths[self.shard_index])
-        self.position = 0
-
-    def take(self, n: int) -> np.ndarray:
-        """The next n tokens (uint16[n]), crossing shard ends as needed."""
-        chunks = []
-        remaining = n
-        fruitless_advances = 0  # a full lap without tokens means every shard is empty
-        while remaining > 0:
-            available = len(self.tokens) - self.position
-            if available == 0:
-                if fruitless_advances == len(self.paths):
-                    raise GolfError(f"{self.paths[0]}: all {len(self.paths)} shards are empty; {MAKE_DATA_HINT}")
-                self.advance_shard()
-                fruitless_advances += 1
-                continue
-            fruitless_advances = 0
-            k = min(remaining, available)
-            chunks.append(self.tokens[self.position : self.position + k])
-            self.position += k
-            remaining -= k
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
-
-
-class DistributedTokenLoader:
-    """Training batches for one rank: every rank reads the same stream and keeps its own span.
-
-    Each call takes world_size * (local_tokens + 1) tokens; rank r keeps span
-    [r * (local_tokens + 1), (r + 1) * (local_tokens + 1)) and predicts span[1:] from span[:-1].
-    The +1 per rank means world 2 x accum 1 sees exactly the tokens of world 1 x accum 2.
-    """
-
-    def __init__(self, paths: list[str], rank: int, world_size: int):
-        if not 0 <= rank < world_size:
-            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
-        self.rank = rank
-        self.world_size = world_size
-        self.stream = TokenStream(paths)
-
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) int64 of shape (local_tokens // seq_len, seq_len), y the next token of x."""
-        parts = self.world_size * grad_accum_steps
-        local_tokens = global_tokens // parts
-        if local_tokens == 0 or local_tokens % seq_len:
-            raise GolfError(
-                f"TRAIN_BATCH_TOKENS={global_tokens}: split over world_size*grad_accum_steps={parts} gives "
-                f"{local_tokens} tokens, not a positive multiple of TRAIN_SEQ_LEN={seq_len}; adjust them"
-            )
-        span_len = local_tokens + 1
-        chunk = self.stream.take(span_len * self.world_size)
-        span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
-        return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
-
-
 class DocumentPackingLoader:
     """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
     local_tokens consecutive tokens per rank, its documents cut into attention segments of at most seq_len
@@ -623,6 +557,14 @@ class DocumentPackingLoader:
         self.position += step_tokens
         x, y = span[None, :-1], span[None, 1:]
         return x, y, document_ids(x, cap=seq_len)
+
+
+class TrainLoader(Protocol):
+    """What training reads from a TRAIN_LOADERS entry (golf/train.py's annotations name this, not a loader, so a
+    pack keeps only the recipe's loader)."""
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
 
 
 # Config.train_loader: how training tokens become batches.
@@ -4302,7 +4244,7 @@ def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, ini
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
-                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+                 loader: TrainLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
     CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
@@ -4357,7 +4299,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
 
 def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBudget,
-                    attention_fn) -> tuple[GPT, dict[str, ParamRule], DistributedTokenLoader, int]:
+                    attention_fn) -> tuple[GPT, dict[str, ParamRule], TrainLoader, int]:
     """A fresh GPT (seeded by SEED) trained by run_training on the train shards.
 
     Returns (model, its policy rules, the train loader, steps); GPTQ calibration continues the loader's stream."""
@@ -4374,7 +4316,7 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
-                       loader: DistributedTokenLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
+                       loader: TrainLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
 
     Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase).
