@@ -47,7 +47,7 @@ RECIPE = "default"
 
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
-PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap")
+PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")
 
 
 class GolfError(Exception):
@@ -1582,20 +1582,6 @@ def virtual_layers(num_blocks: int, start: int, end: int, passes: int, grad_pass
     return prelude + loop + coda
 
 
-class PassAdapter(nn.Module):
-    """x + up(down(norm x)) at rank r: lets a shared block act differently on each pass (nano-osrt).
-    `up` starts at zero, so a fresh adapter is the identity."""
-
-    def __init__(self, dim: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(dim, rank, bias=False)
-        self.up = nn.Linear(rank, dim, bias=False)
-        nn.init.zeros_(self.up.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.down(rms_norm(x)))
-
-
 class LoopSchedule(nn.Module):
     """Runs the virtual layers. Subclasses set the pass counts (`train_passes` follows set_progress) and may
     transform the state entering each pass (`enter_pass`) or truncate gradients (`grad_passes`)."""
@@ -1617,9 +1603,7 @@ class LoopSchedule(nn.Module):
         self.eval_passes = cfg.eval_loops or cfg.train_loops
         # One adapter per (pass, looped block) over the passes training uses; later eval passes reuse the last.
         self.adapter_passes = cfg.train_loops
-        self.adapters = nn.ModuleList(
-            PassAdapter(cfg.model_dim, cfg.pass_adapter_rank) for _ in range(self.adapter_passes * seg)
-        ) if cfg.pass_adapter_rank > 0 else None
+        self.adapters = (None)
         # Skip weights (n, D). Without skip_gates: zero-init so a fresh model is the plain stack; weight j joins
         # virtual layer j to the j-th layer from the end, so the pairing is stable when the depth changes.
         # With skip_gates (the record, R:1225-1237, R:1365-1392): the first depth//2 virtual layers are the
@@ -3309,26 +3293,6 @@ def eval_windows(val_tokens: torch.Tensor, context: str, seq_len: int, stride: i
     return pick(EVAL_CONTEXTS, context, "EVAL_CONTEXT")(val_tokens, seq_len, stride)
 
 
-def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list[tuple[int, int, int]]]:
-    """The plan's windows cut at target boundaries: chunk i gets windows scoring only targets [bounds[i], bounds[i+1]).
-
-    A window whose scored span crosses a boundary becomes two windows with the same start: the part
-    before the boundary is shortened (attention is causal, so its scores do not change), the part
-    after it scores from the boundary on. Every target keeps the context the plan gave it.
-    """
-    chunks: list[list[tuple[int, int, int]]] = [[] for _ in range(len(bounds) - 1)]
-    c = 0
-    for start, length, first in plan:
-        lo, hi = start + first, start + length  # scored targets
-        while lo < hi:
-            while bounds[c + 1] <= lo:
-                c += 1
-            cut = min(hi, bounds[c + 1])
-            chunks[c].append((start, cut - start, lo - start))
-            lo = cut
-    return chunks
-
-
 def window_batches(windows: list[tuple[int, int, int]], batch_tokens: int) -> list[list[tuple[int, int, int]]]:
     """Windows grouped longest first into batches of about batch_tokens: rows of one batch have similar lengths,
     so short documents are not padded to a full window. Deterministic (a stable sort)."""
@@ -3413,22 +3377,6 @@ def eval_phase_started() -> str:
 
 
 # ---- golf/ttt.py: Score-first test-time training, and the plan of the whole final evaluation. ----
-def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
-    """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
-    adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
-    target p when token p is BOS (target p predicts the document's first token from BOS)."""
-    n = val_tokens.numel() - 1
-    doc_starts = [0]
-    if reset_per_doc:
-        doc_starts += (val_tokens[1:n] == SP_BOS_ID).nonzero().flatten().add(1).tolist()
-    bounds, resets = [], []
-    for s, e in zip(doc_starts, doc_starts[1:] + [n]):
-        starts = list(range(s, e, chunk_tokens))
-        bounds += starts
-        resets += [reset_per_doc and b == s for b in starts]
-    return bounds + [n], resets
-
-
 # ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
 # Adapters per virtual layer (R:1509-1566, the record's BatchedTTTLoRA with ttt_k_lora / ttt_o_lora / ttt_mlp_lora all
 # True): Q, K, V on their nn.Linear; O and MLP on the attention and MLP modules: each of those reads its module's input
@@ -3876,44 +3824,38 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         what = f"{model} model, {cfg.eval_context} windows {cfg.sw_seq_len}/{stride}: {len(windows)}"
         passes.append(EvalPass(name, what, claimed, n, scoring_tokens(windows, cfg.val_batch_tokens, world_size),
                                0, 0, 0, timed=name != "prequant"))
-    if not cfg.ttt_enabled:
-        return passes
-    if cfg.ttt_mode == "doc":
-        sched = doc_schedule(doc_lengths, cfg, world_size)
-        fwd = bwd = lora_steps = 0
-        for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
-            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
-            busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
-            fwd += sum(f for f, _ in work[busiest])
-            bwd += sum(b for _, b in work[busiest])
-            for lengths in batches[busiest]:
-                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
-                lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        phase_tok = phase_n = 0
-        for phase in sched.phase_docs:
-            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
-            phase_n += len(steps)
-            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
-        what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
-        passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
-    else:
-        val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
-        starts = [0]
-        for k in doc_lengths[:-1]:
-            starts.append(starts[-1] + k)
-        val[starts] = SP_BOS_ID
-        bounds, _ = ttt_chunk_bounds(val, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-        chunks = split_plan(window_plan(n, cfg.sw_seq_len, cfg.sw_stride), bounds)
-        score = sum(scoring_tokens(w, cfg.val_batch_tokens, world_size) for w in chunks if w)
-        rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len) / world_size)
-        steps = cfg.ttt_steps * (len(chunks) - 1)
-        passes.append(EvalPass("ttt", f"stream LoRA r{cfg.ttt_lora_rank}, {len(chunks)} chunks of "
-                               f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps each", True, n, score,
-                               steps * rows * cfg.sw_seq_len, 0, steps))
+    if cfg.ttt_enabled:
+        passes.append(pick(TTT_PASSES, cfg.ttt_mode, "TTT_MODE")(cfg, doc_lengths, world_size))
     return passes
+
+
+def doc_ttt_pass(cfg, doc_lengths: list[int], world_size: int) -> EvalPass:
+    """doc_ttt's pass: per-document LoRA batches (each segment costs its busiest rank) and the global phases."""
+    n = sum(doc_lengths)
+    sched = doc_schedule(doc_lengths, cfg, world_size)
+    fwd = bwd = lora_steps = 0
+    for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
+        batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+        work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
+        busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
+        fwd += sum(f for f, _ in work[busiest])
+        bwd += sum(b for _, b in work[busiest])
+        for lengths in batches[busiest]:
+            nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
+            lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
+    phase_tok = phase_n = 0
+    for phase in sched.phase_docs:
+        steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
+        phase_n += len(steps)
+        phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
+    what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
+            f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+            f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
+    return EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n)
+
+
+# Config.ttt_mode -> its pass in the eval plan (TTT_MODES runs it).
+TTT_PASSES = {"doc": doc_ttt_pass}
 
 
 def seconds_of(fn, device) -> float:

@@ -16,7 +16,7 @@ RECIPE = "library"
 # Options (Config fields, on when truthy) whose code tools/pack.py leaves out of a file packed with them off: each `if`
 # (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`) and literals, and
 # what only that code reaches.
-PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap")  # PR #2101 pieces, off in the default
+PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")  # PR #2101 pieces and pass adapters, off in the default
 # Slots picked by a name parsed out of a setting (a codec or a layout per group), "module.SLOT" -> (Config field, a
 # function below turning the setting's text into the slot's keys, constants "module.NAME" whose values (a name or a
 # tuple of names, through the same function) the code uses whatever the setting: the header's and the float parts'
