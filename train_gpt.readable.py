@@ -2026,32 +2026,9 @@ def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
     """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
     (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
-    if qt.awq is not None:
-        rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()
     return rows.reshape(qt.shape)
-
-
-# ---- golf/quant/awq.py: AWQ-lite (PR #2101, from PR #1918): the most salient column groups of the quantised matrices keep more bits. ----
-@dataclass(frozen=True, eq=False)
-class AwqGroups:
-    """Column groups of a QuantTensor stored at `bits` with their own per-row step (the rest use the tensor's)."""
-    starts: tuple[int, ...]  # first column of each group, ascending
-    size: int  # columns per group
-    bits: int
-    scale: torch.Tensor  # (rows,) fp16 step of the protected columns
-
-    def columns(self) -> torch.Tensor:
-        """Indices of the protected columns."""
-        return torch.tensor([s + c for s in self.starts for c in range(self.size)], dtype=torch.int64)
-
-    def dequantize(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """rows (the tensor's q * its step) with the protected columns recomputed on their own step."""
-        cols = self.columns()
-        out = rows.clone()
-        out[:, cols] = q[:, cols].float() * self.scale.float()[:, None]
-        return out
 
 
 # ---- golf/quant/gptq.py: GPTQ (Frantar et al. 2022, arXiv:2210.17323): quantise a linear layer's weight one column at a ----
@@ -2090,12 +2067,6 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
     awq, hi = None, None
-    if protect is not None:
-        starts, size, hi_bits = protect
-        awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
-        mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
-        mask[awq.columns().to(h.device)] = True
-        hi = (awq.scale.float(), qmax_for_bits(hi_bits), mask[perm].tolist())
     for start in range(0, cols, block):
         end = min(start + block, cols)
         block_err = quantize_block(weights, q, hinv, step, qmax, start, end, hi)
@@ -2128,7 +2099,7 @@ def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, s
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        s, m = (hi[0], hi[1]) if hi is not None and hi[2][i] else (step, qmax)
+        s, m = ((step, qmax))
         qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
         err = (col - qi * s) / hinv[i, i]
@@ -2908,8 +2879,6 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
               tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
-    if entry.awq is not None:
-        parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
         parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
@@ -2931,8 +2900,6 @@ def tensor_record(name: str, group: str, entry) -> dict:
                                        "group": f.group}
         record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
                   "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
-        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
-            record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
         return record
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
@@ -3160,14 +3127,9 @@ def decode_entry(record: dict, raws: dict):
                        record["bits"], shape, dtype, factors, groups)
 
 
-def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
-    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
-    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
-            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
-                        f"tensor")
-    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
-    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int):
+    """A record's AWQ groups (golf.quant.awq.AwqGroups); a file packed without AWQ_TOP_K refuses them."""
+    raise GolfError("artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it")
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:

@@ -36,7 +36,7 @@ import torch
 
 from golf.compress import (CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, ctx_describe,
                             matrix_dims)
-from golf.config import GolfError, pick
+from golf.config import GolfError, packed, pick
 from golf.quant.awq import AwqGroups
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -139,7 +139,7 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
               tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
-    if entry.awq is not None:
+    if packed("awq_top_k") and entry.awq is not None:
         parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
@@ -162,7 +162,8 @@ def tensor_record(name: str, group: str, entry) -> dict:
                                        "group": f.group}
         record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
                   "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
-        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+        # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+        if packed("awq_top_k") and entry.awq is not None:
             record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
         return record
     if not isinstance(entry, torch.Tensor):
@@ -391,14 +392,17 @@ def decode_entry(record: dict, raws: dict):
                        record["bits"], shape, dtype, factors, groups)
 
 
-def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
-    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
-    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
-            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
-                        f"tensor")
-    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
-    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int):
+    """A record's AWQ groups (golf.quant.awq.AwqGroups); a file packed without AWQ_TOP_K refuses them."""
+    if packed("awq_top_k"):
+        starts, size, bits = awq["starts"], awq["size"], awq["bits"]
+        if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
+                and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
+            raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, "
+                            f"{cols}) tensor")
+        scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
+        return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+    raise GolfError("artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it")
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 # The recipe a run was packed from; tools/pack.py writes the recipe's name here in the packed file.
 RECIPE = "library"
 # Options (Config fields, on when truthy) whose code tools/pack.py leaves out of a file packed with them off: each `if`
-# (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`) and literals, and
-# what only that code reaches.
-PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")  # PR #2101 pieces and pass adapters, off in the default
+# (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`, `packed("FIELD")`)
+# and literals, and what only that code reaches. Here: PR #2101's pieces and the pass adapters, off in the default.
+PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")
 # Slots picked by a name parsed out of a setting (a codec or a layout per group), "module.SLOT" -> (Config field, a
 # function below turning the setting's text into the slot's keys, constants "module.NAME" whose values (a name or a
 # tuple of names, through the same function) the code uses whatever the setting: the header's and the float parts'
@@ -386,6 +386,13 @@ def layout_row_orders(text: str) -> list[str]:
 def layout_transforms(text: str) -> list[str]:
     """The transforms a symbol layout setting names."""
     return [c.rpartition("+")[2] for c in setting_choices(text) if c != "auto"]
+
+
+def packed(option: str) -> bool:
+    """Whether this file has the code of PACKED_OPTIONS `option` (always, in the library). tools/pack.py reads
+    `packed("F")` as False in a file packed with F off, so `if packed("F") and ...:` also cuts code that handles only
+    what option F produces where no `cfg` is at hand (an artifact's AWQ groups)."""
+    return option not in PACKED_OFF
 
 
 def packed_when(field: str, value):

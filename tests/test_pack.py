@@ -511,6 +511,14 @@ def test_parsed_slots_keep_the_names_the_recipe_uses_and_refuse_others_in_one_li
         with pytest.raises(mod.GolfError) as err:
             call()
         assert str(err.value) == line
+    # AWQ_TOP_K is packed off: packed("awq_top_k") cuts the AWQ groups out of GPTQ and the artifact, and the reader
+    # refuses a record that has them instead of dropping them.
+    assert "AwqGroups" not in vars(mod)
+    with pytest.raises(mod.GolfError) as err:
+        mod.decode_awq({}, {}, {"starts": [0], "size": 64, "bits": 8}, 4, 128)
+    assert str(err.value) == "artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it"
+    awq = pack_source(ROOT, "pr2101", dataclasses.asdict(RECIPES["pr2101"]))
+    assert "class AwqGroups" in awq and 'if packed("awq_top_k") and protect is not None' in awq
     # A recipe that names other pieces packs them (and the library keeps every one).
     other = dict(default, codec="lzma", symbol_layout="bitpack", lqer_select="per_byte")
     src = pack_source(ROOT, "other", other)

@@ -61,6 +61,7 @@ ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
 ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
+PACKED = ("config", "packed")  # golf/config.py: packed("field"), False where the option is packed off
 PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field", value) on a method
 PACKED_OPTIONS, PACKED_OFF = "PACKED_OPTIONS", "PACKED_OFF"  # golf/config.py: options pruned when off, and those pruned
 PARSED_SLOTS = "PARSED_SLOTS"  # golf/config.py: slots whose keys a setting names through a parse
@@ -513,7 +514,8 @@ def slot_keys(modules, slot: Slot, recipe: dict) -> list[str]:
     if slot.parse is None:
         return [recipe[slot.choice_field]]
     config = modules[CONFIG_MODULE]
-    functions = {name for s in config.defs.get(PARSED_SLOTS, []) for _, name, _ in ast.literal_eval(s.node.value).values()}
+    functions = {name for s in config.defs.get(PARSED_SLOTS, [])
+                 for _, name, _ in ast.literal_eval(s.node.value).values()}
     namespace: dict = {}
     for name in sorted(functions):  # the declared functions alone: they read builtins and each other
         for unit in config.defs[name]:
@@ -687,8 +689,13 @@ def options_off(modules, recipe: dict) -> dict[str, object]:
 
 
 def static_test(test: ast.expr, off: dict):
-    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`) and literals, through
-    comparisons, `not`, `and`/`or`; else (False, None)."""
+    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`, `packed("F")`) and literals,
+    through comparisons, `not`, `and`/`or`, or is an `and` with such an operand that is false; else (False, None)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        for operand in test.values:
+            known_, result_ = static_test(operand, off)
+            if known_ and not result_:  # `and` is false with one false operand, whatever the others read
+                return True, False
     known, values = True, []
 
     def value(node):
@@ -699,6 +706,9 @@ def static_test(test: ast.expr, off: dict):
                 (isinstance(node.value, ast.Name) and node.value.id == "cfg")
                 or (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")):
             return off[node.attr]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == PACKED[1] and len(
+                node.args) == 1 and isinstance(node.args[0], ast.Constant) and not node.keywords:
+            return node.args[0].value not in off
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return not value(node.operand)
         if isinstance(node, ast.BoolOp):
@@ -814,7 +824,8 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
                 _, pairs = pruned_slot(modules, unit, slot, recipe)
-                refs = {r for key, value in pairs for node in (key, value) for r in module_level_names(ast.Expr(node))[1]}
+                refs = {r for key, value in pairs for node in (key, value)
+                        for r in module_level_names(ast.Expr(node))[1]}
             todo.extend((unit.module, r) for r in sorted(refs))
     return list(kept.values()), imports, builtins_read
 
@@ -926,7 +937,8 @@ def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict)
                 value, pairs = pruned_slot(modules, unit, slot, recipe)
                 entries = [f"{ast.get_source_segment(mod.source, k)}: {ast.get_source_segment(mod.source, v)}"
                            for k, v in pairs]
-                new = f"{{{entries[0]}}}" if len(entries) == 1 else "{\n" + "".join(f"    {e},\n" for e in entries) + "}"
+                new = f"{{{entries[0]}}}" if len(entries) == 1 else \
+                    "{\n" + "".join(f"    {e},\n" for e in entries) + "}"
                 edits.setdefault(id(unit), []).append((value, new))
     if CONFIG_MODULE in modules:
         cfg_mod = modules[CONFIG_MODULE]
