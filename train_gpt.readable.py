@@ -2271,7 +2271,7 @@ def gptq_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) ->
                          protect=spec.get("protect"))
 
 
-QUANTIZERS = {"rtn": rtn_from_spec, "gptq": gptq_from_spec}
+QUANTIZERS = {"gptq": gptq_from_spec}
 
 
 def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
@@ -4297,7 +4297,10 @@ def main(code_path: str) -> int:
     log_provenance(log, cfg, code_path,
                    shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
-    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])  # before training
+    # Before training: the pieces the artifact needs exist in this file (a packed one holds only its recipe's).
+    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])
+    pick(QUANTIZERS, cfg.quant_method, "QUANT_METHOD")
+    pick(LQER_SELECTIONS, cfg.lqer_select, "LQER_SELECT")
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     budget = WallclockBudget(cfg, env.device)

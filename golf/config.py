@@ -24,6 +24,7 @@ PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_ra
 PARSED_SLOTS = {
     "compress.CODECS": ("codec", "setting_choices",
                         ("artifact.HEADER_CODEC", "artifact.FLOAT_CODEC", "artifact.DEFAULT_CODEC")),
+    "quant.state.QUANTIZERS": ("quant_method", "setting_choices", ()),
     "compress.ROW_ORDERS": ("symbol_layout", "layout_row_orders", ("artifact.AUTO_LAYOUTS",)),
     "compress.TRANSFORMS": ("symbol_layout", "layout_transforms",
                             ("artifact.AUTO_LAYOUTS", "artifact.FLOAT_TRANSFORM", "artifact.DEFAULT_QUANT_TRANSFORM")),

@@ -32,7 +32,7 @@ from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.awq import activation_rms, protect_salient_groups
 from golf.quant.gptq import collect_hessians
-from golf.quant.state import LqerPlan, dequantize_state, quantize_state
+from golf.quant.state import LQER_SELECTIONS, QUANTIZERS, LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer, tokenizer_transform
 from golf.ttt import eval_plan_lines, final_eval, pass_stride
@@ -260,7 +260,10 @@ def main(code_path: str) -> int:
     log_provenance(log, cfg, code_path,
                    shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
-    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])  # before training
+    # Before training: the pieces the artifact needs exist in this file (a packed one holds only its recipe's).
+    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])
+    pick(QUANTIZERS, cfg.quant_method, "QUANT_METHOD")
+    pick(LQER_SELECTIONS, cfg.lqer_select, "LQER_SELECT")
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     budget = WallclockBudget(cfg, env.device)

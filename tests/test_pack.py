@@ -498,6 +498,7 @@ def test_parsed_slots_keep_the_names_the_recipe_uses_and_refuse_others_in_one_li
     assert list(mod.TRANSFORMS) == ["none", "transpose", "shuffle"] and len(TRANSFORMS) > 3
     assert list(mod.ROW_ORDERS) == ["none", "simsort"]
     assert list(mod.LQER_SELECTIONS) == ["weight_error"] and list(mod.TTT_PASSES) == ["doc"]
+    assert list(mod.QUANTIZERS) == ["gptq"]
     groups = ["embed", "mlp"]
     mod.check_symbol_settings("embed=zpaq,ctx", "embed=simsort+transpose,auto", groups)  # what the default runs
     tail = "not available here (choices: {}); pack the recipe that has it"
@@ -520,8 +521,9 @@ def test_parsed_slots_keep_the_names_the_recipe_uses_and_refuse_others_in_one_li
     awq = pack_source(ROOT, "pr2101", dataclasses.asdict(RECIPES["pr2101"]))
     assert "class AwqGroups" in awq and 'if packed("awq_top_k") and protect is not None' in awq
     # A recipe that names other pieces packs them (and the library keeps every one).
-    other = dict(default, codec="lzma", symbol_layout="bitpack", lqer_select="per_byte")
+    other = dict(default, codec="lzma", symbol_layout="bitpack", lqer_select="per_byte", quant_method="rtn")
     src = pack_source(ROOT, "other", other)
+    assert 'QUANTIZERS = {"rtn": rtn_from_spec}' in src
     assert '"lzma": (lzma_compress' in src and '"zpaq": (zpaq_compress' not in src and '"bitpack": (' in src
     assert "def select_per_byte" in src and "def select_weight_error" not in src
     with pytest.raises(PackError, match="codec='embed=lz4,ctx' names 'lz4', which is not a key of CODECS"):
