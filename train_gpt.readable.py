@@ -15,7 +15,6 @@ import importlib.util
 import io
 import json
 import linecache
-import lzma
 import math
 import os
 import platform
@@ -25,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import brotli
 import numpy
@@ -38,7 +37,6 @@ import sentencepiece
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import zstandard
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -49,7 +47,7 @@ RECIPE = "default"
 
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
-PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap")
+PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")
 
 
 class GolfError(Exception):
@@ -365,9 +363,11 @@ def from_env(environ=None, base: Config | None = None) -> Config:
 
 
 def pick(slot: dict, choice: str, setting: str):
-    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError."""
+    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError. A packed file holds
+    only its recipe's pieces (tools/pack.py), so there the error says where the others are."""
     if choice not in slot:
-        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)})")
+        packed = "" if RECIPE == "library" else "; pack the recipe that has it"
+        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)}){packed}")
     return slot[choice]
 
 
@@ -513,73 +513,6 @@ def shard_paths(data_path: str, split: str) -> list[str]:
     return paths
 
 
-class TokenStream:
-    """Endless reader over shards in order; after the last shard it starts again at the first."""
-
-    def __init__(self, paths: list[str]):
-        if not paths:
-            raise GolfError(f"TokenStream: no shard paths given; {MAKE_DATA_HINT}")
-        self.paths = list(paths)
-        self.shard_index = 0
-        self.tokens = read_shard(self.paths[0])
-        self.position = 0
-
-    def advance_shard(self) -> None:
-        self.shard_index = (self.shard_index + 1) % len(self.paths)
-        self.tokens = read_shard(self.paths[self.shard_index])
-        self.position = 0
-
-    def take(self, n: int) -> np.ndarray:
-        """The next n tokens (uint16[n]), crossing shard ends as needed."""
-        chunks = []
-        remaining = n
-        fruitless_advances = 0  # a full lap without tokens means every shard is empty
-        while remaining > 0:
-            available = len(self.tokens) - self.position
-            if available == 0:
-                if fruitless_advances == len(self.paths):
-                    raise GolfError(f"{self.paths[0]}: all {len(self.paths)} shards are empty; {MAKE_DATA_HINT}")
-                self.advance_shard()
-                fruitless_advances += 1
-                continue
-            fruitless_advances = 0
-            k = min(remaining, available)
-            chunks.append(self.tokens[self.position : self.position + k])
-            self.position += k
-            remaining -= k
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
-
-
-class DistributedTokenLoader:
-    """Training batches for one rank: every rank reads the same stream and keeps its own span.
-
-    Each call takes world_size * (local_tokens + 1) tokens; rank r keeps span
-    [r * (local_tokens + 1), (r + 1) * (local_tokens + 1)) and predicts span[1:] from span[:-1].
-    The +1 per rank means world 2 x accum 1 sees exactly the tokens of world 1 x accum 2.
-    """
-
-    def __init__(self, paths: list[str], rank: int, world_size: int):
-        if not 0 <= rank < world_size:
-            raise GolfError(f"rank {rank} is outside world size {world_size}; check the torchrun settings")
-        self.rank = rank
-        self.world_size = world_size
-        self.stream = TokenStream(paths)
-
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) int64 of shape (local_tokens // seq_len, seq_len), y the next token of x."""
-        parts = self.world_size * grad_accum_steps
-        local_tokens = global_tokens // parts
-        if local_tokens == 0 or local_tokens % seq_len:
-            raise GolfError(
-                f"TRAIN_BATCH_TOKENS={global_tokens}: split over world_size*grad_accum_steps={parts} gives "
-                f"{local_tokens} tokens, not a positive multiple of TRAIN_SEQ_LEN={seq_len}; adjust them"
-            )
-        span_len = local_tokens + 1
-        chunk = self.stream.take(span_len * self.world_size)
-        span = torch.from_numpy(chunk[self.rank * span_len : (self.rank + 1) * span_len].astype(np.int64))
-        return span[:-1].reshape(-1, seq_len), span[1:].reshape(-1, seq_len)
-
-
 class DocumentPackingLoader:
     """The record's training batches (its DocumentPackingLoader, R:615-698): per micro-batch one row of
     local_tokens consecutive tokens per rank, its documents cut into attention segments of at most seq_len
@@ -624,6 +557,14 @@ class DocumentPackingLoader:
         self.position += step_tokens
         x, y = span[None, :-1], span[None, 1:]
         return x, y, document_ids(x, cap=seq_len)
+
+
+class TrainLoader(Protocol):
+    """What training reads from a TRAIN_LOADERS entry (golf/train.py's annotations name this, not a loader, so a
+    pack keeps only the recipe's loader)."""
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
 
 
 # Config.train_loader: how training tokens become batches.
@@ -1641,20 +1582,6 @@ def virtual_layers(num_blocks: int, start: int, end: int, passes: int, grad_pass
     return prelude + loop + coda
 
 
-class PassAdapter(nn.Module):
-    """x + up(down(norm x)) at rank r: lets a shared block act differently on each pass (nano-osrt).
-    `up` starts at zero, so a fresh adapter is the identity."""
-
-    def __init__(self, dim: int, rank: int):
-        super().__init__()
-        self.down = nn.Linear(dim, rank, bias=False)
-        self.up = nn.Linear(rank, dim, bias=False)
-        nn.init.zeros_(self.up.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.down(rms_norm(x)))
-
-
 class LoopSchedule(nn.Module):
     """Runs the virtual layers. Subclasses set the pass counts (`train_passes` follows set_progress) and may
     transform the state entering each pass (`enter_pass`) or truncate gradients (`grad_passes`)."""
@@ -1676,9 +1603,7 @@ class LoopSchedule(nn.Module):
         self.eval_passes = cfg.eval_loops or cfg.train_loops
         # One adapter per (pass, looped block) over the passes training uses; later eval passes reuse the last.
         self.adapter_passes = cfg.train_loops
-        self.adapters = nn.ModuleList(
-            PassAdapter(cfg.model_dim, cfg.pass_adapter_rank) for _ in range(self.adapter_passes * seg)
-        ) if cfg.pass_adapter_rank > 0 else None
+        self.adapters = (None)
         # Skip weights (n, D). Without skip_gates: zero-init so a fresh model is the plain stack; weight j joins
         # virtual layer j to the j-th layer from the end, so the pairing is stable when the depth changes.
         # With skip_gates (the record, R:1225-1237, R:1365-1392): the first depth//2 virtual layers are the
@@ -2101,32 +2026,9 @@ def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
     """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
     (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
-    if qt.awq is not None:
-        rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()
     return rows.reshape(qt.shape)
-
-
-# ---- golf/quant/awq.py: AWQ-lite (PR #2101, from PR #1918): the most salient column groups of the quantised matrices keep more bits. ----
-@dataclass(frozen=True, eq=False)
-class AwqGroups:
-    """Column groups of a QuantTensor stored at `bits` with their own per-row step (the rest use the tensor's)."""
-    starts: tuple[int, ...]  # first column of each group, ascending
-    size: int  # columns per group
-    bits: int
-    scale: torch.Tensor  # (rows,) fp16 step of the protected columns
-
-    def columns(self) -> torch.Tensor:
-        """Indices of the protected columns."""
-        return torch.tensor([s + c for s in self.starts for c in range(self.size)], dtype=torch.int64)
-
-    def dequantize(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """rows (the tensor's q * its step) with the protected columns recomputed on their own step."""
-        cols = self.columns()
-        out = rows.clone()
-        out[:, cols] = q[:, cols].float() * self.scale.float()[:, None]
-        return out
 
 
 # ---- golf/quant/gptq.py: GPTQ (Frantar et al. 2022, arXiv:2210.17323): quantise a linear layer's weight one column at a ----
@@ -2165,12 +2067,6 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
     awq, hi = None, None
-    if protect is not None:
-        starts, size, hi_bits = protect
-        awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
-        mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
-        mask[awq.columns().to(h.device)] = True
-        hi = (awq.scale.float(), qmax_for_bits(hi_bits), mask[perm].tolist())
     for start in range(0, cols, block):
         end = min(start + block, cols)
         block_err = quantize_block(weights, q, hinv, step, qmax, start, end, hi)
@@ -2203,7 +2099,7 @@ def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, s
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        s, m = (hi[0], hi[1]) if hi is not None and hi[2][i] else (step, qmax)
+        s, m = ((step, qmax))
         qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
         err = (col - qi * s) / hinv[i, i]
@@ -2340,14 +2236,8 @@ def hessian_cholesky(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     return chol
 
 
-def factor_bytes(f: LqerFactors) -> float:
-    """Raw bytes of the factors at their nominal widths (symbols bit-packed, fp16 scales)."""
-    return (f.qa.numel() * f.a_bits + f.qb.numel() * f.b_bits) / 8 + 2 * (f.a_scale.numel() + f.b_scale.numel())
-
-
 # ---- golf/quant/state.py: Quantise a whole state dict by a plan, and turn the stored entries back into a state dict. ----
 LQER_WEIGHTINGS = {"frobenius": False}  # fit in the layer's output metric?
-LQER_SELECTIONS = ("weight_error", "output_error", "per_byte")
 
 
 @dataclass(frozen=True)
@@ -2381,7 +2271,7 @@ def gptq_from_spec(w: torch.Tensor, hessian: torch.Tensor | None, spec: dict) ->
                          protect=spec.get("protect"))
 
 
-QUANTIZERS = {"rtn": rtn_from_spec, "gptq": gptq_from_spec}
+QUANTIZERS = {"gptq": gptq_from_spec}
 
 
 def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
@@ -2405,7 +2295,7 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
 def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
     """entries with LQER factors on the matrices lqer selects (a new dict; entries unchanged)."""
     out = dict(entries)
-    pick({s: s for s in LQER_SELECTIONS}, lqer.select, "LQER_SELECT")
+    select = pick(LQER_SELECTIONS, lqer.select, "LQER_SELECT")
     if lqer.top_k <= 0:
         return out
     use_h = pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING")
@@ -2414,11 +2304,7 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
         h = hessians.get(name) if use_h else None
         return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
 
-    if lqer.select == "per_byte":
-        chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
-    else:
-        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k,
-                                                      by_output=lqer.select == "output_error")}
+    chosen = select(state, entries, hessians, factors, lqer)
     for name, f in chosen.items():
         out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
@@ -2439,30 +2325,6 @@ def matrix_error(state: dict, name: str, approx: torch.Tensor, hessians: dict) -
     return torch.linalg.norm(as_rows(state[name]) - as_rows(approx)).item()
 
 
-def lqer_by_bytes(state: dict, entries: dict, hessians: dict, factors) -> list[dict]:
-    """Every candidate matrix with its fitted factors: {name, factors, bytes (nominal), gain (output error
-    removed)}, best gain per byte first (ties by name, so the order is deterministic)."""
-    rows = []
-    for name in lqer_candidates(entries, hessians):
-        f = factors(name)
-        base = dequantize_rows(entries[name])
-        gain = matrix_error(state, name, base, hessians) - matrix_error(
-            state, name, base + f.product().reshape(base.shape), hessians)
-        rows.append({"name": name, "factors": f, "bytes": factor_bytes(f), "gain": gain})
-    return sorted(rows, key=lambda r: (-r["gain"] / r["bytes"], r["name"]))
-
-
-def select_within(rows: list[dict], budget_bytes: float) -> dict:
-    """{name: factors} of the rows taken best first while their bytes fit the budget; a correction that
-    does not lower the error is never taken."""
-    chosen, spent = {}, 0.0
-    for r in rows:
-        if r["gain"] > 0 and spent + r["bytes"] <= budget_bytes:
-            chosen[r["name"]] = r["factors"]
-            spent += r["bytes"]
-    return chosen
-
-
 def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_output: bool) -> list[str]:
     """The top_k candidate matrices by weight error ||E||_F, E = W - Q (the record ranks its GPTQ'd tensors so,
     R:2270-2274; ties keep state order as its stable sort), or by output error ||X E^T|| from their Hessians
@@ -2471,6 +2333,14 @@ def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_outp
     errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), metric)
               for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
+
+
+def select_weight_error(state: dict, entries: dict, hessians: dict, factors, lqer: LqerPlan) -> dict:
+    return {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k, by_output=False)}
+
+
+# LqerPlan.select -> (state, entries, hessians, factors(name), plan) -> {name: factors} (rules in LqerPlan's docstring)
+LQER_SELECTIONS = {"weight_error": select_weight_error}
 
 
 def dequantize_state(entries: dict, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -2497,38 +2367,6 @@ try:
     import zpaq
 except ImportError:  # only the "zpaq" codec needs it; zpaq_module() says what to install
     zpaq = None
-
-
-def zlib_compress(data: bytes, level: int | None = None) -> bytes:
-    return zlib.compress(data, 9 if level is None else level)
-
-
-def zlib_decompress(data: bytes) -> bytes:
-    return zlib.decompress(data)
-
-
-def lzma_compress(data: bytes, level: int | None = None) -> bytes:
-    # CHECK_NONE: the artifact's sha256 already covers every byte; xz's own CRC would be 8 more.
-    preset = (9 | lzma.PRESET_EXTREME) if level is None else level
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=preset)
-
-
-def lzma_decompress(data: bytes) -> bytes:
-    return lzma.decompress(data, format=lzma.FORMAT_XZ)
-
-
-# zstd's largest window is 2^31 bytes; the decompressor must be told to accept what we write.
-ZSTD_WINDOW_LOG = 27
-
-
-def zstd_compress(data: bytes, level: int | None = None) -> bytes:
-    params = zstandard.ZstdCompressionParameters.from_level(
-        22 if level is None else level, window_log=ZSTD_WINDOW_LOG, enable_ldm=True)
-    return zstandard.ZstdCompressor(compression_params=params).compress(data)
-
-
-def zstd_decompress(data: bytes) -> bytes:
-    return zstandard.ZstdDecompressor(max_window_size=2 ** ZSTD_WINDOW_LOG).decompress(data)
 
 
 def brotli_compress(data: bytes, level: int | None = None) -> bytes:
@@ -2828,11 +2666,7 @@ def ctx_decompress(data: bytes) -> bytes:
 
 
 CODECS = {
-    "zlib": (zlib_compress, zlib_decompress),
-    "lzma": (lzma_compress, lzma_decompress),
-    "zstd": (zstd_compress, zstd_decompress),
     "brotli": (brotli_compress, brotli_decompress),
-    "ans": (ans_compress, ans_decompress),
     "ctx": (ctx_compress, ctx_decompress),
     "zpaq": (zpaq_compress, zpaq_decompress),
 }
@@ -2851,65 +2685,12 @@ def expect_bytes(packed: numpy.ndarray, length: int, transform: str) -> numpy.nd
     return packed
 
 
-def need_symbols(itemsize: int, bits: int | None, transform: str) -> int:
-    """Transforms of int8 symbols need bytes of 1 and a symbol width 2..8."""
-    if itemsize != 1 or bits is None or not 2 <= bits <= 8:
-        raise GolfError(f"transform {transform}: needs int8 symbols with bits 2..8, "
-                        f"got itemsize {itemsize} bits {bits}")
-    return bits
-
-
 def identity_forward(data, shape, itemsize, bits):
     return data
 
 
 def identity_inverse(packed, shape, itemsize, bits):
     return expect_bytes(packed, element_count(shape) * itemsize, "none")
-
-
-def bitpack_forward(data, shape, itemsize, bits):
-    """int8 symbols -> their low `bits` bits packed densely (int6: 4 symbols in 3 bytes)."""
-    need_symbols(itemsize, bits, "bitpack")
-    low = data & numpy.uint8((1 << bits) - 1)
-    if not numpy.array_equal(sign_extend(low, bits), data):
-        raise GolfError(f"transform bitpack: a symbol does not fit in {bits} bits")
-    planes = numpy.unpackbits(low[:, None], axis=1, count=bits, bitorder="little")  # (n, bits)
-    return numpy.packbits(planes.ravel(), bitorder="little")
-
-
-def bitpack_inverse(packed, shape, itemsize, bits):
-    need_symbols(itemsize, bits, "bitpack")
-    n = element_count(shape)
-    expect_bytes(packed, (n * bits + 7) // 8, "bitpack")
-    planes = numpy.unpackbits(packed, count=n * bits, bitorder="little").reshape(n, bits)
-    return sign_extend(numpy.packbits(planes, axis=1, bitorder="little").ravel(), bits)
-
-
-def sign_extend(low: numpy.ndarray, bits: int) -> numpy.ndarray:
-    """uint8 holding a two's-complement `bits`-bit value -> that value as int8's byte."""
-    sign = 1 << (bits - 1)
-    return ((low.astype(numpy.int16) ^ sign) - sign).astype(numpy.int8).view(numpy.uint8)
-
-
-def nibble_split_forward(data, shape, itemsize, bits):
-    """Bytes -> plane of high nibbles then plane of low nibbles, two nibbles per byte."""
-    if itemsize != 1:
-        raise GolfError(f"transform nibble_split: needs 1-byte elements, got itemsize {itemsize}")
-    padded = numpy.concatenate([data, numpy.zeros(data.size % 2, numpy.uint8)])
-    high, low = padded >> 4, padded & numpy.uint8(15)
-    return numpy.concatenate([(high[0::2] << 4) | high[1::2], (low[0::2] << 4) | low[1::2]])
-
-
-def nibble_split_inverse(packed, shape, itemsize, bits):
-    if itemsize != 1:
-        raise GolfError(f"transform nibble_split: needs 1-byte elements, got itemsize {itemsize}")
-    n = element_count(shape)
-    half = (n + 1) // 2
-    expect_bytes(packed, 2 * half, "nibble_split")
-    high, low = numpy.empty(2 * half, numpy.uint8), numpy.empty(2 * half, numpy.uint8)
-    high[0::2], high[1::2] = packed[:half] >> 4, packed[:half] & numpy.uint8(15)
-    low[0::2], low[1::2] = packed[half:] >> 4, packed[half:] & numpy.uint8(15)
-    return ((high << 4) | low)[:n]
 
 
 def matrix_dims(shape) -> tuple[int, int]:
@@ -2979,7 +2760,10 @@ def identity_order(rows: numpy.ndarray) -> numpy.ndarray:
 
 # Row orders of a quantised tensor's symbols: name -> (rows (n, cols) -> permutation of n). The artifact
 # stores a non-identity order as the tensor's "perm" part, and un-permutes on load.
-ROW_ORDERS = {"none": identity_order, "simsort": similarity_order}
+ROW_ORDERS = {
+    "none": identity_order,
+    "simsort": similarity_order,
+}
 
 
 def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
@@ -2991,8 +2775,6 @@ def check_permutation(perm: numpy.ndarray, n: int, what: str) -> numpy.ndarray:
 
 TRANSFORMS = {
     "none": (identity_forward, identity_inverse),
-    "bitpack": (bitpack_forward, bitpack_inverse),
-    "nibble_split": (nibble_split_forward, nibble_split_inverse),
     "transpose": (transpose_forward, transpose_inverse),
     "shuffle": (shuffle_forward, shuffle_inverse),
 }
@@ -3069,23 +2851,23 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
-def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
-    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
-    names codec_setting (default: "codec of group G")."""
+def symbol_settings(codecs, transforms, groups_used, settings: tuple[str, str] | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad one's error names
+    settings (the codec's and the layout's; default: "codec of group G", "layout of group G")."""
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
-        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+        pick(CODECS, codec, settings[0] if settings else f"codec of group {g}")
     layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
+    for g, layout in layouts.items():
         if layout != "auto":
-            layout_of(layout)
+            layout_of(layout, settings[1] if settings else f"layout of group {g}")
     return codec_of, layouts
 
 
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), ("CODEC", "SYMBOL_LAYOUT"))
     for codec in set(codec_of.values()):
         CODECS[codec][0](b"\0\1")
 
@@ -3097,8 +2879,6 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
               tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
-    if entry.awq is not None:
-        parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
         parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
@@ -3120,8 +2900,6 @@ def tensor_record(name: str, group: str, entry) -> dict:
                                        "group": f.group}
         record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
                   "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
-        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
-            record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
         return record
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
@@ -3153,11 +2931,12 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def layout_of(setting: str) -> tuple[str, str]:
-    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+def layout_of(setting: str, name: str = "layout") -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform);
+    `name` names the setting in the error for one this build lacks."""
     order, _, transform = setting.rpartition("+")
-    pick(ROW_ORDERS, order or "none", "row order")
-    pick(TRANSFORMS, transform, "transform")
+    pick(ROW_ORDERS, order or "none", f"{name} row order")
+    pick(TRANSFORMS, transform, f"{name} transform")
     return order or "none", transform
 
 
@@ -3348,14 +3127,9 @@ def decode_entry(record: dict, raws: dict):
                        record["bits"], shape, dtype, factors, groups)
 
 
-def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
-    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
-    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
-            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
-                        f"tensor")
-    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
-    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int):
+    """A record's AWQ groups (golf.quant.awq.AwqGroups); a file packed without AWQ_TOP_K refuses them."""
+    raise GolfError("artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it")
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:
@@ -3481,26 +3255,6 @@ def eval_windows(val_tokens: torch.Tensor, context: str, seq_len: int, stride: i
     return pick(EVAL_CONTEXTS, context, "EVAL_CONTEXT")(val_tokens, seq_len, stride)
 
 
-def split_plan(plan: list[tuple[int, int, int]], bounds: list[int]) -> list[list[tuple[int, int, int]]]:
-    """The plan's windows cut at target boundaries: chunk i gets windows scoring only targets [bounds[i], bounds[i+1]).
-
-    A window whose scored span crosses a boundary becomes two windows with the same start: the part
-    before the boundary is shortened (attention is causal, so its scores do not change), the part
-    after it scores from the boundary on. Every target keeps the context the plan gave it.
-    """
-    chunks: list[list[tuple[int, int, int]]] = [[] for _ in range(len(bounds) - 1)]
-    c = 0
-    for start, length, first in plan:
-        lo, hi = start + first, start + length  # scored targets
-        while lo < hi:
-            while bounds[c + 1] <= lo:
-                c += 1
-            cut = min(hi, bounds[c + 1])
-            chunks[c].append((start, cut - start, lo - start))
-            lo = cut
-    return chunks
-
-
 def window_batches(windows: list[tuple[int, int, int]], batch_tokens: int) -> list[list[tuple[int, int, int]]]:
     """Windows grouped longest first into batches of about batch_tokens: rows of one batch have similar lengths,
     so short documents are not padded to a full window. Deterministic (a stable sort)."""
@@ -3585,22 +3339,6 @@ def eval_phase_started() -> str:
 
 
 # ---- golf/ttt.py: Score-first test-time training, and the plan of the whole final evaluation. ----
-def ttt_chunk_bounds(val_tokens: torch.Tensor, chunk_tokens: int, reset_per_doc: bool) -> tuple[list[int], list[bool]]:
-    """Target boundaries [0, ..., N] of the chunks (N = len(val_tokens) - 1) and, per chunk, whether
-    adaptation restarts there. With reset_per_doc, chunks also break where a document starts: at
-    target p when token p is BOS (target p predicts the document's first token from BOS)."""
-    n = val_tokens.numel() - 1
-    doc_starts = [0]
-    if reset_per_doc:
-        doc_starts += (val_tokens[1:n] == SP_BOS_ID).nonzero().flatten().add(1).tolist()
-    bounds, resets = [], []
-    for s, e in zip(doc_starts, doc_starts[1:] + [n]):
-        starts = list(range(s, e, chunk_tokens))
-        bounds += starts
-        resets += [reset_per_doc and b == s for b in starts]
-    return bounds + [n], resets
-
-
 # ---------------------------------------------------------------- per-document batched LoRA + phased global SGD
 # Adapters per virtual layer (R:1509-1566, the record's BatchedTTTLoRA with ttt_k_lora / ttt_o_lora / ttt_mlp_lora all
 # True): Q, K, V on their nn.Linear; O and MLP on the attention and MLP modules: each of those reads its module's input
@@ -4048,44 +3786,38 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         what = f"{model} model, {cfg.eval_context} windows {cfg.sw_seq_len}/{stride}: {len(windows)}"
         passes.append(EvalPass(name, what, claimed, n, scoring_tokens(windows, cfg.val_batch_tokens, world_size),
                                0, 0, 0, timed=name != "prequant"))
-    if not cfg.ttt_enabled:
-        return passes
-    if cfg.ttt_mode == "doc":
-        sched = doc_schedule(doc_lengths, cfg, world_size)
-        fwd = bwd = lora_steps = 0
-        for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
-            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
-            busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
-            fwd += sum(f for f, _ in work[busiest])
-            bwd += sum(b for _, b in work[busiest])
-            for lengths in batches[busiest]:
-                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
-                lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        phase_tok = phase_n = 0
-        for phase in sched.phase_docs:
-            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
-            phase_n += len(steps)
-            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
-        what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
-        passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
-    else:
-        val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
-        starts = [0]
-        for k in doc_lengths[:-1]:
-            starts.append(starts[-1] + k)
-        val[starts] = SP_BOS_ID
-        bounds, _ = ttt_chunk_bounds(val, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-        chunks = split_plan(window_plan(n, cfg.sw_seq_len, cfg.sw_stride), bounds)
-        score = sum(scoring_tokens(w, cfg.val_batch_tokens, world_size) for w in chunks if w)
-        rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len) / world_size)
-        steps = cfg.ttt_steps * (len(chunks) - 1)
-        passes.append(EvalPass("ttt", f"stream LoRA r{cfg.ttt_lora_rank}, {len(chunks)} chunks of "
-                               f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps each", True, n, score,
-                               steps * rows * cfg.sw_seq_len, 0, steps))
+    if cfg.ttt_enabled:
+        passes.append(pick(TTT_PASSES, cfg.ttt_mode, "TTT_MODE")(cfg, doc_lengths, world_size))
     return passes
+
+
+def doc_ttt_pass(cfg, doc_lengths: list[int], world_size: int) -> EvalPass:
+    """doc_ttt's pass: per-document LoRA batches (each segment costs its busiest rank) and the global phases."""
+    n = sum(doc_lengths)
+    sched = doc_schedule(doc_lengths, cfg, world_size)
+    fwd = bwd = lora_steps = 0
+    for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
+        batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+        work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
+        busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
+        fwd += sum(f for f, _ in work[busiest])
+        bwd += sum(b for _, b in work[busiest])
+        for lengths in batches[busiest]:
+            nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
+            lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
+    phase_tok = phase_n = 0
+    for phase in sched.phase_docs:
+        steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
+        phase_n += len(steps)
+        phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
+    what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
+            f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+            f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
+    return EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n)
+
+
+# Config.ttt_mode -> its pass in the eval plan (TTT_MODES runs it).
+TTT_PASSES = {"doc": doc_ttt_pass}
 
 
 def seconds_of(fn, device) -> float:
@@ -4416,7 +4148,7 @@ def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, ini
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
-                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+                 loader: TrainLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
     CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
@@ -4471,7 +4203,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
 
 def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBudget,
-                    attention_fn) -> tuple[GPT, dict[str, ParamRule], DistributedTokenLoader, int]:
+                    attention_fn) -> tuple[GPT, dict[str, ParamRule], TrainLoader, int]:
     """A fresh GPT (seeded by SEED) trained by run_training on the train shards.
 
     Returns (model, its policy rules, the train loader, steps); GPTQ calibration continues the loader's stream."""
@@ -4488,7 +4220,7 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
-                       loader: DistributedTokenLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
+                       loader: TrainLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
 
     Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase).
@@ -4565,7 +4297,10 @@ def main(code_path: str) -> int:
     log_provenance(log, cfg, code_path,
                    shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
-    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])  # before training
+    # Before training: the pieces the artifact needs exist in this file (a packed one holds only its recipe's).
+    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])
+    pick(QUANTIZERS, cfg.quant_method, "QUANT_METHOD")
+    pick(LQER_SELECTIONS, cfg.lqer_select, "LQER_SELECT")
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     budget = WallclockBudget(cfg, env.device)

@@ -36,7 +36,7 @@ import torch
 
 from golf.compress import (CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, ctx_describe,
                             matrix_dims)
-from golf.config import GolfError, pick
+from golf.config import GolfError, packed, pick
 from golf.quant.awq import AwqGroups
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -111,23 +111,23 @@ def parse_per_group(text: str, groups_used, name: str) -> dict:
     return {g: chosen.get(g, default) for g in groups_used if chosen.get(g, default) is not None}
 
 
-def symbol_settings(codecs, transforms, groups_used, codec_setting: str | None = None) -> tuple[dict, dict]:
-    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad codec's error
-    names codec_setting (default: "codec of group G")."""
+def symbol_settings(codecs, transforms, groups_used, settings: tuple[str, str] | None = None) -> tuple[dict, dict]:
+    """({group: codec}, {group: layout}) with every codec and layout checked to exist; a bad one's error names
+    settings (the codec's and the layout's; default: "codec of group G", "layout of group G")."""
     codec_of = per_group(codecs, groups_used, "codecs")
     for g, codec in codec_of.items():
-        pick(CODECS, codec, codec_setting or f"codec of group {g}")
+        pick(CODECS, codec, settings[0] if settings else f"codec of group {g}")
     layouts = per_group(transforms, groups_used, "transforms")
-    for layout in layouts.values():
+    for g, layout in layouts.items():
         if layout != "auto":
-            layout_of(layout)
+            layout_of(layout, settings[1] if settings else f"layout of group {g}")
     return codec_of, layouts
 
 
 def check_symbol_settings(codecs: str, transforms: str, groups) -> None:
     """Before a run spends its training minutes: every group's codec and layout exist, and each codec chosen
     can compress (its optional package is installed). Raises the one-line GolfError the write would."""
-    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), "CODEC")
+    codec_of, _ = symbol_settings(codecs, transforms, list(dict.fromkeys(groups)), ("CODEC", "SYMBOL_LAYOUT"))
     for codec in set(codec_of.values()):
         CODECS[codec][0](b"\0\1")
 
@@ -139,7 +139,7 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
               tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
-    if entry.awq is not None:
+    if packed("awq_top_k") and entry.awq is not None:
         parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
@@ -162,7 +162,8 @@ def tensor_record(name: str, group: str, entry) -> dict:
                                        "group": f.group}
         record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
                   "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
-        if entry.awq is not None:  # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+        # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+        if packed("awq_top_k") and entry.awq is not None:
             record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
         return record
     if not isinstance(entry, torch.Tensor):
@@ -195,11 +196,12 @@ def encode_artifact(entries: dict, groups: dict[str, str], meta: dict,
     return body + hashlib.sha256(body).digest()
 
 
-def layout_of(setting: str) -> tuple[str, str]:
-    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform)."""
+def layout_of(setting: str, name: str = "layout") -> tuple[str, str]:
+    """A symbol layout "TRANSFORM" or "ROW_ORDER+TRANSFORM" (e.g. "simsort+transpose") -> (row order, transform);
+    `name` names the setting in the error for one this build lacks."""
     order, _, transform = setting.rpartition("+")
-    pick(ROW_ORDERS, order or "none", "row order")
-    pick(TRANSFORMS, transform, "transform")
+    pick(ROW_ORDERS, order or "none", f"{name} row order")
+    pick(TRANSFORMS, transform, f"{name} transform")
     return order or "none", transform
 
 
@@ -390,14 +392,17 @@ def decode_entry(record: dict, raws: dict):
                        record["bits"], shape, dtype, factors, groups)
 
 
-def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int) -> AwqGroups:
-    starts, size, bits = awq["starts"], awq["size"], awq["bits"]
-    if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
-            and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
-        raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, {cols}) "
-                        f"tensor")
-    scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
-    return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int):
+    """A record's AWQ groups (golf.quant.awq.AwqGroups); a file packed without AWQ_TOP_K refuses them."""
+    if packed("awq_top_k"):
+        starts, size, bits = awq["starts"], awq["size"], awq["bits"]
+        if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
+                and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
+            raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, "
+                            f"{cols}) tensor")
+        scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
+        return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
+    raise GolfError("artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it")
 
 
 def decode_lqer(raws: dict, parts: dict, lqer: dict, rows: int, cols: int) -> LqerFactors:

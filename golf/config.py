@@ -14,9 +14,21 @@ from dataclasses import dataclass
 # The recipe a run was packed from; tools/pack.py writes the recipe's name here in the packed file.
 RECIPE = "library"
 # Options (Config fields, on when truthy) whose code tools/pack.py leaves out of a file packed with them off: each `if`
-# (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`) and literals, and
-# what only that code reaches.
-PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap")  # PR #2101 pieces, off in the default
+# (a statement without else, or `a if TEST else b`) whose TEST reads only such fields (`cfg.FIELD`, `packed("FIELD")`)
+# and literals, and what only that code reaches. Here: PR #2101's pieces and the pass adapters, off in the default.
+PACKED_OPTIONS: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")
+# Slots picked by a name parsed out of a setting (a codec or a layout per group), "module.SLOT" -> (Config field, a
+# function below turning the setting's text into the slot's keys, constants "module.NAME" whose values (a name or a
+# tuple of names, through the same function) the code uses whatever the setting: the header's and the float parts'
+# codec, what "auto" may choose). tools/pack.py keeps only those keys; pick() refuses any other in the packed file.
+PARSED_SLOTS = {
+    "compress.CODECS": ("codec", "setting_choices",
+                        ("artifact.HEADER_CODEC", "artifact.FLOAT_CODEC", "artifact.DEFAULT_CODEC")),
+    "quant.state.QUANTIZERS": ("quant_method", "setting_choices", ()),
+    "compress.ROW_ORDERS": ("symbol_layout", "layout_row_orders", ("artifact.AUTO_LAYOUTS",)),
+    "compress.TRANSFORMS": ("symbol_layout", "layout_transforms",
+                            ("artifact.AUTO_LAYOUTS", "artifact.FLOAT_TRANSFORM", "artifact.DEFAULT_QUANT_TRANSFORM")),
+}
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
 PACKED_OFF: tuple[str, ...] = ()
@@ -360,6 +372,30 @@ def config_from_dict(fields: dict, source: str) -> Config:
     return Config(**values)
 
 
+def setting_choices(text: str) -> list[str]:
+    """The choices a per-group setting names: "GROUP=CHOICE,...,CHOICE" -> [CHOICE, ...] (golf/artifact.py
+    parse_per_group checks the form). This and the two below read builtins and each other only: tools/pack.py runs
+    them apart from the package (PARSED_SLOTS)."""
+    return [entry.strip().rpartition("=")[2] for entry in text.split(",")]
+
+
+def layout_row_orders(text: str) -> list[str]:
+    """The row orders a symbol layout setting names ("ROW_ORDER+TRANSFORM" or "TRANSFORM"; "auto": AUTO_LAYOUTS)."""
+    return [c.rpartition("+")[0] or "none" for c in setting_choices(text) if c != "auto"]
+
+
+def layout_transforms(text: str) -> list[str]:
+    """The transforms a symbol layout setting names."""
+    return [c.rpartition("+")[2] for c in setting_choices(text) if c != "auto"]
+
+
+def packed(option: str) -> bool:
+    """Whether this file has the code of PACKED_OPTIONS `option` (always, in the library). tools/pack.py reads
+    `packed("F")` as False in a file packed with F off, so `if packed("F") and ...:` also cuts code that handles only
+    what option F produces where no `cfg` is at hand (an artifact's AWQ groups)."""
+    return option not in PACKED_OFF
+
+
 def packed_when(field: str, value):
     """Marks a method that only the piece chosen by Config.<field> == value calls (the loader's state_dict, used by
     golf/checkpoint.py's Checkpointer alone): tools/pack.py leaves it out of a file packed with another value, so
@@ -368,7 +404,9 @@ def packed_when(field: str, value):
 
 
 def pick(slot: dict, choice: str, setting: str):
-    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError."""
+    """Look up a swappable piece by name; a name this build lacks is a GolfError, not a KeyError. A packed file holds
+    only its recipe's pieces (tools/pack.py), so there the error says where the others are."""
     if choice not in slot:
-        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)})")
+        packed = "" if RECIPE == "library" else "; pack the recipe that has it"
+        raise GolfError(f"{setting}={choice!r}: not available here (choices: {', '.join(slot)}){packed}")
     return slot[choice]

@@ -11,6 +11,7 @@ import glob
 import hashlib
 import os
 import tempfile
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -256,6 +257,14 @@ class DocumentPackingLoader:
                             f"shards ({', '.join(state['shards'][:2])}, ...), this run {len(names)} others "
                             f"({', '.join(names[:2])}, ...); resume on the same data")
         self.open_shard(int(state["shard_index"]), int(state["position"]))
+
+
+class TrainLoader(Protocol):
+    """What training reads from a TRAIN_LOADERS entry (golf/train.py's annotations name this, not a loader, so a
+    pack keeps only the recipe's loader)."""
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
 
 
 # Config.train_loader: how training tokens become batches.

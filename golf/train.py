@@ -21,7 +21,7 @@ from golf.artifact import check_symbol_settings, encode_artifact, read_artifact,
 from golf.budget import WallclockBudget, size_violation_line
 from golf.checkpoint import CHECKPOINTERS
 from golf.config import RECIPE, Config, GolfError, from_env, pick
-from golf.data import (TRAIN_LOADERS, DistributedTokenLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
+from golf.data import (TRAIN_LOADERS, TrainLoader, data_fingerprint, load_val_byte_sidecar, load_val_tokens, shard_paths,
                        val_byte_sidecar_paths)
 from golf.dist import DistEnv, all_reduce_, setup_dist, teardown_dist
 from golf.evaluate import eval_bpb, eval_phase_started, target_byte_counts
@@ -32,7 +32,7 @@ from golf.optim import (WeightEMA, build_optimizers, lr_multiplier, muon_momenta
 from golf.params import ParamRule, assign_rules, param_rules
 from golf.quant.awq import activation_rms, protect_salient_groups
 from golf.quant.gptq import collect_hessians
-from golf.quant.state import LqerPlan, dequantize_state, quantize_state
+from golf.quant.state import LQER_SELECTIONS, QUANTIZERS, LqerPlan, dequantize_state, quantize_state
 from golf.step import autocast_dtype, train_step
 from golf.tokenizer import build_byte_luts, load_tokenizer, tokenizer_transform
 from golf.ttt import eval_plan_lines, final_eval, pass_stride
@@ -106,7 +106,7 @@ def reset_after_warmup(cfg: Config, world_size: int, model: GPT, opts: list, ini
 
 
 def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict[str, ParamRule],
-                 loader: DistributedTokenLoader, budget: WallclockBudget) -> int:
+                 loader: TrainLoader, budget: WallclockBudget) -> int:
     """Untimed warm-up (then reset), then train until the time budget or the iteration cap; EMA weights on exit.
     CHECKPOINTING=on: RESUME continues a checkpoint, CHECKPOINT_EVERY_SECONDS writes them (golf/checkpoint.py).
 
@@ -161,7 +161,7 @@ def run_training(cfg: Config, env: DistEnv, log: RunLog, model: GPT, rules: dict
 
 
 def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBudget,
-                    attention_fn) -> tuple[GPT, dict[str, ParamRule], DistributedTokenLoader, int]:
+                    attention_fn) -> tuple[GPT, dict[str, ParamRule], TrainLoader, int]:
     """A fresh GPT (seeded by SEED) trained by run_training on the train shards.
 
     Returns (model, its policy rules, the train loader, steps); GPTQ calibration continues the loader's stream."""
@@ -178,7 +178,7 @@ def build_and_train(cfg: Config, env: DistEnv, log: RunLog, budget: WallclockBud
 
 
 def calibrate_hessians(cfg: Config, env: DistEnv, model: GPT, rules: dict[str, ParamRule],
-                       loader: DistributedTokenLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
+                       loader: TrainLoader, rows_seen: dict | None = None) -> dict[str, torch.Tensor]:
     """GPTQ Hessians X^T X of every GPTQ-quantised Linear, from TRAINING batches (the stream training used).
 
     Summed over ranks so every rank holds the same Hessians. Runs inside the training 600 s (reserve phase).
@@ -260,7 +260,10 @@ def main(code_path: str) -> int:
     log_provenance(log, cfg, code_path,
                    shard_paths(cfg.data_path, "train") + shard_paths(cfg.data_path, "val") + sidecars)
 
-    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])  # before training
+    # Before training: the pieces the artifact needs exist in this file (a packed one holds only its recipe's).
+    check_symbol_settings(cfg.codec, cfg.symbol_layout, [r.group for r in param_rules(cfg)])
+    pick(QUANTIZERS, cfg.quant_method, "QUANT_METHOD")
+    pick(LQER_SELECTIONS, cfg.lqer_select, "LQER_SELECT")
     attention_name, attention_fn = select_attention(env.device.type, cfg.attention)
     log(f"attention_backend:{attention_name}")
     budget = WallclockBudget(cfg, env.device)

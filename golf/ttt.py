@@ -638,44 +638,56 @@ def eval_passes(cfg, doc_lengths: list[int], world_size: int) -> list[EvalPass]:
         what = f"{model} model, {cfg.eval_context} windows {cfg.sw_seq_len}/{stride}: {len(windows)}"
         passes.append(EvalPass(name, what, claimed, n, scoring_tokens(windows, cfg.val_batch_tokens, world_size),
                                0, 0, 0, timed=name != "prequant"))
-    if not cfg.ttt_enabled:
-        return passes
-    if cfg.ttt_mode == "doc":
-        sched = doc_schedule(doc_lengths, cfg, world_size)
-        fwd = bwd = lora_steps = 0
-        for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
-            batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
-            work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
-            busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
-            fwd += sum(f for f, _ in work[busiest])
-            bwd += sum(b for _, b in work[busiest])
-            for lengths in batches[busiest]:
-                nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
-                lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
-        phase_tok = phase_n = 0
-        for phase in sched.phase_docs:
-            steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
-            phase_n += len(steps)
-            phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
-        what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
-                f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
-                f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
-        passes.append(EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n))
-    else:
-        val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
-        starts = [0]
-        for k in doc_lengths[:-1]:
-            starts.append(starts[-1] + k)
-        val[starts] = SP_BOS_ID
-        bounds, _ = ttt_chunk_bounds(val, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
-        chunks = split_plan(window_plan(n, cfg.sw_seq_len, cfg.sw_stride), bounds)
-        score = sum(scoring_tokens(w, cfg.val_batch_tokens, world_size) for w in chunks if w)
-        rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len) / world_size)
-        steps = cfg.ttt_steps * (len(chunks) - 1)
-        passes.append(EvalPass("ttt", f"stream LoRA r{cfg.ttt_lora_rank}, {len(chunks)} chunks of "
-                               f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps each", True, n, score,
-                               steps * rows * cfg.sw_seq_len, 0, steps))
+    if cfg.ttt_enabled:
+        passes.append(pick(TTT_PASSES, cfg.ttt_mode, "TTT_MODE")(cfg, doc_lengths, world_size))
     return passes
+
+
+def doc_ttt_pass(cfg, doc_lengths: list[int], world_size: int) -> EvalPass:
+    """doc_ttt's pass: per-document LoRA batches (each segment costs its busiest rank) and the global phases."""
+    n = sum(doc_lengths)
+    sched = doc_schedule(doc_lengths, cfg, world_size)
+    fwd = bwd = lora_steps = 0
+    for seg in sched.segments:  # ranks meet only at phases: each segment costs its busiest rank's work
+        batches = [[[doc_lengths[d] for d in sched.batches[b]] for b in mine] for mine in seg]
+        work = [[doc_batch_work(lengths, cfg, cfg.ttt_doc_lora_lr > 0) for lengths in mine] for mine in batches]
+        busiest = max(range(world_size), key=lambda r: sum(f + 3 * b for f, b in work[r]))
+        fwd += sum(f for f, _ in work[busiest])
+        bwd += sum(b for _, b in work[busiest])
+        for lengths in batches[busiest]:
+            nch = [math.ceil(k / cfg.ttt_doc_chunk_tokens) for k in lengths]
+            lora_steps += max(nch) - 1 if cfg.ttt_doc_lora_lr > 0 else 0
+    phase_tok = phase_n = 0
+    for phase in sched.phase_docs:
+        steps = phase_steps(sum(doc_lengths[d] + 1 for d in phase) - 1, cfg, world_size)
+        phase_n += len(steps)
+        phase_tok += sum(max(seqs for _, seqs in per_rank) for _, per_rank in steps) * cfg.sw_seq_len
+    what = (f"per-doc LoRA r{cfg.ttt_doc_lora_rank} chunks of {cfg.ttt_doc_chunk_tokens}, "
+            f"{len(sched.batches)} batches of {cfg.ttt_doc_batch} docs, "
+            f"{len(sched.phase_docs)} global SGD phases on {[len(p) for p in sched.phase_docs]} docs")
+    return EvalPass("ttt", what, True, n, fwd, bwd, phase_tok, lora_steps + phase_n)
+
+
+def stream_ttt_pass(cfg, doc_lengths: list[int], world_size: int) -> EvalPass:
+    """score_first_ttt's pass: the stream's chunks, each scored, then trained on."""
+    n = sum(doc_lengths)
+    val = torch.ones(n + 1, dtype=torch.int64)  # stream TTT's chunks depend on BOS positions only
+    starts = [0]
+    for k in doc_lengths[:-1]:
+        starts.append(starts[-1] + k)
+    val[starts] = SP_BOS_ID
+    bounds, _ = ttt_chunk_bounds(val, cfg.ttt_chunk_tokens, cfg.ttt_reset_per_doc)
+    chunks = split_plan(window_plan(n, cfg.sw_seq_len, cfg.sw_stride), bounds)
+    score = sum(scoring_tokens(w, cfg.val_batch_tokens, world_size) for w in chunks if w)
+    rows = math.ceil(math.ceil(cfg.ttt_chunk_tokens / cfg.sw_seq_len) / world_size)
+    steps = cfg.ttt_steps * (len(chunks) - 1)
+    return EvalPass("ttt", f"stream LoRA r{cfg.ttt_lora_rank}, {len(chunks)} chunks of "
+                    f"{cfg.ttt_chunk_tokens}, {cfg.ttt_steps} steps each", True, n, score,
+                    steps * rows * cfg.sw_seq_len, 0, steps)
+
+
+# Config.ttt_mode -> its pass in the eval plan (TTT_MODES runs it).
+TTT_PASSES = {"doc": doc_ttt_pass, "stream": stream_ttt_pass}
 
 
 def seconds_of(fn, device) -> float:

@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -464,6 +465,69 @@ def test_real_default_recipe_packs_only_the_chosen_pieces():
     base = pack_source(ROOT, "baseline", dataclasses.asdict(RECIPES["baseline"]))
     assert "class SequentialBlock" in base and "class ParallelBlock" not in base
     assert 'block: str = "sequential"' in base and "num_layers: int = 9" in base
+
+
+def packed_module(tmp_path, recipe: dict):
+    """The readable packed source of `recipe` imported as a module (golf made unimportable: it must not need it)."""
+    path = tmp_path / "packed_train_gpt.py"
+    path.write_text(pack_source(ROOT, "default", recipe))
+    saved = sys.modules.get("golf")
+    sys.modules["golf"] = None
+    try:
+        namespace = runpy.run_path(str(path), run_name="packed_train_gpt")
+    finally:
+        if saved is None:
+            del sys.modules["golf"]
+        else:
+            sys.modules["golf"] = saved
+    return types.SimpleNamespace(**namespace)
+
+
+def test_parsed_slots_keep_the_names_the_recipe_uses_and_refuse_others_in_one_line(tmp_path):
+    # PARSED_SLOTS (golf/config.py): CODEC and SYMBOL_LAYOUT name their codecs, transforms and row orders inside a
+    # per-group setting; the pack keeps those and the artifact's fixed ones (header/float codec, float transform,
+    # the AUTO_LAYOUTS "auto" may choose). LQER_SELECT and TTT_MODE are plain slots.
+    real_package_or_skip()
+    from golf.compress import CODECS, TRANSFORMS
+    from golf.recipes import RECIPES
+
+    default = dataclasses.asdict(RECIPES["default"])
+    assert (default["codec"], default["symbol_layout"]) == ("embed=zpaq,ctx", "embed=simsort+transpose,auto")
+    mod = packed_module(tmp_path, default)
+    assert list(mod.CODECS) == ["brotli", "ctx", "zpaq"] and len(CODECS) > 3
+    assert list(mod.TRANSFORMS) == ["none", "transpose", "shuffle"] and len(TRANSFORMS) > 3
+    assert list(mod.ROW_ORDERS) == ["none", "simsort"]
+    assert list(mod.LQER_SELECTIONS) == ["weight_error"] and list(mod.TTT_PASSES) == ["doc"]
+    assert list(mod.QUANTIZERS) == ["gptq"]
+    groups = ["embed", "mlp"]
+    mod.check_symbol_settings("embed=zpaq,ctx", "embed=simsort+transpose,auto", groups)  # what the default runs
+    tail = "not available here (choices: {}); pack the recipe that has it"
+    for call, line in (
+            (lambda: mod.check_symbol_settings("embed=zpaq,lzma", "auto", groups),
+             "CODEC='lzma': " + tail.format("brotli, ctx, zpaq")),
+            (lambda: mod.check_symbol_settings("ctx", "embed=bitpack,auto", groups),
+             "SYMBOL_LAYOUT transform='bitpack': " + tail.format("none, transpose, shuffle")),
+            (lambda: mod.add_lqer({}, {}, {}, mod.LqerPlan(select="per_byte")),
+             "LQER_SELECT='per_byte': " + tail.format("weight_error"))):
+        with pytest.raises(mod.GolfError) as err:
+            call()
+        assert str(err.value) == line
+    # AWQ_TOP_K is packed off: packed("awq_top_k") cuts the AWQ groups out of GPTQ and the artifact, and the reader
+    # refuses a record that has them instead of dropping them.
+    assert "AwqGroups" not in vars(mod)
+    with pytest.raises(mod.GolfError) as err:
+        mod.decode_awq({}, {}, {"starts": [0], "size": 64, "bits": 8}, 4, 128)
+    assert str(err.value) == "artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it"
+    awq = pack_source(ROOT, "pr2101", dataclasses.asdict(RECIPES["pr2101"]))
+    assert "class AwqGroups" in awq and 'if packed("awq_top_k") and protect is not None' in awq
+    # A recipe that names other pieces packs them (and the library keeps every one).
+    other = dict(default, codec="lzma", symbol_layout="bitpack", lqer_select="per_byte", quant_method="rtn")
+    src = pack_source(ROOT, "other", other)
+    assert 'QUANTIZERS = {"rtn": rtn_from_spec}' in src
+    assert '"lzma": (lzma_compress' in src and '"zpaq": (zpaq_compress' not in src and '"bitpack": (' in src
+    assert "def select_per_byte" in src and "def select_weight_error" not in src
+    with pytest.raises(PackError, match="codec='embed=lz4,ctx' names 'lz4', which is not a key of CODECS"):
+        pack_source(ROOT, "bad", dict(default, codec="embed=lz4,ctx"))
 
 
 def test_committed_train_gpt_is_a_fresh_pack():

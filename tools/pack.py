@@ -13,8 +13,9 @@ golf/static_audit.py for the names it reads meaning from):
   not references), resolved through `from golf.x import name`, and keeps only the units reached.
 - Slots: `pick(SLOT, cfg.FIELD, "SETTING")` (or a SETTING literal naming a Config field) ties the
   dict literal SLOT to Config.FIELD; the packed SLOT keeps only the recipe's key, so unchosen pieces
-  are unreachable and dropped. A slot also picked by a runtime value (e.g. a codec read from a
-  header) is kept whole.
+  are unreachable and dropped. A slot also picked by a runtime value is kept whole, unless PARSED_SLOTS
+  (golf/config.py) declares it: then it keeps the keys the declared function parses out of the recipe's
+  setting (e.g. the codecs "embed=zpaq,ctx" names) and out of the declared constants (what the code always uses).
 - Conditional methods: a method decorated `@packed_when("field", value)` is packed only when the recipe's Config
   field has that value (without the decorator); otherwise it and the names only it reads are left out.
 - Options packed off: for each Config field in PACKED_OPTIONS (golf/config.py) that the recipe leaves off (falsy),
@@ -60,8 +61,10 @@ ENTRY_MODULE = "train"  # golf/train.py: run(code_path) and its __main__ footer
 ENTRY_NAME = "run"
 CONFIG_MODULE, CONFIG_CLASS, RECIPE_CONSTANT = "config", "Config", "RECIPE"
 PICK = ("config", "pick")  # golf/config.py: pick(slot, choice, setting)
+PACKED = ("config", "packed")  # golf/config.py: packed("field"), False where the option is packed off
 PACKED_WHEN = ("config", "packed_when")  # golf/config.py: @packed_when("field", value) on a method
 PACKED_OPTIONS, PACKED_OFF = "PACKED_OPTIONS", "PACKED_OFF"  # golf/config.py: options pruned when off, and those pruned
+PARSED_SLOTS = "PARSED_SLOTS"  # golf/config.py: slots whose keys a setting names through a parse
 # Tie-break for modules the import graph leaves unordered: a module's first dotted component.
 PIPELINE = ("config", "dist", "data", "caseops", "tokenizer", "model", "params", "optim", "kernels", "quant",
             "compress", "artifact", "evaluate", "ttt", "train")
@@ -425,6 +428,8 @@ class Slot:
     name: str
     choice_field: str | None  # None: picked by a runtime value somewhere, kept whole
     where: str
+    parse: str | None = None  # PARSED_SLOTS: the golf/config.py function naming the keys of choice_field's setting
+    constants: tuple[str, ...] = ()  # PARSED_SLOTS: "module.NAME" constants whose names are kept too
 
 
 def pick_field(call: ast.Call, fields: set[str], where: str) -> str | None:
@@ -473,7 +478,57 @@ def find_slots(modules, units: list[Unit], fields: set[str]) -> dict[tuple[str, 
         dynamic = [w for f, w in uses if f is None]
         slots[key] = Slot(key[0], key[1], None if dynamic or not chosen else chosen.pop(),
                           dynamic[0] if dynamic else uses[0][1])
+    declared = parsed_slots(modules, fields)
+    for unit in units:
+        for name in unit.binds:
+            if (unit.module, name) in declared:
+                slots[(unit.module, name)] = declared[(unit.module, name)]
     return slots
+
+
+def parsed_slots(modules, fields: set[str]) -> dict[tuple[str, str], Slot]:
+    """PARSED_SLOTS (golf/config.py): (module, slot) -> its Slot with the parse function and constants."""
+    if CONFIG_MODULE not in modules:
+        return {}
+    mod = modules[CONFIG_MODULE]
+    out = {}
+    for unit in mod.defs.get(PARSED_SLOTS, []):
+        where = mod.where(unit.node)
+        try:
+            declared = ast.literal_eval(unit.node.value)
+        except ValueError:
+            raise PackError(f"{where}: {PARSED_SLOTS} must be a dict literal "
+                            '{"module.SLOT": ("field", "function", ("module.CONSTANT", ...))}') from None
+        for target, (field_, parse, constants) in declared.items():
+            module, _, name = target.rpartition(".")
+            if field_ not in fields or parse not in mod.defs:
+                raise PackError(f"{where}: {PARSED_SLOTS}[{target!r}]: {field_!r} must be a field of {CONFIG_CLASS} "
+                                f"and {parse!r} a function of {mod.path}")
+            out[(module, name)] = Slot(module, name, field_, where, parse, tuple(constants))
+    return out
+
+
+def slot_keys(modules, slot: Slot, recipe: dict) -> list[str]:
+    """The keys of slot the packed file keeps: the recipe's choice, or for a PARSED_SLOTS slot the names its function
+    parses out of the recipe's setting and out of its constants."""
+    if slot.parse is None:
+        return [recipe[slot.choice_field]]
+    config = modules[CONFIG_MODULE]
+    functions = {name for s in config.defs.get(PARSED_SLOTS, [])
+                 for _, name, _ in ast.literal_eval(s.node.value).values()}
+    namespace: dict = {}
+    for name in sorted(functions):  # the declared functions alone: they read builtins and each other
+        for unit in config.defs[name]:
+            exec(compile(ast.Module([unit.node], []), str(config.path), "exec"), namespace)
+    texts = [recipe[slot.choice_field]]
+    for constant in slot.constants:
+        module, _, name = constant.rpartition(".")
+        units = modules[module].defs.get(name, []) if module in modules else []
+        if len(units) != 1 or not isinstance(units[0].node, ast.Assign):
+            raise PackError(f"{slot.where}: {PARSED_SLOTS} names {constant}, which is not one assignment in golf")
+        value = ast.literal_eval(units[0].node.value)
+        texts.extend([value] if isinstance(value, str) else value)
+    return list(dict.fromkeys(key for text in texts for key in namespace[slot.parse](text)))
 
 
 def slot_dict(mod: Module, unit: Unit, slot: Slot) -> ast.Dict:
@@ -486,16 +541,18 @@ def slot_dict(mod: Module, unit: Unit, slot: Slot) -> ast.Dict:
     return value
 
 
-def pruned_slot(mod: Module, unit: Unit, slot: Slot, recipe: dict) -> tuple[ast.Dict, ast.expr, ast.expr]:
-    """(the dict node, the kept key node, the kept value node) for the recipe's choice."""
+def pruned_slot(modules, unit: Unit, slot: Slot, recipe: dict) -> tuple[ast.Dict, list[tuple[ast.expr, ast.expr]]]:
+    """(the dict node, [(kept key node, kept value node)] in the dict's order) for the recipe's choice."""
+    mod = modules[unit.module]
     value = slot_dict(mod, unit, slot)
-    choice = recipe[slot.choice_field]
     keys = [k.value for k in value.keys]
-    if choice not in keys:
-        raise PackError(f"recipe sets {slot.choice_field}={choice!r}, which is not a key of {slot.name} at "
-                        f"{mod.where(unit.node)} (keys: {', '.join(keys)})")
-    i = keys.index(choice)
-    return value, value.keys[i], value.values[i]
+    for choice in slot_keys(modules, slot, recipe):
+        if choice not in keys:
+            names = f" names {choice!r}" if choice != recipe[slot.choice_field] else ""
+            raise PackError(f"recipe sets {slot.choice_field}={recipe[slot.choice_field]!r}{names}, which is not a key "
+                            f"of {slot.name} at {mod.where(unit.node)} (keys: {', '.join(keys)})")
+    kept = set(slot_keys(modules, slot, recipe))
+    return value, [(k, v) for k, v in zip(value.keys, value.values) if k.value in kept]
 
 
 def literal(value) -> str:
@@ -632,8 +689,13 @@ def options_off(modules, recipe: dict) -> dict[str, object]:
 
 
 def static_test(test: ast.expr, off: dict):
-    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`) and literals, through
-    comparisons, `not`, `and`/`or`; else (False, None)."""
+    """(True, value) when `test` reads only options packed off (`cfg.F`, `self.cfg.F`, `packed("F")`) and literals,
+    through comparisons, `not`, `and`/`or`, or is an `and` with such an operand that is false; else (False, None)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        for operand in test.values:
+            known_, result_ = static_test(operand, off)
+            if known_ and not result_:  # `and` is false with one false operand, whatever the others read
+                return True, False
     known, values = True, []
 
     def value(node):
@@ -644,6 +706,9 @@ def static_test(test: ast.expr, off: dict):
                 (isinstance(node.value, ast.Name) and node.value.id == "cfg")
                 or (isinstance(node.value, ast.Attribute) and node.value.attr == "cfg")):
             return off[node.attr]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == PACKED[1] and len(
+                node.args) == 1 and isinstance(node.args[0], ast.Constant) and not node.keywords:
+            return node.args[0].value not in off
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return not value(node.operand)
         if isinstance(node, ast.BoolOp):
@@ -758,8 +823,9 @@ def reach(modules, slots, recipe) -> tuple[list[Unit], set[ImportRec], dict[str,
                 refs = module_level_names(ast.parse(text).body[0])[1]
             slot = slots.get((unit.module, name))
             if slot and slot.choice_field:
-                _, key, value = pruned_slot(modules[unit.module], unit, slot, recipe)
-                refs = module_level_names(ast.Expr(value))[1] | module_level_names(ast.Expr(key))[1]
+                _, pairs = pruned_slot(modules, unit, slot, recipe)
+                refs = {r for key, value in pairs for node in (key, value)
+                        for r in module_level_names(ast.Expr(node))[1]}
             todo.extend((unit.module, r) for r in sorted(refs))
     return list(kept.values()), imports, builtins_read
 
@@ -868,8 +934,11 @@ def emit(modules: dict[str, Module], plan: Plan, recipe_name: str, recipe: dict)
         if slot.choice_field:
             mod = modules[module]
             for unit in mod.defs[name]:
-                value, key, val = pruned_slot(mod, unit, slot, recipe)
-                new = f"{{{ast.get_source_segment(mod.source, key)}: {ast.get_source_segment(mod.source, val)}}}"
+                value, pairs = pruned_slot(modules, unit, slot, recipe)
+                entries = [f"{ast.get_source_segment(mod.source, k)}: {ast.get_source_segment(mod.source, v)}"
+                           for k, v in pairs]
+                new = f"{{{entries[0]}}}" if len(entries) == 1 else \
+                    "{\n" + "".join(f"    {e},\n" for e in entries) + "}"
                 edits.setdefault(id(unit), []).append((value, new))
     if CONFIG_MODULE in modules:
         cfg_mod = modules[CONFIG_MODULE]

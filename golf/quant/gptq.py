@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from golf.config import GolfError
+from golf.config import GolfError, packed
 from golf.quant.awq import AwqGroups
 from golf.quant.rtn import QuantTensor, as_rows, qmax_for_bits, row_scales
 
@@ -52,7 +52,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
     awq, hi = None, None
-    if protect is not None:
+    if packed("awq_top_k") and protect is not None:  # only AWQ_TOP_K's plan protects groups
         starts, size, hi_bits = protect
         awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
         mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
@@ -90,7 +90,7 @@ def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, s
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        s, m = (hi[0], hi[1]) if hi is not None and hi[2][i] else (step, qmax)
+        s, m = (hi[0], hi[1]) if packed("awq_top_k") and hi is not None and hi[2][i] else (step, qmax)
         qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
         err = (col - qi * s) / hinv[i, i]

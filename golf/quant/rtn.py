@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from golf.config import GolfError
+from golf.config import GolfError, packed
 
 # fp16 normal range: below 2^-14 fp16 is subnormal and loses precision, above 65504 it is inf.
 FP16_SCALE_MIN = 2.0 ** -14
@@ -112,7 +112,7 @@ def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
     """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
     (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
-    if qt.awq is not None:
+    if packed("awq_top_k") and qt.awq is not None:
         rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()

@@ -18,7 +18,6 @@ from golf.quant.rtn import QuantTensor, as_rows, dequantize_rows, quantize_rtn
 
 
 LQER_WEIGHTINGS = {"frobenius": False, "hessian": True}  # fit in the layer's output metric?
-LQER_SELECTIONS = ("weight_error", "output_error", "per_byte")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def quantize_state(state: dict[str, torch.Tensor], plan: dict[str, dict],
 def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict:
     """entries with LQER factors on the matrices lqer selects (a new dict; entries unchanged)."""
     out = dict(entries)
-    pick({s: s for s in LQER_SELECTIONS}, lqer.select, "LQER_SELECT")
+    select = pick(LQER_SELECTIONS, lqer.select, "LQER_SELECT")
     if lqer.top_k <= 0:
         return out
     use_h = pick(LQER_WEIGHTINGS, lqer.weighting, "LQER_WEIGHTING")
@@ -85,11 +84,7 @@ def add_lqer(state: dict, entries: dict, hessians: dict, lqer: LqerPlan) -> dict
         h = hessians.get(name) if use_h else None
         return lqer_factors(state[name], entries[name], lqer.rank, lqer.a_bits, lqer.b_bits, lqer.group, h)
 
-    if lqer.select == "per_byte":
-        chosen = select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
-    else:
-        chosen = {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k,
-                                                      by_output=lqer.select == "output_error")}
+    chosen = select(state, entries, hessians, factors, lqer)
     for name, f in chosen.items():
         out[name] = dataclasses.replace(entries[name], lqer=f)
     return out
@@ -142,6 +137,23 @@ def lqer_targets(state: dict, entries: dict, hessians: dict, top_k: int, by_outp
     errors = {n: matrix_error(state, n, dequantize_rows(entries[n]), metric)
               for n in lqer_candidates(entries, hessians)}
     return sorted(errors, key=lambda n: -errors[n])[:top_k]
+
+
+def select_weight_error(state: dict, entries: dict, hessians: dict, factors, lqer: LqerPlan) -> dict:
+    return {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k, by_output=False)}
+
+
+def select_output_error(state: dict, entries: dict, hessians: dict, factors, lqer: LqerPlan) -> dict:
+    return {n: factors(n) for n in lqer_targets(state, entries, hessians, lqer.top_k, by_output=True)}
+
+
+def select_per_byte(state: dict, entries: dict, hessians: dict, factors, lqer: LqerPlan) -> dict:
+    return select_within(lqer_by_bytes(state, entries, hessians, factors), lqer.budget_bytes)
+
+
+# LqerPlan.select -> (state, entries, hessians, factors(name), plan) -> {name: factors} (rules in LqerPlan's docstring)
+LQER_SELECTIONS = {"weight_error": select_weight_error, "output_error": select_output_error,
+                   "per_byte": select_per_byte}
 
 
 def dequantize_state(entries: dict, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
