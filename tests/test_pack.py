@@ -541,7 +541,8 @@ def test_committed_train_gpt_is_a_fresh_pack():
 @pytest.fixture(scope="session")
 def sample_data():
     real_package_or_skip()
-    data, tok = ROOT / "data/datasets/sample_sp8192", ROOT / "data/tokenizers/sample_8192_bpe.model"
+    # the default's CaseOps sample (data/prepare_sample.py builds it by default)
+    data, tok = ROOT / "data/datasets/sample_sp8192_caseops", ROOT / "data/tokenizers/sample_8192_bpe_caseops.model"
     if not (data.is_dir() and tok.is_file()):
         subprocess.run([sys.executable, str(ROOT / "data/prepare_sample.py")], check=True)
     return {"DATA_PATH": str(data), "TOKENIZER_PATH": str(tok)}

@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.prepare_sample import prepare_sample  # noqa: E402
+from data.prepare_sample import prepare_sample, sample_paths  # noqa: E402
 from golf.config import GolfError  # noqa: E402
 from golf.data import load_val_tokens, read_shard, shard_paths, sidecar_path, write_shard  # noqa: E402
 from golf.static_audit import AuditInputError, audit_file, report_lines, unpacked_sources  # noqa: E402
@@ -223,10 +223,11 @@ def main(argv=None) -> int:
     text_source = None
     try:
         if args.data is None and args.tokenizer is None:
-            # The default is the bundled sample; from a fresh clone it is built first (idempotent, ~10 s).
+            # The default is the bundled sample in the default's tokenizer family (CaseOps, with its val byte
+            # sidecar); from a fresh clone it is built first (idempotent, ~10 s).
             prepare_sample(out_dir=str(ROOT / "data"))
-            args.data = str(ROOT / "data" / "datasets" / "sample_sp8192")
-            args.tokenizer = str(ROOT / "data" / "tokenizers" / "sample_8192_bpe.model")
+            paths = sample_paths(str(ROOT / "data"), 8192, "caseops")
+            args.data, args.tokenizer = os.path.dirname(paths["train"]), paths["tokenizer"]
             text_source = "sample"  # bpb_check compares the decoded val stream with the sample's documents
         elif args.data is None or args.tokenizer is None:
             raise GolfError("--data and --tokenizer go together (or give neither for the sample)")

@@ -208,7 +208,7 @@ def part_torchrun(args) -> dict:
     code = REPO_ROOT / "train_gpt.py"
     if not code.exists():
         raise RuntimeError(f"{code}: not found (python tools/pack.py writes it)")
-    if not (REPO_ROOT / "data" / "datasets" / "sample_sp8192").exists():
+    if not (REPO_ROOT / "data" / "datasets" / "sample_sp8192_caseops").exists():  # the default's CaseOps sample
         subprocess.run([sys.executable, "data/prepare_sample.py"], cwd=REPO_ROOT, check=True, timeout=300)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
@@ -216,8 +216,8 @@ def part_torchrun(args) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET")}
         if os.environ.get("GOLF_WHEEL_SITE"):
             env["PYTHONPATH"] = os.environ["GOLF_WHEEL_SITE"]
-        env.update(DATA_PATH=str(REPO_ROOT / "data/datasets/sample_sp8192"),
-                   TOKENIZER_PATH=str(REPO_ROOT / "data/tokenizers/sample_8192_bpe.model"),
+        env.update(DATA_PATH=str(REPO_ROOT / "data/datasets/sample_sp8192_caseops"),
+                   TOKENIZER_PATH=str(REPO_ROOT / "data/tokenizers/sample_8192_bpe_caseops.model"),
                    RUN_ID="gpu_check", OUT_DIR=str(run_dir), VAL_MAX_TOKENS="65536")
         if args.dry_run:
             # Bounded by steps, not seconds: a loaded CI machine must not turn the dry run into a budget overrun.
