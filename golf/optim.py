@@ -4,7 +4,7 @@ time-based warmdown."""
 import torch
 import torch.distributed as dist
 
-from golf.config import pick
+from golf.config import packed_when, pick
 from golf.params import ParamRule
 
 # Quintic Newton-Schulz coefficients (Keller Jordan's Muon): pushes singular values towards ~1 in 5 steps.
@@ -92,6 +92,16 @@ class Muon(torch.optim.Optimizer):
 
     def precondition(self, update: torch.Tensor) -> torch.Tensor:
         return update
+
+    @packed_when("checkpointing", "on")
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load casts each state tensor to its parameter's dtype (fp32); the momentum goes back to work_dtype
+        (bf16, as the record keeps it), exactly: a resumed rank's updates must match the other ranks' dtype in the
+        all-gather, and the run its uninterrupted twin."""
+        super().load_state_dict(state_dict)
+        for state in self.state.values():
+            if self.work_dtype is not None and "momentum" in state:
+                state["momentum"] = state["momentum"].to(self.work_dtype)
 
     def update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
         """The orthogonalised Nesterov step of p (its momentum buffer advances)."""

@@ -119,16 +119,16 @@ def test_killed_and_resumed_run_matches_uninterrupted_artifact(tmp_path, long_sc
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run_dir / "logs" / "t.txt").read_text()
-    resumed = log.split("resumed from:")[1].split("\n")[0]
+    resumed = re.search(r"^resumed from:(.*)$", log, re.M).group(1)  # the line, not the logged source's f-string
     resumed_at = int(resumed.split("step:")[1].split()[0])
     assert ITERATIONS // 3 <= resumed_at < ITERATIONS
     # The training clock goes on from the checkpoint's elapsed time.
     carried_ms = int(resumed.split("train_time:")[1].rstrip("ms"))
-    final_ms = int(log.split("stopped step:")[-1].split("train_time:")[1].split("ms")[0])
+    final_ms = int(re.findall(r"^stopped step:\d+ train_time:(\d+)ms", log, re.M)[-1])
     assert 0 < carried_ms < final_ms
     assert f"stopped step:{ITERATIONS} " in log
     # Each new checkpoint removed the one before it once complete.
-    assert log.count("\ncheckpoint:") > 2 and len(list((run_dir / "checkpoints").glob("step_*"))) == 1
+    assert len(re.findall(r"^checkpoint:", log, re.M)) > 2 and len(list((run_dir / "checkpoints").glob("step_*"))) == 1
     assert (run_dir / "final_model.golf").read_bytes() == (whole / "final_model.golf").read_bytes()
 
 
