@@ -288,8 +288,8 @@ def smoke(cfg: Config) -> Config:
         train_seq_len=256,
         train_batch_tokens=8192,
         compile_warmup_steps=2,
-        # GPTQ calibration on 2 CPU ranks: 4 batches of 8192 tokens at the eval depth with bf16 Muon and embedding
-        # measured 5.6 s on an idle 2-core machine (2026-12-04 smoke), over the 5.0 s kept before; the default's 8.0.
+        # GPTQ calibration on 2 CPU ranks (4 batches of 8192 tokens at the eval depth) measured 5.6 s on an idle
+        # 2-core machine (2026-12-04 smoke), over the 5.0 s kept before: the default's 8.0.
         quant_reserve_seconds=8.0,
         gptq_calib_batches=4,
         gptq_calib_tokens=8192,
