@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 FOLDER = "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611"
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +34,12 @@ def altered_copy(tmp_path: Path, old: str, new: str) -> Path:
     path = tmp_path / "train_gpt.py"
     path.write_text(source.replace(old, new), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As tools/equiv.py runs the pieces: one intra-op thread (small tensors; a second thread only spins)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

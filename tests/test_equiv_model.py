@@ -14,18 +14,10 @@ from golf.equiv import model as equiv_model
 from golf.equiv.record import flash_attn_varlen_func, load_record, read_header
 from golf.equiv.report import compare
 from golf.recipes import DEVIATIONS, Deviation
-from tests.equiv_record import ROOT, altered_copy, needs_record, record_dir
+from tests.equiv_record import ROOT, altered_copy, needs_record, record_dir, one_thread  # noqa: F401 (autouse: one intra-op thread)
 
 RECORD_ROPE = "x_rope = torch.cat((x1 * cos + x2 * sin, x1 * -sin + x2 * cos), dim=-1)"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As tools/equiv.py runs the pieces: one intra-op thread (small tensors; a second thread only spins)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

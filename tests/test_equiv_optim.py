@@ -7,18 +7,10 @@ import torch
 
 from golf.equiv.record import load_record
 from golf.recipes import RECIPES
-from tests.equiv_record import altered_copy, needs_record, record_dir
+from tests.equiv_record import altered_copy, needs_record, record_dir, one_thread  # noqa: F401 (autouse: one intra-op thread)
 
 pytestmark = needs_record
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As tools/equiv.py runs the pieces: one intra-op thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
