@@ -39,8 +39,8 @@ def test_tiny_recipe_passes_every_check_with_figures_and_limits(sample_data):
 
 
 def test_oversized_recipe_fails_naming_the_size():
-    # Record dims at MODEL_DIM=640: ~1.55x the default's ~15.8 MB, over 16 MB with any codec. RTN, ctx (a codec the default packs) and no
-    # LQER and rows as they are keep it fast on a CPU.
+    # Record dims at MODEL_DIM=640: ~1.55x the default's ~15.8 MB, over 16 MB with any codec. RTN, ctx (a codec the
+    # default packs), no LQER and rows as they are keep it fast on a CPU.
     proc = preflight("--checks", "size", MODEL_DIM="640", GPTQ_CALIB_BATCHES="0", CODEC="ctx", LQER_TOP_K="0",
                      SYMBOL_LAYOUT="none")
     assert proc.returncode == 1, proc.stderr[-2000:]
