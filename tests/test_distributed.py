@@ -126,6 +126,10 @@ def sharded_muon_worker(rank: int, world_size: int, tmp: str) -> None:
     init_gloo(rank, world_size, tmp)
     torch.save(muon_run(rank, world_size, sharded=True), os.path.join(tmp, f"muon{rank}.pt"))
     teardown_dist()
+    # Once in ~5 suite runs (2026-12-04) a rank aborted at interpreter exit, after its result was saved and the
+    # group torn down ("terminate called without an active exception": a gloo thread destroyed at exit). The test
+    # checks the saved results; leave without running C++ destructors.
+    os._exit(0)
 
 
 @pytest.mark.slow
