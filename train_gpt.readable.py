@@ -455,14 +455,18 @@ MAKE_DATA_HINT = "run `python data/prepare_sample.py` (sample) or `python data/d
 SHARD_READS: list[str] = []
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write data to path via a temp file in the same dir and os.replace, so path is never half-written."""
+def write_bytes_atomic(path: str, data: bytes, durable: bool = False) -> None:
+    """Write data to path via a temp file in the same dir and os.replace, so path is never half-written.
+    durable: the bytes are fsynced before the rename (a checkpoint must survive a crash right after)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a data file is for everyone to read
         os.replace(tmp, path)
     except BaseException:

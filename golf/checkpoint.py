@@ -21,13 +21,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 
 import torch
 import torch.distributed as dist
 
 from golf.config import RECIPE, GolfError
+from golf.data import write_bytes_atomic
 
 CHECKPOINT_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -58,19 +58,9 @@ def config_fingerprint(cfg) -> tuple[dict, str]:
 
 
 def write_synced(path: str, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over path, fsync the directory: path is whole or absent."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    fsync_dir(directory)
+    """write_bytes_atomic, durable, then fsync the directory: path is whole or absent, also after a crash."""
+    write_bytes_atomic(path, data, durable=True)
+    fsync_dir(os.path.dirname(path))
 
 
 def fsync_dir(directory: str) -> None:
