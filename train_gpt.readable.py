@@ -47,7 +47,7 @@ RECIPE = "default"
 
 # The PACKED_OPTIONS this file was packed without (tools/pack.py writes them here): from_env refuses an env var that
 # changes one.
-PACKED_OFF: tuple[str, ...] = ("awq_top_k", "asym_softcap", "pass_adapter_rank")
+PACKED_OFF: tuple[str, ...] = ("pass_adapter_rank",)
 
 
 class GolfError(Exception):
@@ -74,11 +74,11 @@ class Config:
     num_layers: int = 11
     rope_dims: int = 16  # partial RoPE: rotate the first rope_dims of each head, pass the rest
     rope_base: float = 10000.0
-    qk_gain_init: float = 5.0  # record log qk_gain_init: 5.0 (the 04-09 record used 5.25)
+    qk_gain_init: float = 5.25  # PR #2101 log qk_gain_init: 5.25 (the 1.0611 record, recipe pr1855: 5.0)
     logit_softcap: float = 30.0
     # AsymLogit (PR #2101 from #1923/#2060): the eval and TTT head uses caps softcap_pos on positive logits and
     # softcap_neg on negative ones (GPT parameters, init logit_softcap, stored fp16); training keeps logit_softcap.
-    asym_softcap: bool = False
+    asym_softcap: bool = True
     block: str = "sequential"  # golf/model/blocks.py BLOCKS; record: sequential before parallel_start_layer
     mlp_activation: str = "leaky_relu2"  # golf/model/mlp.py MLP_ACTIVATIONS
     # ---- recurrence (golf/model/loops.py). Defaults follow the 2026-04-09 record
@@ -156,7 +156,7 @@ class Config:
     grad_clip_norm: float = 0.3  # global gradient-norm clip before the optimisers; 0: off (record log, R:3400)
     min_lr: float = 0.1  # LR floor of the warmdown, as a fraction of the base LR (record log min_lr, R:3356)
     # ---- evaluation
-    sw_seq_len: int = 2048  # sliding-window eval: window length
+    sw_seq_len: int = 2560  # eval and TTT window length: PR #2101 eval_seq_len 2560 (the 1.0611 record: 2048)
     sw_stride: int = 64  # ...and how far it moves: each target is scored once, with >= sw_seq_len - stride context
     val_batch_tokens: int = 131072  # per forward: bf16 logits of 131072 x 8192 are 2 GB
     val_max_tokens: int = 0  # 0: the whole val split (a record needs the whole split)
@@ -171,9 +171,10 @@ class Config:
     ttt_mode: str = "doc"
     ttt_doc_lora_rank: int = 80  # ttt_lora_rank: 80
     ttt_doc_lora_alpha: float = 144.0  # TTT_LORA_ALPHA default 144 (R:1639): output scaled alpha / rank
-    ttt_doc_lora_off: str = ""  # golf/ttt.py DOC_LORA_KINDS without adapters, e.g. "q,v" (PR #2101 ttt_mask: no_qv)
+    ttt_doc_lora_off: str = "q,v"  # golf/ttt.py DOC_LORA_KINDS without adapters: PR #2101 ttt_mask no_qv (1.0611: "")
     ttt_doc_warm_start_a: bool = True  # TTT_WARM_START_A=1 (R:1642): per-doc reset zeroes B only
-    ttt_doc_lora_lr: float = 1e-4  # ttt_lora_lr: 0.0001 (AdamW, eps 1e-10, R:3086); 0: no per-doc LoRA
+    # PR #2101: ttt_lora_lr 0.0001 x ttt_local_lr_mult 0.75 (AdamW, eps 1e-10, R:3086; 1.0611: 1e-4); 0: no LoRA
+    ttt_doc_lora_lr: float = 7.500000000000001e-05  # 1e-4 * 0.75 in float64, as #2101 computes it
     ttt_doc_beta1: float = 0.0  # ttt_beta1: 0.0
     ttt_doc_beta2: float = 0.99  # ttt_beta2: 0.99
     ttt_doc_weight_decay: float = 0.5  # ttt_weight_decay: 0.5
@@ -247,10 +248,14 @@ class Config:
     lqer_budget_bytes: int = 12_000
     # AWQ-lite (golf/quant/awq.py): the awq_top_k most salient column groups of awq_group columns over all GPTQ
     # matrices keep awq_bits. 0: off. PR #2101 log "awq_lite_group_top_k: 1", "awq_lite_bits: 8",
-    # "awq_lite_group_size: 64" (recipe pr2101).
-    awq_top_k: int = 0
+    # "awq_lite_group_size: 64" (the default: PR #2101's stack; recipe pr1855, the 1.0611 record, has 0).
+    awq_top_k: int = 1
     awq_bits: int = 8
     awq_group: int = 64
+    # With AWQ-lite on: an artifact that would break the 16,000,000-byte limit with the code is rewritten without
+    # AWQ-lite's groups (the 1.0611 record's quantisation), and the log says so (golf/train.py fit_artifact). golf's
+    # guard, not #2101's: its runs all fit, and then nothing changes; tools/preflight.py prices both artifacts.
+    size_fallback: bool = True
     # Of the training 600 s, kept for GPTQ calibration (training batches; quantise + compress + write are counted in
     # neither budget, golf/budget.py). 8.0: the 2026-04-29 record's compliance re-run (GPTQ_RESERVE_SECONDS=8.0,
     # Hessians ~3.5 s); tools/preflight.py predicts ~1 s for ours at the 1.0611 record's calibration rate.
@@ -362,6 +367,13 @@ def from_env(environ=None, base: Config | None = None) -> Config:
         if name in overrides and overrides[name] != getattr(cfg, name):
             raise GolfError(f"env {name.upper()}={env[name.upper()]}: not available here; pack the recipe that has it")
     return dataclasses.replace(cfg, **overrides)
+
+
+def packed(option: str) -> bool:
+    """Whether this file has the code of PACKED_OPTIONS `option` (always, in the library). tools/pack.py reads
+    `packed("F")` as False in a file packed with F off, so `if packed("F") and ...:` also cuts code that handles only
+    what option F produces where no `cfg` is at hand (an artifact's AWQ groups)."""
+    return option not in PACKED_OFF
 
 
 def pick(slot: dict, choice: str, setting: str):
@@ -1874,6 +1886,14 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(block_cls(cfg, attention_fn, layer) for layer in range(cfg.num_layers))
         self.schedule = pick(LOOP_SCHEDULES, cfg.loop_schedule, "LOOP_SCHEDULE")(cfg)
         self.smear = SmearGate(cfg.gate_window) if cfg.smear_gate else None
+        # AsymLogit: the eval/TTT head's caps (PR #2101 train_gpt.py lines 1281-1288: init logit_softcap, fp32). No
+        # optimiser holds them (golf/params.py) and the training loss does not read them: in #2101 they stay at init
+        # through training and TTT (its global TTT trains through the training forward), stored fp16 (its log:
+        # "passthrough (float16): ... softcap_neg, softcap_pos"). Parameters, so the artifact carries them; frozen
+        # (requires_grad False), since nothing ever updates them and no check should expect their gradient.
+        if cfg.asym_softcap:
+            self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
+            self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
         self.asym_softcap = cfg.asym_softcap
         self.doc_attention = cfg.doc_attention
         if cfg.orthogonal_init:
@@ -2032,9 +2052,66 @@ def dequantize_rows(qt: QuantTensor) -> torch.Tensor:
     """QuantTensor -> fp32 tensor of the original shape: q * scale per row (AWQ-lite groups: q * their own step)
     (+ its LQER correction A B)."""
     rows = qt.q.float() * qt.scale.float()[:, None]
+    if packed("awq_top_k") and qt.awq is not None:
+        rows = qt.awq.dequantize(qt.q, rows)
     if qt.lqer is not None:
         rows = rows + qt.lqer.product()
     return rows.reshape(qt.shape)
+
+
+# ---- golf/quant/awq.py: AWQ-lite (PR #2101, from PR #1918): the most salient column groups of the quantised matrices keep more bits. ----
+@dataclass(frozen=True, eq=False)
+class AwqGroups:
+    """Column groups of a QuantTensor stored at `bits` with their own per-row step (the rest use the tensor's)."""
+    starts: tuple[int, ...]  # first column of each group, ascending
+    size: int  # columns per group
+    bits: int
+    scale: torch.Tensor  # (rows,) fp16 step of the protected columns
+
+    def columns(self) -> torch.Tensor:
+        """Indices of the protected columns."""
+        return torch.tensor([s + c for s in self.starts for c in range(self.size)], dtype=torch.int64)
+
+    def dequantize(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """rows (the tensor's q * its step) with the protected columns recomputed on their own step."""
+        cols = self.columns()
+        out = rows.clone()
+        out[:, cols] = q[:, cols].float() * self.scale.float()[:, None]
+        return out
+
+
+def activation_rms(hessians: dict[str, torch.Tensor], rows_seen: dict[str, int]) -> dict[str, torch.Tensor]:
+    """{name: (cols,) RMS of each input feature} from Hessian sums X^T X and the input rows behind them."""
+    return {n: (torch.diagonal(h).float().clamp_min(0) / max(rows_seen[n], 1)).sqrt()
+            for n, h in hessians.items() if n in rows_seen}
+
+
+def group_scores(w: torch.Tensor, act_rms: torch.Tensor, group: int) -> torch.Tensor:
+    """(cols // group,) saliency of each whole group of `group` columns of w (rows, cols)."""
+    saliency = act_rms.float() * as_rows(w).abs().mean(dim=0)
+    n = saliency.numel() // group
+    return saliency[: n * group].reshape(n, group).sum(dim=1)
+
+
+def protect_salient_groups(state: dict[str, torch.Tensor], plan: dict[str, dict], act_rms: dict[str, torch.Tensor],
+                           top_k: int, bits: int, group: int) -> dict[str, dict]:
+    """plan with a "protect" entry (starts, group, bits) on the matrices holding the top_k groups by saliency.
+
+    Candidates: GPTQ matrices quantised below `bits` with an activation RMS; ranked over all of them at once
+    (ties keep state order, then column order, as the record's stable sort does)."""
+    if not 2 <= bits <= 8 or group <= 0:
+        raise GolfError(f"AWQ_BITS={bits} / AWQ_GROUP={group}: need bits 2..8 and a group of at least 1 column")
+    candidates = []
+    for name, w in state.items():
+        spec = plan[name]
+        if spec.get("bits") is not None and spec["bits"] < bits and spec.get("method") == "gptq" and name in act_rms:
+            scores = group_scores(w, act_rms[name], group)
+            candidates += [(float(s), name, g * group) for g, s in enumerate(scores.tolist())]
+    chosen: dict[str, list[int]] = {}
+    for _, name, start in sorted(candidates, key=lambda c: -c[0])[:top_k]:
+        chosen.setdefault(name, []).append(start)
+    return {name: ({**spec, "protect": (tuple(sorted(chosen[name])), group, bits)} if name in chosen else spec)
+            for name, spec in plan.items()}
 
 
 # ---- golf/quant/gptq.py: GPTQ (Frantar et al. 2022, arXiv:2210.17323): quantise a linear layer's weight one column at a ----
@@ -2073,6 +2150,12 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, clip_k: flo
     q = torch.zeros_like(weights, dtype=torch.int8)
     step = scale.float()
     awq, hi = None, None
+    if packed("awq_top_k") and protect is not None:  # only AWQ_TOP_K's plan protects groups
+        starts, size, hi_bits = protect
+        awq = AwqGroups(tuple(starts), size, hi_bits, row_scales(rows, hi_bits, clip_k, rule))
+        mask = torch.zeros(cols, dtype=torch.bool, device=h.device)
+        mask[awq.columns().to(h.device)] = True
+        hi = (awq.scale.float(), qmax_for_bits(hi_bits), mask[perm].tolist())
     for start in range(0, cols, block):
         end = min(start + block, cols)
         block_err = quantize_block(weights, q, hinv, step, qmax, start, end, hi)
@@ -2105,7 +2188,7 @@ def quantize_block(weights: torch.Tensor, q: torch.Tensor, hinv: torch.Tensor, s
     errs = torch.zeros(weights.shape[0], end - start, device=weights.device)
     for i in range(start, end):
         col = weights[:, i]
-        s, m = ((step, qmax))
+        s, m = (hi[0], hi[1]) if packed("awq_top_k") and hi is not None and hi[2][i] else (step, qmax)
         qi = torch.clamp(torch.round(col / s), -m, m)
         q[:, i] = qi.to(torch.int8)
         err = (col - qi * s) / hinv[i, i]
@@ -2885,6 +2968,8 @@ def tensor_parts(entry) -> list[tuple[str, numpy.ndarray, int, int | None, tuple
     parts = [("q", tensor_bytes(entry.q), 1, symbol_bits(entry.bits, entry.awq and entry.awq.bits),
               tuple(entry.q.shape)),
              ("scale", tensor_bytes(entry.scale), 2, None, tuple(entry.scale.shape))]
+    if packed("awq_top_k") and entry.awq is not None:
+        parts.append(("awq_scale", tensor_bytes(entry.awq.scale), 2, None, tuple(entry.awq.scale.shape)))
     f = entry.lqer
     if f is not None:
         parts += [("lqer_a", tensor_bytes(f.qa), 1, f.a_bits, tuple(f.qa.shape)),
@@ -2906,6 +2991,9 @@ def tensor_record(name: str, group: str, entry) -> dict:
                                        "group": f.group}
         record = {"name": name, "group": group, "kind": "quant", "shape": list(entry.shape),
                   "dtype": dtype_name(entry.dtype), "bits": entry.bits, "scale_layout": "row_fp16", "lqer": lqer}
+        # AWQ-lite groups (golf/quant/awq.py); absent from artifacts without them
+        if packed("awq_top_k") and entry.awq is not None:
+            record["awq"] = {"starts": list(entry.awq.starts), "size": entry.awq.size, "bits": entry.awq.bits}
         return record
     if not isinstance(entry, torch.Tensor):
         raise GolfError(f"artifact: entry {name} is a {type(entry).__name__}, not a Tensor or QuantTensor")
@@ -3135,6 +3223,14 @@ def decode_entry(record: dict, raws: dict):
 
 def decode_awq(raws: dict, parts: dict, awq: dict, rows: int, cols: int):
     """A record's AWQ groups (golf.quant.awq.AwqGroups); a file packed without AWQ_TOP_K refuses them."""
+    if packed("awq_top_k"):
+        starts, size, bits = awq["starts"], awq["size"], awq["bits"]
+        if not (isinstance(size, int) and size > 0 and isinstance(bits, int) and 2 <= bits <= 8
+                and all(isinstance(s, int) and 0 <= s <= cols - size for s in starts)):
+            raise GolfError(f"awq record starts {starts!r} size {size!r} bits {bits!r} does not fit a ({rows}, "
+                            f"{cols}) tensor")
+        scale = part_array(raws, parts["awq_scale"], (rows,), 2, None)
+        return AwqGroups(tuple(starts), size, bits, bytes_tensor(scale, torch.float16, (rows,)))
     raise GolfError("artifact: AWQ groups (AWQ_TOP_K): not available here; pack the recipe that has it")
 
 
@@ -4264,6 +4360,11 @@ def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[st
     """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}.
     With AWQ_TOP_K > 0, rows_seen (calibrate_hessians') gives the activation RMS that ranks AWQ-lite's groups."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
+    if cfg.awq_top_k > 0 and hessians:  # no Hessians (RTN): no GPTQ matrix to protect a group of
+        if rows_seen is None:
+            raise GolfError("AWQ_TOP_K > 0: quantize_entries needs calibrate_hessians' rows_seen (activation RMS)")
+        plan = protect_salient_groups(state, plan, activation_rms(hessians, rows_seen), cfg.awq_top_k,
+                                      cfg.awq_bits, cfg.awq_group)
     lqer = LqerPlan(cfg.lqer_top_k, cfg.lqer_rank, cfg.lqer_a_bits, cfg.lqer_b_bits, cfg.lqer_group, cfg.lqer_weighting,
                     cfg.lqer_select, cfg.lqer_budget_bytes)
     return quantize_state(state, plan, hessians, lqer)
@@ -4278,6 +4379,20 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
+
+
+def fit_artifact(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str, rows_seen: dict,
+                 code_bytes: int, log) -> int:
+    """quantize_and_write; with AWQ-lite on and SIZE_FALLBACK, an artifact that would break SIZE_LIMIT with the code
+    is rewritten without AWQ-lite's groups, and one log line says so. Returns the artifact's bytes."""
+    size = quantize_and_write(cfg, model, rules, hessians, path, rows_seen)
+    if cfg.awq_top_k > 0:
+        if cfg.size_fallback and size + code_bytes > SIZE_LIMIT:
+            fallback = quantize_and_write(dataclasses.replace(cfg, awq_top_k=0), model, rules, hessians, path)
+            log(f"size_fallback: artifact {size} + code {code_bytes} > {SIZE_LIMIT} with AWQ_TOP_K={cfg.awq_top_k}; "
+                f"rewritten without AWQ-lite's groups: {fallback} bytes")
+            size = fallback
+    return size
 
 
 def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
@@ -4321,7 +4436,7 @@ def main(code_path: str) -> int:
     budget.stop("reserve")
     budget.start("serialise")
     if env.is_main:
-        quantize_and_write(cfg, model, rules, hessians, artifact_path, rows_seen)
+        fit_artifact(cfg, model, rules, hessians, artifact_path, rows_seen, os.path.getsize(code_path), log)
     if env.world_size > 1:
         torch.distributed.barrier()
     budget.stop("serialise")

@@ -1,20 +1,21 @@
 """Named recipes: Config instances that `python tools/pack.py --recipe NAME` packs into train_gpt.py.
 
 A recipe is a complete choice of pieces and defaults; env vars still override any field at run time.
-- default: the merged frontier record's stack (PR #1855, 1.06108 bpb), value for value; FRONTIER_SOURCES says
-  where each value comes from.
+- default: PR #2101's stack (1.05846 bpb, 3-seed mean; reproduced by #2117 at 1.05879 +- 0.00098): the merged
+  1.0611 record's (PR #1855) values, FRONTIER_SOURCES, with the pieces #2101 adds over it, PR2101_SOURCES (AWQ-lite,
+  AsymLogit, TTT LoRA mask no_qv, TTT_LOCAL_LR_MULT 0.75, 2560-token eval/TTT windows, QK-gain 5.25). pr2101 is
+  the same Config under its PR's name.
+- pr1855: the 1.0611 record itself, value for value (the default with PR1855_VALUES: none of #2101's pieces).
 - prior: golf's default before issue 23, kept selectable for a GPU comparison (the optimiser / quantiser values
   issue 23 made equal to the record's: MuonEq-R eps, fp32 Muon and embedding, clip after averaging, warm-up
-  resets Muon momentum, clips 12.0 / 15.0, fp16 gate, LQER per_byte 12,000).
+  resets Muon momentum, clips 12.0 / 15.0, fp16 gate, LQER per_byte 12,000; fixed rows, stream TTT, plain SP8192),
+  on pr1855.
 - gpt_j_x0: golf's default before issue 13 (the 2026-04-09 record's shape: GPT-J parallel blocks with x0 mix,
   two lanes in the last 4 virtual layers; the naive baseline's optimiser values), kept for comparison.
 - baseline: the upstream baseline's shape (plain sequential stack of 9 blocks, MLP x2 ReLU^2) on gpt_j_x0 values.
 - long: the default stack for runs off the record track (4 hours, the unlimited-compute entries' length), packed
   with checkpoint and resume (golf/checkpoint.py; README "Resuming a long run").
-- pr2101: the default plus the pieces PR #2101 (1.05846 bpb, 3-seed mean; reproduced by #2117 at 1.05879) adds over
-  the record, at its values; PR2101_SOURCES says where each comes from.
 - sp8192: the default on plain SP8192 data (the LUT byte rule instead of CaseOps and its byte sidecar).
-- prior: golf's default before issue 23 (fixed rows, stream TTT, plain SP8192, ...), kept selectable for a GPU comparison.
 """
 
 import dataclasses
@@ -34,7 +35,8 @@ class ValueSource:
 
 
 # The frontier values of Config's model/optimiser/training fields and their source in the record folder RECORD.
-# tests/test_recipes.py checks Config() against each value and, given the upstream checkout, each against the log.
+# tests/test_recipes.py checks recipe pr1855 (the default, but for PR2101_SOURCES) against each value and, given the
+# upstream checkout, each against the log.
 FRONTIER_SOURCES = {
     "vocab_size": ValueSource(8192, "vocab_size", None),
     "model_dim": ValueSource(512, "model_dim", None),
@@ -111,6 +113,13 @@ PR2101_SOURCES = {
     "ttt_mode": ValueSource("doc", "phased_ttt_num_phases", "3", "the pieces act in per-doc phased TTT"),
 }
 
+# The 1.0611 record's values of the fields PR2101_SOURCES changes (recipe pr1855): its log's qk_gain_init 5.0,
+# eval_seq_len 2048 and ttt_lora_lr 0.0001 (no ttt_local_lr_mult); its code has no AWQ-lite, AsymLogit or LoRA mask.
+PR1855_VALUES = dict(awq_top_k=0, asym_softcap=False, ttt_doc_lora_off="", ttt_doc_lora_lr=1e-4, sw_seq_len=2048,
+                     qk_gain_init=5.0)
+PR1855 = dataclasses.replace(Config(), **PR1855_VALUES)
+
+
 @dataclass(frozen=True)
 class Deviation:
     record: str  # the record's value (its log-header value where it has one)
@@ -174,7 +183,7 @@ DEVIATIONS: dict[str, Deviation] = {
 
 # golf's default before issue 13, field for field (git show 77cbd86:golf/config.py); the new pieces off.
 GPT_J_X0 = dataclasses.replace(
-    Config(), qk_gain_init=5.25, block="parallel", lane_layers=4, warmdown_frac=0.5, matrix_lr=0.04, embed_lr=0.05,
+    PR1855, qk_gain_init=5.25, block="parallel", lane_layers=4, warmdown_frac=0.5, matrix_lr=0.04, embed_lr=0.05,
     scalar_lr=0.04, muon_momentum=0.95, muon_wd=0.09, orthogonalizer="newton_schulz", adam_beta1=0.8, adam_beta2=0.95,
     xsa_last_n=0, sparse_attn_gate=False, smear_gate=False, ln_scale=False, skip_gates=False, lane_keep_init=1.0,
     lane_x0_residual=True, orthogonal_init=False, doc_attention=False, muon_momentum_warmup_steps=0, embed_wd=0.0,
@@ -185,7 +194,7 @@ PLAIN_SP8192 = dict(data_path="./data/datasets/fineweb10B_sp8192", tokenizer_pat
 
 # golf's default before issue 23, kept selectable for a GPU comparison (each field issue 23 changed, old value).
 PRIOR = dataclasses.replace(
-    Config(), train_loader="fixed_rows", matrix_optimizer="muoneq_r_rms", muon_bf16=False, embed_bf16=False,
+    PR1855, train_loader="fixed_rows", matrix_optimizer="muoneq_r_rms", muon_bf16=False, embed_bf16=False,
     grad_clip_per_rank=False, warmup_keep_muon_momentum=False, mlp_clip_k=12.0, embed_clip_k=15.0, gate_bits=0,
     lqer_select="per_byte", lqer_budget_bytes=12_000, gptq_calib_tokens=131072, calib_doc_attention=True,
     ttt_mode="stream", **PLAIN_SP8192)
@@ -196,6 +205,7 @@ RECIPES = {
     "gpt_j_x0": GPT_J_X0,
     "baseline": dataclasses.replace(GPT_J_X0, block="sequential", mlp_activation="relu2", num_layers=9, mlp_mult=2.0),
     "pr2101": dataclasses.replace(Config(), **{name: source.value for name, source in PR2101_SOURCES.items()}),
+    "pr1855": PR1855,
     # A checkpoint every 30 minutes of training: a crash at hour 3 loses at most half an hour.
     "long": Config(max_wallclock_seconds=14400.0, checkpointing="on", checkpoint_every_seconds=1800.0),
     # The default stack on plain SP8192 data (kevclark/parameter-golf; python data/download_fineweb.py --variant sp8192),

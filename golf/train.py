@@ -216,7 +216,7 @@ def quantize_entries(cfg: Config, state: dict[str, torch.Tensor], rules: dict[st
     """The state quantised by the policy table (bits, clips) and the LQER settings: {name: QuantTensor | Tensor}.
     With AWQ_TOP_K > 0, rows_seen (calibrate_hessians') gives the activation RMS that ranks AWQ-lite's groups."""
     plan = {name: {"bits": r.bits, "clip_k": r.clip_k, "method": cfg.quant_method} for name, r in rules.items()}
-    if cfg.awq_top_k > 0:
+    if cfg.awq_top_k > 0 and hessians:  # no Hessians (RTN): no GPTQ matrix to protect a group of
         if rows_seen is None:
             raise GolfError("AWQ_TOP_K > 0: quantize_entries needs calibrate_hessians' rows_seen (activation RMS)")
         plan = protect_salient_groups(state, plan, activation_rms(hessians, rows_seen), cfg.awq_top_k,
@@ -235,6 +235,20 @@ def quantize_and_write(cfg: Config, model: GPT, rules: dict[str, ParamRule], hes
     meta = {"config": dataclasses.asdict(dataclasses.replace(cfg, resume=""))}  # a resumed run's artifact is the same
     write_artifact(path, encode_artifact(entries, groups, meta, cfg.codec, cfg.symbol_layout))
     return os.path.getsize(path)
+
+
+def fit_artifact(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians: dict, path: str, rows_seen: dict,
+                 code_bytes: int, log) -> int:
+    """quantize_and_write; with AWQ-lite on and SIZE_FALLBACK, an artifact that would break SIZE_LIMIT with the code
+    is rewritten without AWQ-lite's groups, and one log line says so. Returns the artifact's bytes."""
+    size = quantize_and_write(cfg, model, rules, hessians, path, rows_seen)
+    if cfg.awq_top_k > 0:
+        if cfg.size_fallback and size + code_bytes > SIZE_LIMIT:
+            fallback = quantize_and_write(dataclasses.replace(cfg, awq_top_k=0), model, rules, hessians, path)
+            log(f"size_fallback: artifact {size} + code {code_bytes} > {SIZE_LIMIT} with AWQ_TOP_K={cfg.awq_top_k}; "
+                f"rewritten without AWQ-lite's groups: {fallback} bytes")
+            size = fallback
+    return size
 
 
 def load_artifact_model(path: str, cfg: Config, attention_fn, device) -> GPT:
@@ -278,7 +292,7 @@ def main(code_path: str) -> int:
     budget.stop("reserve")
     budget.start("serialise")
     if env.is_main:
-        quantize_and_write(cfg, model, rules, hessians, artifact_path, rows_seen)
+        fit_artifact(cfg, model, rules, hessians, artifact_path, rows_seen, os.path.getsize(code_path), log)
     if env.world_size > 1:
         torch.distributed.barrier()
     budget.stop("serialise")

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
-from golf.config import Config
 from golf.equiv import config as equiv_config
 from golf.equiv.record import load_record
 from golf.equiv.report import deviation_rows
-from golf.recipes import DEVIATIONS
+from golf.recipes import DEVIATIONS, RECIPES
 from tests.equiv_record import ROOT, needs_record, record_dir
 
 # The header keys of the model, data and training-shape areas (issue 23, equiv-model): equal to the record.
@@ -34,7 +33,7 @@ def by_key(pieces):
 
 @needs_record
 def test_every_header_key_has_one_entry_and_a_golf_field_or_a_reason(record):
-    pieces = by_key(equiv_config.check(record, Config()))
+    pieces = by_key(equiv_config.check(record, RECIPES["pr1855"]))
     assert set(pieces) == set(record.hparams) and len(record.hparams) > 100
     assert [k for k, p in pieces.items() if "no golf field" in p.detail] == []
     assert {k for k, p in pieces.items() if p.status == "n/a"} >= {"rank", "world_size", "logfile", "data_dir",
@@ -55,23 +54,24 @@ def test_an_altered_header_value_fails_that_key_only(record, tmp_path):
         text = text.replace(line, altered)
     log = tmp_path / "train_seed42.log"
     log.write_text(text)
-    before = {k: p.status for k, p in by_key(equiv_config.check(record, Config())).items()}
-    after = {k: p.status for k, p in by_key(equiv_config.check(load_record(record.path, log), Config())).items()}
+    before = {k: p.status for k, p in by_key(equiv_config.check(record, RECIPES["pr1855"])).items()}
+    after = {k: p.status for k, p in by_key(equiv_config.check(load_record(record.path, log), RECIPES["pr1855"])).items()}
     assert {k for k in before if before[k] != after[k]} == {"qk_gain_init", "num_loops"}
     assert after["qk_gain_init"] == after["num_loops"] == "FAIL"
 
 
 @needs_record
 def test_an_undeclared_difference_fails_and_a_declared_one_is_a_deviation(record, monkeypatch):
-    assert by_key(equiv_config.check(record, Config()))["compressor"].status == "DEVIATION"
+    assert by_key(equiv_config.check(record, RECIPES["pr1855"]))["compressor"].status == "DEVIATION"
     monkeypatch.setattr(equiv_config, "DEVIATIONS", {k: d for k, d in DEVIATIONS.items() if k != "compressor"})
-    assert by_key(equiv_config.check(record, Config()))["compressor"].status == "FAIL"
+    assert by_key(equiv_config.check(record, RECIPES["pr1855"]))["compressor"].status == "FAIL"
 
 
 @needs_record
 def test_tool_json_lists_pieces_and_config_and_exits_by_their_statuses():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "equiv.py"), str(record_dir() / "train_gpt.py"),
-                          "--pieces", "config", "--json"], capture_output=True, text=True, timeout=300)
+                          "--recipe", "pr1855", "--pieces", "config", "--json"], capture_output=True, text=True,
+                         timeout=300)
     result = json.loads(out.stdout)
     assert result["pieces"] == [] and len(result["config"]) > 100
     assert all(set(e) >= {"name", "status", "max_abs", "max_rel", "reason"} for e in result["config"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from golf.config import Config, GolfError
+from golf.config import GolfError
 from golf.data import BOS_ID, DistributedTokenLoader, DocumentPackingLoader, document_ids, write_shard
 from golf.equiv import data as equiv_data
 from golf.equiv.record import load_record
@@ -77,14 +77,14 @@ def test_packing_loader_rejects_a_shard_without_bos_and_a_batch_no_shard_holds(t
 
 
 def test_default_trains_on_packed_documents_and_prior_keeps_fixed_rows():
-    assert Config().train_loader == "doc_packing" and RECIPES["prior"].train_loader == "fixed_rows"
+    assert RECIPES["pr1855"].train_loader == "doc_packing" and RECIPES["prior"].train_loader == "fixed_rows"
 
 
 @needs_record
 def test_data_pieces_pass_on_the_record(monkeypatch):
     rec = load_record(record_dir() / "train_gpt.py")
     monkeypatch.setattr(rec, "env", {**rec.env, "TRAIN_BATCH_TOKENS": "8192", "TRAIN_SEQ_LEN": "1024"})
-    pieces = equiv_data.check(rec, small(Config()))
+    pieces = equiv_data.check(rec, small(RECIPES["pr1855"]))
     assert {p.name: p.status for p in pieces} == {"data.tokens": "PASS", "data.cu_seqlens": "PASS"}
 
 
@@ -93,7 +93,7 @@ def test_record_cutting_at_half_the_sequence_fails_only_cu_seqlens(tmp_path, mon
     path = altered_copy(tmp_path, "self.max_seq_len = h.train_seq_len", "self.max_seq_len = h.train_seq_len // 2")
     rec = load_record(path, record_dir() / "train_seed42.log")
     monkeypatch.setattr(rec, "env", {**rec.env, "TRAIN_BATCH_TOKENS": "8192", "TRAIN_SEQ_LEN": "1024"})
-    st = {p.name: p.status for p in equiv_data.check(rec, small(Config()))}
+    st = {p.name: p.status for p in equiv_data.check(rec, small(RECIPES["pr1855"]))}
     assert st == {"data.tokens": "PASS", "data.cu_seqlens": "FAIL"}
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from golf.config import Config
 from golf.equiv.evaluate import check_on
 from golf.equiv.record import load_record
+from golf.recipes import RECIPES
 from tests.equiv_record import altered_copy, needs_record, record_dir
 
 pytestmark = [needs_record, pytest.mark.slow]
@@ -22,7 +22,7 @@ def caseops_sample(tmp_path_factory):
 
 def run(train_gpt, sample) -> dict:
     rec = load_record(train_gpt, record_dir() / "train_seed42.log")
-    return {p.name: p for p in check_on(rec, Config(), *sample)}
+    return {p.name: p for p in check_on(rec, RECIPES["pr1855"], *sample)}
 
 
 def test_every_eval_piece_passes_or_is_a_declared_deviation_on_the_record(caseops_sample):

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golf.config import Config, GolfError
+from golf.config import GolfError
 from golf.equiv import model as equiv_model
 from golf.equiv.record import flash_attn_varlen_func, load_record, read_header
 from golf.equiv.report import compare
-from golf.recipes import DEVIATIONS, Deviation
+from golf.recipes import DEVIATIONS, RECIPES, Deviation
 from tests.equiv_record import ROOT, altered_copy, needs_record, record_dir, one_thread  # noqa: F401 (autouse: one intra-op thread)
 
 RECORD_ROPE = "x_rope = torch.cat((x1 * cos + x2 * sin, x1 * -sin + x2 * cos), dim=-1)"
@@ -85,7 +85,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path):
 
 @needs_record
 def test_model_pieces_pass_on_the_record(record):
-    pieces = equiv_model.check(record, Config())
+    pieces = equiv_model.check(record, RECIPES["pr1855"])
     assert [p.name for p in pieces if p.status not in ("PASS", "DEVIATION")] == []
     st = statuses(pieces)
     assert st["model.param_count"] == "DEVIATION" and "model.param_count" in DEVIATIONS
@@ -98,7 +98,7 @@ def test_record_rotating_by_plus_theta_fails_the_model_pieces(tmp_path):
     """golf's RoPE before issue 23: the record altered to rotate like it fails the logits, loss and grads."""
     path = altered_copy(tmp_path, RECORD_ROPE,
                         "x_rope = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)")
-    st = statuses(equiv_model.check(load_record(path, record_dir() / "train_seed42.log"), Config()))
+    st = statuses(equiv_model.check(load_record(path, record_dir() / "train_seed42.log"), RECIPES["pr1855"]))
     assert st["model.logits.loop_off"] == st["model.logits.loop_on"] == st["model.train_loss"] == "FAIL"
     assert st["model.grads"] == st["model.doc_isolation"] == "FAIL"
     assert st["model.param_count"] == "DEVIATION"  # the count does not see the rotation
@@ -112,7 +112,7 @@ def test_record_without_bos_fix_fails_only_doc_pieces(tmp_path):
            "        x0 = x\n        skips = []\n        enc_iter = (\n            self.encoder_indices\n"
            "            if self.looping_active\n            else range(")
     path = altered_copy(tmp_path, old, old.replace("* not_bos", "* 1.0"))
-    st = statuses(equiv_model.check(load_record(path, record_dir() / "train_seed42.log"), Config()))
+    st = statuses(equiv_model.check(load_record(path, record_dir() / "train_seed42.log"), RECIPES["pr1855"]))
     assert st["model.logits.loop_off"] == st["model.logits.loop_on"] == "PASS"  # one document: BOS only at 0
     assert st["model.doc_isolation"] == st["model.train_loss"] == "FAIL"
 
@@ -132,7 +132,8 @@ def test_golf_rope_rotates_by_minus_theta():
 @needs_record
 def test_tool_runs_my_families_and_prints_one_line_per_piece():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "equiv.py"), str(record_dir() / "train_gpt.py"),
-                          "--pieces", "model", "data"], capture_output=True, text=True, timeout=600)
+                          "--recipe", "pr1855", "--pieces", "model", "data"], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
     assert all(line.split()[0] in ("PASS", "DEVIATION") for line in lines[:-1]) and lines[-1].startswith("OK:")

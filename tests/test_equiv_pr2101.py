@@ -41,12 +41,12 @@ def test_a_record_without_the_pieces_gets_none():
 
 
 @pytest.mark.slow
-def test_every_piece_passes_with_the_recipe_and_the_default_lacks_them():
+def test_every_piece_passes_with_the_recipe_and_pr1855_lacks_them():
     needs(FOLDER)
     rec = load_record(FOLDER / "train_gpt.py")
     got = statuses(pr2101.check(rec, CFG))
     assert len(got) >= 13 and set(got.values()) == {"PASS"}, got
-    default = statuses(pr2101.check(rec, RECIPES["default"]))
+    default = statuses(pr2101.check(rec, RECIPES["pr1855"]))
     for name in ("pr2101.awq.selection", "pr2101.asym.eval_losses", "pr2101.asym.ttt_losses", "pr2101.ttt.mask",
                  "pr2101.ttt.local_lr", "pr2101.context.eval_seq_len", "pr2101.context.eval_losses"):
         assert default[name] == "FAIL", name

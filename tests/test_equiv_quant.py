@@ -15,7 +15,7 @@ pytestmark = [needs_record, pytest.mark.slow]
 
 
 
-def statuses(rec, recipe="default") -> dict[str, str]:
+def statuses(rec, recipe="pr1855") -> dict[str, str]:
     return {p.name: p.status for p in check(rec, RECIPES[recipe])}
 
 

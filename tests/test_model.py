@@ -9,6 +9,7 @@ from golf.model.blocks import BLOCKS, LaneMix, ParallelBlock
 from golf.model.gpt import GPT, size_report, token_nll
 from golf.model.loops import LOOP_SCHEDULES
 from golf.params import assign_rules, param_rules
+from golf.recipes import RECIPES
 
 # 3 unique blocks: prelude 0, block 1 looped, coda 2 (two-lane).
 TINY = dataclasses.replace(smoke(Config()), vocab_size=64, model_dim=32, num_heads=4, num_kv_heads=2, num_layers=3,
@@ -96,7 +97,8 @@ def test_every_parameter_of_every_variant_matches_exactly_one_policy_row():
         model = GPT(cfg)
         rules = assign_rules(model.named_parameters(), param_rules(cfg))
         assert len(rules) == len(list(model.parameters()))
-        assert {r.optim for r in rules.values()} == {"muon", "adam"}
+        assert {r.optim for n, r in rules.items() if not n.startswith("softcap_")} == {"muon", "adam"}
+        assert all(r.optim == "none" for n, r in rules.items() if n.startswith("softcap_"))  # AsymLogit: untrained
         assert all(r.optim == "muon" for n, r in rules.items() if n.endswith(("q.weight", "fc.weight", "inject.weight")))
         assert all(r.optim == "adam" and r.bits is None for n, r in rules.items() if "skip_weights" in n or "lanes" in n)
 
@@ -119,8 +121,8 @@ from golf.model.gpt import SmearGate  # noqa: E402
 
 def test_record_dims_have_the_records_parameter_count():
     with torch.device("meta"):
-        model = GPT(Config())
-    # The record logs model_params:35945671; it also allocates lane weights for blocks 0-7 that never run
+        model = GPT(RECIPES["pr1855"])
+    # The 1.0611 record (recipe pr1855) logs model_params:35945671; it also allocates lane weights for blocks 0-7 that never run
     # (parallel_post_lambdas (11, 2, 2) + parallel_resid_lambdas (11, 2)); golf keeps only the 3 used.
     unused_in_record = 8 * (4 + 2)
     assert sum(p.numel() for p in model.parameters()) + unused_in_record == 35_945_671
@@ -168,7 +170,7 @@ def test_zero_init_sparse_attn_gate_halves_every_head_and_learns_per_head():
 
 
 def test_frontier_block_pieces_at_init():
-    cfg = Config()
+    cfg = RECIPES["pr1855"]
     model_cfg = dataclasses.replace(TINY, num_layers=3)
     blocks = GPT(model_cfg).blocks
     assert [b.norm_scale for b in blocks] == [1.0, 1 / 2**0.5, 1 / 3**0.5]  # LN scale 1/sqrt(layer + 1)

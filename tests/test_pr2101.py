@@ -1,6 +1,7 @@
 """PR #2101's pieces as golf options: AWQ-lite, AsymLogit, the TTT LoRA mask, the 2560 context, and its recipe."""
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -213,13 +214,14 @@ def test_longer_context_is_only_a_window_length():
 
 
 # ---------------------------------------------------------------- the recipe
-def test_pr2101_recipe_is_the_default_plus_its_sourced_values():
-    cfg, base = RECIPES["pr2101"], Config()
+def test_the_default_is_pr2101_and_pr1855_differs_only_in_its_sourced_values():
+    cfg, base = RECIPES["pr2101"], RECIPES["pr1855"]
+    assert cfg == Config() == RECIPES["default"]
     changed = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(base, f.name)}
     assert changed <= set(PR2101_SOURCES)
     for name, source in PR2101_SOURCES.items():
         assert getattr(cfg, name) == source.value, name
-    assert base.awq_top_k == 0 and not base.asym_softcap and base.ttt_doc_lora_off == ""  # off by default
+    assert base.awq_top_k == 0 and not base.asym_softcap and base.ttt_doc_lora_off == ""  # the record has none
 
 
 def test_pr2101_values_match_its_log():
@@ -268,3 +270,35 @@ def test_a_run_writes_and_reloads_the_awq_groups_and_the_caps(tmp_path):
     assert entries["softcap_pos"].dtype == torch.float16
     reloaded = load_artifact_model(str(path), cfg, sdpa_attention, torch.device("cpu"))
     assert reloaded.softcap_pos.item() == model.softcap_pos.half().item()
+
+
+def test_an_artifact_over_the_limit_is_rewritten_without_the_awq_groups(tmp_path):
+    """golf.train.fit_artifact: SIZE_FALLBACK drops AWQ-lite's groups only when code + artifact break the limit."""
+    from golf import train
+    from golf.artifact import read_artifact
+    from golf.dist import DistEnv
+
+    cfg = dataclasses.replace(ASYM, awq_top_k=2, awq_group=8, gptq_calib_batches=2, gptq_calib_tokens=256,
+                              quant_method="gptq", codec="brotli", symbol_layout="none")
+    model = tiny_model(cfg)
+    rules = assign_rules(model.named_parameters(), param_rules(cfg))
+    rows: dict = {}
+    hessians = train.calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), model, rules, RandomLoader(), rows)
+    path = str(tmp_path / "final_model.golf")
+
+    def fit(cfg, code_bytes):
+        lines = []
+        size = train.fit_artifact(cfg, model, rules, hessians, path, rows, code_bytes, lines.append)
+        groups = sum(len(e.awq.starts) for e in read_artifact(path)[0].values() if getattr(e, "awq", None))
+        return size, groups, lines
+
+    with_awq, groups, lines = fit(cfg, 0)
+    assert groups == 2 and lines == [] and with_awq == os.path.getsize(path)
+    # Code that leaves less than the AWQ artifact: rewritten without the groups, smaller, and the log says so.
+    code = train.SIZE_LIMIT - with_awq + 1
+    size, groups, lines = fit(cfg, code)
+    assert groups == 0 and size < with_awq and size == os.path.getsize(path)
+    assert len(lines) == 1 and lines[0].startswith(f"size_fallback: artifact {with_awq} + code {code} > 16000000")
+    assert read_artifact(path)[1]["config"]["awq_top_k"] == 0  # the artifact says how it was quantised
+    # SIZE_FALLBACK=0 keeps the groups (the run then reports the size violation), as does a fitting artifact.
+    assert fit(dataclasses.replace(cfg, size_fallback=False), code)[1:] == (2, [])

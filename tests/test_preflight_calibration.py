@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from golf import budget as facts
+from golf.recipes import PR1855_VALUES
 from golf.size_predict import RECORD_MODEL_BYTES, RECORD_QUANT, record_dir
 from tools import preflight as pf
 
@@ -27,10 +28,12 @@ RECORD_MS_PER_STEP = (599433 / 4932, 599592 / 4945, 599544 / 4917)
 def shipped():
     """(the shipped file as preflight loads it, the record's Config in it, an attention backend)."""
     ns = pf.load_training_file(ROOT / "train_gpt.py")
-    # The record's values of every field these predictors read (its log header): quantiser, phased per-document
-    # TTT on CaseOps val, GPTQ calibration on 16 batches of train_batch_tokens (R:2133).
-    cfg = dataclasses.replace(ns.from_env({}), **facts.RECORD_SHAPE, **RECORD_QUANT, ttt_enabled=True, ttt_mode="doc",
-                              gptq_calib_batches=16, gptq_calib_tokens=786432, data_path=CASEOPS)
+    # The shipped default is PR #2101's stack; the 1.0611 record's is recipe pr1855 (PR1855_VALUES). The record's
+    # values of every field these predictors read (its log header): quantiser, phased per-document TTT on CaseOps
+    # val, GPTQ calibration on 16 batches of train_batch_tokens (R:2133).
+    cfg = dataclasses.replace(ns.from_env({}), **facts.RECORD_SHAPE, **{**RECORD_QUANT, **PR1855_VALUES},
+                              ttt_enabled=True, ttt_mode="doc", gptq_calib_batches=16, gptq_calib_tokens=786432,
+                              data_path=CASEOPS)
     return ns, cfg, ns.select_attention("cpu", "sdpa")[1]
 
 
@@ -128,6 +131,20 @@ def test_record_clips_fit_with_20_kb_to_spare_by_the_record_relative_prediction(
     bound = math.ceil(predicted * (1 + RECORD_RELATIVE_ERROR)) + (ROOT / "train_gpt.py").stat().st_size
     assert pf.SIZE_LIMIT - bound >= 20_000, bound
     assert pf.record_relative_bytes(ns, dataclasses.replace(cfg, model_dim=640), None, ({}, {}), 1)[0] is None
+
+
+def test_awq_lite_anchors_on_pr2101s_logged_artifact(shipped):
+    # Gaussian rows put AWQ-lite's group where training does not: a Config with #2101's quantisation scales from
+    # #2101's own logged artifact (15,944,405 B, its group in the embedding), not from the record's.
+    from golf.size_predict import PR2101_ANCHOR, RECORD_ANCHOR, nearest_anchor
+
+    ns, cfg, _ = shipped
+    assert nearest_anchor(cfg) is RECORD_ANCHOR
+    pr2101 = dataclasses.replace(cfg, awq_top_k=1)
+    assert nearest_anchor(pr2101) is PR2101_ANCHOR and nearest_anchor(ns.from_env({})) is PR2101_ANCHOR
+    predicted, how = pf.record_relative_bytes(ns, pr2101, None, ({}, {}), 16_000_950)
+    assert predicted == round(15_944_405 * PR2101_ANCHOR.golf_over) and "PR #2101" in how, how
+    assert max(PR2101_ANCHOR.seed_bytes) / min(PR2101_ANCHOR.seed_bytes) - 1 < 0.001  # its seeds: 0.07% apart
 
 
 @pytest.mark.slow

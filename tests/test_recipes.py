@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from golf.config import Config
-from golf.recipes import FRONTIER_SOURCES, GPT_J_X0, RECIPES, RECORD
+from golf.recipes import FRONTIER_SOURCES, GPT_J_X0, PR2101_SOURCES, RECIPES, RECORD
 
 UPSTREAM = Path(os.environ.get("GOLF_UPSTREAM", "/work/upstream"))
 MIRROR = Path("/work/.mirror/openai+parameter-golf/repo")
@@ -32,12 +32,14 @@ def record_log_header() -> dict[str, str] | None:
     return dict(re.findall(r"^  (\w+): (.*)$", header, flags=re.M))
 
 
-def test_default_recipe_holds_every_frontier_value():
-    cfg = Config()
-    assert RECIPES["default"] == cfg
+def test_pr1855_holds_every_frontier_value_and_the_default_only_adds_pr2101s():
+    cfg = RECIPES["pr1855"]
+    assert RECIPES["default"] == Config()
     for name, source in FRONTIER_SOURCES.items():
         assert getattr(cfg, name) == source.value, (name, getattr(cfg, name), source)
         assert source.log_key or source.note, name  # every value says where it comes from
+        if name not in PR2101_SOURCES:
+            assert getattr(Config(), name) == source.value, name
 
 
 def test_frontier_values_match_the_record_log():

@@ -5,17 +5,19 @@ import dataclasses
 import torch
 import torch.distributed as dist
 
-from golf.config import Config, smoke
+from golf.config import smoke
 from golf.dist import teardown_dist
 from golf.evaluate import eval_bpb
 from golf.model.gpt import GPT
+from golf.recipes import PR1855
 from golf.tokenizer import SP_BOS_ID, build_byte_luts, load_tokenizer
 from golf.ttt import doc_ttt, score_first_ttt
 
 # Windows of 32 moving by 8; TTT chunks of 64 targets: a few hundred val tokens give many of each.
-# Block 1 is looped (the smoke preset's 2 passes), so eval and TTT run the loop schedule's eval depth.
+# Block 1 is looped (the smoke preset's 2 passes), so eval and TTT run the loop schedule's eval depth. On recipe
+# pr1855 (the 1.0611 record): PR #2101's pieces (the default's) are off unless a test turns one on.
 TINY_EVAL = dataclasses.replace(
-    smoke(Config()), vocab_size=1024, model_dim=32, num_heads=4, num_kv_heads=2, num_layers=3, rope_dims=4,
+    smoke(PR1855), vocab_size=1024, model_dim=32, num_heads=4, num_kv_heads=2, num_layers=3, rope_dims=4,
     loop_start=1, loop_end=1, lane_layers=1, train_seq_len=32, sw_seq_len=32, sw_stride=8, val_batch_tokens=256, ttt_chunk_tokens=64, ttt_steps=2,
     ttt_lr=1e-2, ttt_lora_rank=4, seed=0)
 

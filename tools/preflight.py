@@ -60,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from golf import budget as facts  # noqa: E402
-from golf.size_predict import (GOLF_OVER_RECORD, RECORD_GAUSSIAN_BYTES, RECORD_MODEL_BYTES, RECORD_QUANT,  # noqa: E402
-                               RECORD_RELATIVE_ERROR, RECORD_RELATIVE_ERROR_SOURCE, SIZE_PREDICTOR_ERROR)
+from golf.size_predict import (RECORD_GAUSSIAN_BYTES, RECORD_MODEL_BYTES, RECORD_RELATIVE_ERROR,  # noqa: E402
+                               RECORD_RELATIVE_ERROR_SOURCE, SIZE_PREDICTOR_ERROR, nearest_anchor)
 
 CHECKS = ("model", "memory", "size", "train", "reserve", "eval")
 SIZE_LIMIT = 16_000_000  # decimal bytes, code + compressed model
@@ -396,28 +396,31 @@ def gaussian_artifact(ns, cfg, model, rules, path: str) -> tuple[int, dict, floa
 
 
 def record_relative_bytes(ns, cfg, model, calibration: tuple, artifact_bytes: int) -> tuple[int | None, str]:
-    """(predicted artifact bytes, how): the 1.0611 record's logged artifact (RECORD_MODEL_BYTES, trained weights)
-    x golf's bytes over the record's own serializer's on the same symbols at the record's Config (GOLF_OVER_RECORD,
-    measured by `python -m golf.bench quant --vs-record`) x golf's artifact for this Config over golf's for the
-    record's quant settings (RECORD_QUANT), both on these Gaussian-row weights and Hessians (the second is the first
-    when the settings agree). What Gaussian rows get wrong about trained ones divides out of both ratios. Anchored
-    on the record's shape: (None, why) for another shape (extrapolating would take a second real-size model)."""
+    """(predicted artifact bytes, how): a published run's logged artifact (nearest_anchor: the 1.0611 record, or PR
+    #2101 for a Config with AWQ-lite) x golf's bytes over that run's own serializer's on the same symbols at its
+    Config (anchor.golf_over, measured by `python -m golf.bench quant --vs-record`) x golf's artifact for this Config
+    over golf's for the anchor's quant settings, both on these Gaussian-row weights and Hessians (the second is the
+    first when the settings agree). What Gaussian rows get wrong about trained ones divides out of both ratios.
+    Anchored on the record's shape: (None, why) for another shape (extrapolating would take a second real-size
+    model)."""
     differs = [k for k, v in facts.RECORD_SHAPE.items() if getattr(cfg, k) != v]
     if differs:
         return None, f"anchored on the record's shape; this Config's {', '.join(differs)} differ"
-    record_cfg = dataclasses.replace(cfg, **RECORD_QUANT)
-    if record_cfg == cfg:
-        at_record = artifact_bytes
+    anchor = nearest_anchor(cfg)
+    anchor_cfg = dataclasses.replace(cfg, **anchor.quant)
+    if anchor_cfg == cfg:
+        at_anchor = artifact_bytes
     else:
-        rules = ns.assign_rules(model.named_parameters(), ns.param_rules(record_cfg))
+        rules = ns.assign_rules(model.named_parameters(), ns.param_rules(anchor_cfg))
         with tempfile.TemporaryDirectory() as tmp:
-            at_record = ns.quantize_and_write(record_cfg, model, rules, calibration[0], os.path.join(tmp, "a.golf"),
+            at_anchor = ns.quantize_and_write(anchor_cfg, model, rules, calibration[0], os.path.join(tmp, "a.golf"),
                                               calibration[1])
-    predicted = round(RECORD_MODEL_BYTES * GOLF_OVER_RECORD * artifact_bytes / at_record)
-    return predicted, (f"{RECORD_MODEL_BYTES} (1.0611 record's artifact, train_seed42.log) x {GOLF_OVER_RECORD} (golf / "
-                       f"record serializer on the same symbols, bench quant --vs-record) x {artifact_bytes} / "
-                       f"{at_record} (this Config / the record's clips MLP {RECORD_QUANT['mlp_clip_k']} embedding "
-                       f"{RECORD_QUANT['embed_clip_k']} and LQER, same weights) = {predicted}")
+    predicted = round(anchor.model_bytes * anchor.golf_over * artifact_bytes / at_anchor)
+    changed = ", ".join(f"{k} {v}" for k, v in anchor.quant.items() if getattr(cfg, k) != v) or "none"
+    return predicted, (f"{anchor.model_bytes} ({anchor.name}'s artifact, train_seed42.log) x {anchor.golf_over} (golf "
+                       f"/ its serializer on the same symbols, bench quant --vs-record) x {artifact_bytes} / "
+                       f"{at_anchor} (this Config / its quant settings on the same weights; its values where this "
+                       f"differs: {changed}) = {predicted}")
 
 
 def check_size(ns, cfg, path: Path, out: dict) -> dict:
@@ -447,11 +450,26 @@ def check_size(ns, cfg, path: Path, out: dict) -> dict:
     total = predicted + code_bytes
     bound = math.ceil(predicted * (1 + RECORD_RELATIVE_ERROR)) + code_bytes
     status = "FAIL" if bound > SIZE_LIMIT else "WARN" if bound > SIZE_TARGET else "PASS"
-    return line(status, "size", f"{total} bytes predicted", f"{SIZE_LIMIT}", f"{SIZE_LIMIT - bound:+d} bytes",
+    margin = SIZE_LIMIT - bound
+    fallback = ""
+    if bound > SIZE_LIMIT and getattr(cfg, "size_fallback", False) and getattr(cfg, "awq_top_k", 0) > 0:
+        # The run rewrites an artifact that does not fit without AWQ-lite's groups (golf/train.py fit_artifact).
+        fb_cfg = dataclasses.replace(cfg, awq_top_k=0)
+        fb_rules = ns.assign_rules(model.named_parameters(), ns.param_rules(fb_cfg))
+        with tempfile.TemporaryDirectory() as tmp:
+            fb_bytes = ns.quantize_and_write(fb_cfg, model, fb_rules, calibration[0], os.path.join(tmp, "f.golf"))
+        fb_predicted, fb_how = record_relative_bytes(ns, fb_cfg, model, calibration, fb_bytes)
+        fb_bound = math.ceil(fb_predicted * (1 + RECORD_RELATIVE_ERROR)) + code_bytes
+        status, margin = ("FAIL" if fb_bound > SIZE_LIMIT else "WARN"), SIZE_LIMIT - fb_bound
+        fallback = (f"; at most {bound} is over the limit, and SIZE_FALLBACK rewrites an artifact that does not fit "
+                    f"without AWQ-lite's groups: {fb_how} + code {code_bytes}, error +-{RECORD_RELATIVE_ERROR:.2%} "
+                    f"-> at most {fb_bound}, which the margin is of")
+    return line(status, "size", f"{total} bytes predicted", f"{SIZE_LIMIT}", f"{margin:+d} bytes",
                 f"predicted: {how} + code {code_bytes} = {total}, error +-{RECORD_RELATIVE_ERROR:.2%} "
-                f"({RECORD_RELATIVE_ERROR_SOURCE}) -> at most {bound}; the prediction decides: it is anchored on a "
-                f"measured artifact, while Gaussian rows overstate trained ones (the record's own serializer: "
-                f"{RECORD_GAUSSIAN_BYTES} B on Gaussian rows against its logged {RECORD_MODEL_BYTES} B); {detail}")
+                f"({RECORD_RELATIVE_ERROR_SOURCE}) -> at most {bound}{fallback}; the prediction decides: it is "
+                f"anchored on a measured artifact, while Gaussian rows overstate trained ones (the record's own "
+                f"serializer: {RECORD_GAUSSIAN_BYTES} B on Gaussian rows against its logged {RECORD_MODEL_BYTES} B); "
+                f"{detail}")
 
 
 def check_train(ns, cfg, attention_fn, out: dict) -> dict:

@@ -69,10 +69,11 @@ class GPT(nn.Module):
         # AsymLogit: the eval/TTT head's caps (PR #2101 train_gpt.py lines 1281-1288: init logit_softcap, fp32). No
         # optimiser holds them (golf/params.py) and the training loss does not read them: in #2101 they stay at init
         # through training and TTT (its global TTT trains through the training forward), stored fp16 (its log:
-        # "passthrough (float16): ... softcap_neg, softcap_pos").
+        # "passthrough (float16): ... softcap_neg, softcap_pos"). Parameters, so the artifact carries them; frozen
+        # (requires_grad False), since nothing ever updates them and no check should expect their gradient.
         if cfg.asym_softcap:
-            self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
-            self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)))
+            self.softcap_pos = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
+            self.softcap_neg = nn.Parameter(torch.tensor(float(cfg.logit_softcap)), requires_grad=False)
         self.asym_softcap = cfg.asym_softcap
         self.doc_attention = cfg.doc_attention
         if cfg.orthogonal_init:
