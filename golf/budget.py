@@ -233,6 +233,11 @@ PHASED_TTT_RECORD = {"source": "2026-04-27 1.0611 record (3 seeds)", "eval_secon
                      "phase_docs": (833, 1666, 2500), "docs": 50_000, "batch": 64, "chunk": 48, "seq_len": 2048,
                      "world_size": 8, "val_tokens": 47_851_520}
 
+# PR #2101 (records/track_10min_16mb/2026-04-30_Combining_AWQLite_AsymLogit_GradCen_LabSmoo_1.05846), the same
+# phased TTT at 2560-token windows with no Q/V LoRA: `quantized_ttt_phased ... eval_time:` of seeds 42 / 0 / 1234.
+# Not used to calibrate anything: tests/test_preflight_calibration.py checks the 1.0611-calibrated rates against it.
+PHASED_TTT_PR2101 = {"source": "2026-04-30 PR #2101 (3 seeds)", "eval_seconds": (508.0, 520.0, 510.2)}
+
 
 def record_val_doc_lengths(targets: int) -> list[int]:
     """The 1.0611 record's val documents as target counts (length - 1), longest last, scaled to sum to `targets`:

@@ -117,6 +117,18 @@ def test_golf_eval_plan_on_the_record_config_within_5_percent(shipped):
     assert abs(ttt / mean - 1) <= TOLERANCE, ttt
 
 
+def test_golf_eval_plan_on_pr2101s_config_within_5_percent_of_its_logs(shipped):
+    # Out of sample: the rates come from the 1.0611 record alone; PR #2101 runs the same phased TTT at 2560-token
+    # windows without Q/V adapters and logs 508.0 / 520.0 / 510.2 s.
+    from golf.recipes import PR2101_SOURCES
+
+    ns, cfg, attention = shipped
+    pr2101 = dataclasses.replace(cfg, **{name: source.value for name, source in PR2101_SOURCES.items()})
+    ttt = figure({r["check"]: r for r in pf.check_eval(ns, pr2101, attention, 8, {})}["eval.ttt"])
+    logged = facts.PHASED_TTT_PR2101["eval_seconds"]
+    assert abs(ttt / (sum(logged) / len(logged)) - 1) <= TOLERANCE, ttt
+
+
 def test_record_clips_fit_with_20_kb_to_spare_by_the_record_relative_prediction(shipped):
     # Issue 24 part 4: at the record's Config (clips MLP 11.5 / embedding 14.0) the prediction is the logged
     # artifact x golf/record on the same symbols (this Config's bytes over the record settings' are one ratio), and

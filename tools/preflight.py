@@ -629,12 +629,19 @@ def check_eval(ns, cfg, attention_fn, world_size: int, out: dict) -> list[dict]:
     score_flops_token = eval_flops_per_row(ns, cfg, attention_fn) / cfg.sw_seq_len
     train_flops_token = train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=cfg.sw_seq_len),
                                             attention_fn) / cfg.sw_seq_len
+    # Phased per-document TTT's rates are FLOPs of a 2048-token row per token over seconds (doc_ttt_rates), so its
+    # tokens are charged in that measure whatever the window: a longer window costs through the tokens it adds
+    # (context re-read for long documents), not through a full row's attention on every token. Charged at a full
+    # 2560 row instead, PR #2101's eval came to 589.5 s against its logged 508.0-520.0 s.
+    doc_fwd_token, doc_train_token = record_token_flops(ns, cfg, attention_fn)
     lines, timed = [], 0.0
     for p in passes:
         flops_score = p.score_tokens * score_flops_token
         flops_adapt = p.adapt_tokens * train_flops_token  # LoRA backward counted as a full one (so are the rates)
         flops_phase = p.phase_tokens * train_flops_token
         if p.name == "ttt" and cfg.ttt_mode == "doc":
+            flops_score, flops_adapt = p.score_tokens * doc_fwd_token, p.adapt_tokens * doc_train_token
+            flops_phase = p.phase_tokens * doc_train_token
             seconds = (flops_score + flops_adapt) / lora_rate + flops_phase / phase_rate
         else:
             seconds = flops_score / score_rate + (flops_adapt + flops_phase) / ttt_rate
