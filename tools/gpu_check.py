@@ -153,12 +153,13 @@ def part_reserve(args) -> dict:
     sync = sync_fn(env.device)
     sync()
     t0 = time.perf_counter()
-    hessians = calibrate_hessians(cfg, env, model, rules, RandomTokens(cfg.vocab_size, 1))
+    rows: dict = {}  # calibration rows per Hessian: AWQ-lite (the default's) ranks its groups by activation RMS
+    hessians = calibrate_hessians(cfg, env, model, rules, RandomTokens(cfg.vocab_size, 1), rows)
     sync()
     calib_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        artifact_bytes = quantize_and_write(cfg, model, rules, hessians, os.path.join(tmp, "final_model.golf"))
+        artifact_bytes = quantize_and_write(cfg, model, rules, hessians, os.path.join(tmp, "final_model.golf"), rows)
         write_s = time.perf_counter() - t0
     total = (calib_s + write_s) * H200_TO_H100
     return {"calibration_s": calib_s, "quantise_encode_write_s": write_s, "artifact_bytes": artifact_bytes,
