@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from golf.artifact import decode_artifact, encode_artifact
+from golf.artifact import decode_artifact, encode_artifact, read_artifact
 from golf.config import Config, GolfError
 from golf.model.gpt import GPT
 from golf.optim import build_optimizers
@@ -248,57 +248,61 @@ class RandomLoader:
         return x, x.roll(-1, 1)
 
 
-def test_a_run_writes_and_reloads_the_awq_groups_and_the_caps(tmp_path):
-    """golf.train's calibration -> quantise -> write -> reload with AWQ-lite and AsymLogit on."""
-    from golf.artifact import read_artifact
-    from golf.dist import DistEnv
-    from golf.model.attention import sdpa_attention
-    from golf.train import calibrate_hessians, load_artifact_model, quantize_and_write
+# AWQ-lite (2 groups of 8 columns) and AsymLogit on, GPTQ, a codec every pack has.
+RUN = dataclasses.replace(ASYM, awq_top_k=2, awq_group=8, gptq_calib_batches=2, gptq_calib_tokens=256,
+                          quant_method="gptq", codec="brotli", symbol_layout="none")
 
-    cfg = dataclasses.replace(ASYM, awq_top_k=2, awq_group=8, gptq_calib_batches=2, gptq_calib_tokens=256,
-                              quant_method="gptq", codec="brotli", symbol_layout="none")
+
+def calibrated(cfg=RUN):
+    """(model, rules, Hessians, rows seen) as golf.train's calibration leaves them, on random training tokens."""
+    from golf.dist import DistEnv
+    from golf.train import calibrate_hessians
+
     model = tiny_model(cfg)
     rules = assign_rules(model.named_parameters(), param_rules(cfg))
     rows: dict = {}
     hessians = calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), model, rules, RandomLoader(), rows)
+    return model, rules, hessians, rows
+
+
+def awq_groups(path) -> int:
+    return sum(len(e.awq.starts) for e in read_artifact(path)[0].values() if getattr(e, "awq", None) is not None)
+
+
+def test_a_run_writes_and_reloads_the_awq_groups_and_the_caps(tmp_path):
+    """golf.train's calibration -> quantise -> write -> reload with AWQ-lite and AsymLogit on."""
+    from golf.model.attention import sdpa_attention
+    from golf.train import load_artifact_model, quantize_and_write
+
+    model, rules, hessians, rows = calibrated()
     assert set(rows) == set(hessians) and rows["tok_emb.weight"] == 512  # 2 batches of 256 tokens, one head call
     path = tmp_path / "final_model.golf"
-    quantize_and_write(cfg, model, rules, hessians, str(path), rows)
-    entries, _ = read_artifact(path)
-    protected = sum(len(e.awq.starts) for e in entries.values() if getattr(e, "awq", None) is not None)
-    assert protected == 2
-    assert entries["softcap_pos"].dtype == torch.float16
-    reloaded = load_artifact_model(str(path), cfg, sdpa_attention, torch.device("cpu"))
+    quantize_and_write(RUN, model, rules, hessians, str(path), rows)
+    assert awq_groups(path) == 2
+    assert read_artifact(path)[0]["softcap_pos"].dtype == torch.float16
+    reloaded = load_artifact_model(str(path), RUN, sdpa_attention, torch.device("cpu"))
     assert reloaded.softcap_pos.item() == model.softcap_pos.half().item()
 
 
 def test_an_artifact_over_the_limit_is_rewritten_without_the_awq_groups(tmp_path):
     """golf.train.fit_artifact: SIZE_FALLBACK drops AWQ-lite's groups only when code + artifact break the limit."""
     from golf import train
-    from golf.artifact import read_artifact
-    from golf.dist import DistEnv
 
-    cfg = dataclasses.replace(ASYM, awq_top_k=2, awq_group=8, gptq_calib_batches=2, gptq_calib_tokens=256,
-                              quant_method="gptq", codec="brotli", symbol_layout="none")
-    model = tiny_model(cfg)
-    rules = assign_rules(model.named_parameters(), param_rules(cfg))
-    rows: dict = {}
-    hessians = train.calibrate_hessians(cfg, DistEnv(0, 1, 0, torch.device("cpu")), model, rules, RandomLoader(), rows)
+    model, rules, hessians, rows = calibrated()
     path = str(tmp_path / "final_model.golf")
 
     def fit(cfg, code_bytes):
         lines = []
         size = train.fit_artifact(cfg, model, rules, hessians, path, rows, code_bytes, lines.append)
-        groups = sum(len(e.awq.starts) for e in read_artifact(path)[0].values() if getattr(e, "awq", None))
-        return size, groups, lines
+        return size, awq_groups(path), lines
 
-    with_awq, groups, lines = fit(cfg, 0)
+    with_awq, groups, lines = fit(RUN, 0)
     assert groups == 2 and lines == [] and with_awq == os.path.getsize(path)
     # Code that leaves less than the AWQ artifact: rewritten without the groups, smaller, and the log says so.
     code = train.SIZE_LIMIT - with_awq + 1
-    size, groups, lines = fit(cfg, code)
+    size, groups, lines = fit(RUN, code)
     assert groups == 0 and size < with_awq and size == os.path.getsize(path)
     assert len(lines) == 1 and lines[0].startswith(f"size_fallback: artifact {with_awq} + code {code} > 16000000")
     assert read_artifact(path)[1]["config"]["awq_top_k"] == 0  # the artifact says how it was quantised
     # SIZE_FALLBACK=0 keeps the groups (the run then reports the size violation), as does a fitting artifact.
-    assert fit(dataclasses.replace(cfg, size_fallback=False), code)[1:] == (2, [])
+    assert fit(dataclasses.replace(RUN, size_fallback=False), code)[1:] == (2, [])
