@@ -3263,18 +3263,8 @@ def decode_artifact(blob: bytes, source: str) -> tuple[dict, dict]:
 
 
 def write_artifact(path, blob: bytes) -> None:
-    """Write atomically: a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write atomically and durably (golf.data.write_bytes_atomic): never a half-written artifact."""
+    write_bytes_atomic(str(path), blob, durable=True)
 
 
 def read_file_bytes(path) -> bytes:

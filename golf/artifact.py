@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch
 from golf.compress import (CODECS, MATRIX_CODECS, ROW_ORDERS, TRANSFORMS, check_permutation, ctx_describe,
                             matrix_dims)
 from golf.config import GolfError, packed, pick
+from golf.data import write_bytes_atomic
 from golf.quant.awq import AwqGroups
 from golf.quant.lowrank import LqerFactors
 from golf.quant.rtn import QuantTensor, dequantize_rows
@@ -434,18 +434,8 @@ def decode_artifact(blob: bytes, source: str) -> tuple[dict, dict]:
 
 
 def write_artifact(path, blob: bytes) -> None:
-    """Write atomically: a temp file in the same folder, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write atomically and durably (golf.data.write_bytes_atomic): never a half-written artifact."""
+    write_bytes_atomic(str(path), blob, durable=True)
 
 
 def read_file_bytes(path) -> bytes:
