@@ -9,8 +9,10 @@ import pytest
 from golf.equiv import pr2101
 from golf.equiv.record import load_record
 from golf.recipes import PR2101, RECIPES, RECORD
+from golf.size_predict import record_dir
 
-UPSTREAM = Path("/work/shared/upstream")
+# The folder holding both records (the 1.0611 record's, found as golf.size_predict.record_dir finds it).
+UPSTREAM = record_dir().parent if record_dir() is not None else Path("/nonexistent")
 FOLDER = UPSTREAM / Path(PR2101).name
 RECORD_FOLDER = UPSTREAM / Path(RECORD).name
 CFG = RECIPES["pr2101"]
@@ -85,3 +87,24 @@ def test_a_rescaled_long_context_fails(tmp_path):
     rec = altered(tmp_path, "if self.yarn and seq_len > self.train_seq_len:", "if seq_len > self.train_seq_len:")
     got = statuses(pr2101.context_pieces(rec, CFG))
     assert got["pr2101.context.eval_losses"] == "FAIL" and got["pr2101.context.eval_seq_len"] == "PASS"
+
+
+def test_another_local_lr_mult_or_qk_gain_in_its_log_fails_those_pieces(tmp_path):
+    # TTT_LOCAL_LR_MULT and QK_GAIN_INIT reach #2101's run through its env, which its log header records (#2117
+    # found 0.85 worse): a run with other values fails the piece that holds each, and nothing else.
+    from golf.equiv import config as equiv_config
+
+    needs(FOLDER)
+    text = (FOLDER / "train_seed42.log").read_text()
+    for line, changed in (("  ttt_local_lr_mult: 0.75\n", "  ttt_local_lr_mult: 0.85\n"),
+                          ("  qk_gain_init: 5.25\n", "  qk_gain_init: 5.0\n")):
+        assert text.count(line) == 1, line
+        text = text.replace(line, changed)
+    (tmp_path / "train_seed42.log").write_text(text)
+    rec = load_record(FOLDER / "train_gpt.py", tmp_path / "train_seed42.log")
+    pair = pr2101.model_pair(rec, CFG, pr2101.SEQ, pr2101.SEQ)
+    got = statuses(pr2101.ttt_pieces(rec, CFG, pair))
+    assert got == {"pr2101.ttt.mask": "PASS", "pr2101.ttt.local_lr": "FAIL"}
+    config = statuses(equiv_config.check(rec, CFG))
+    assert config["config.qk_gain_init"] == config["config.ttt_lora_lr"] == "FAIL"
+    assert statuses(equiv_config.check(load_record(FOLDER / "train_gpt.py"), CFG))["config.qk_gain_init"] == "PASS"
