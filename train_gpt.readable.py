@@ -4379,8 +4379,8 @@ def fit_artifact(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians:
     if cfg.awq_top_k > 0:
         if cfg.size_fallback and size + code_bytes > SIZE_LIMIT:
             fallback = quantize_and_write(dataclasses.replace(cfg, awq_top_k=0), model, rules, hessians, path)
-            log(f"size_fallback: artifact {size} + code {code_bytes} > {SIZE_LIMIT} with AWQ_TOP_K={cfg.awq_top_k}; "
-                f"rewritten without AWQ-lite's groups: {fallback} bytes")
+            log(f"size_fallback artifact_bytes:{size} code_bytes:{code_bytes} limit:{SIZE_LIMIT} "
+                f"awq_top_k:{cfg.awq_top_k} rewritten_artifact_bytes:{fallback} (without AWQ-lite's groups)")
             size = fallback
     return size
 

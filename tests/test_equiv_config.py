@@ -86,3 +86,12 @@ def test_readme_deviation_table_is_the_deviations_table():
     expected = deviation_rows(DEVIATIONS)
     assert listed == expected, "README rows should be:\n" + "\n".join(expected)
     assert all(d.kind in ("lossless", "legality", "neutral") for d in DEVIATIONS.values())
+
+
+@needs_record
+def test_the_default_on_the_1_0611_record_differs_and_the_tool_names_its_recipe():
+    # The default is PR #2101's stack; the 1.0611 record's is pr1855, and the tool says so when the default differs.
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "equiv.py"), str(record_dir() / "train_gpt.py"),
+                          "--pieces", "config"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("hint: recipe pr1855 leaves 0 config FAIL(s)")

@@ -302,7 +302,8 @@ def test_an_artifact_over_the_limit_is_rewritten_without_the_awq_groups(tmp_path
     code = train.SIZE_LIMIT - with_awq + 1
     size, groups, lines = fit(RUN, code)
     assert groups == 0 and size < with_awq and size == os.path.getsize(path)
-    assert len(lines) == 1 and lines[0].startswith(f"size_fallback: artifact {with_awq} + code {code} > 16000000")
+    assert lines == [f"size_fallback artifact_bytes:{with_awq} code_bytes:{code} limit:16000000 awq_top_k:2 "
+                     f"rewritten_artifact_bytes:{size} (without AWQ-lite's groups)"]
     assert read_artifact(path)[1]["config"]["awq_top_k"] == 0  # the artifact says how it was quantised
     # SIZE_FALLBACK=0 keeps the groups (the run then reports the size violation), as does a fitting artifact.
     assert fit(dataclasses.replace(RUN, size_fallback=False), code)[1:] == (2, [])

@@ -111,6 +111,17 @@ def test_validator_rejects_size_overrun(tmp_path):
     assert any("seed 2: artifact_bytes 15,999,990 + " in p and "> 16,000,000" in p for p in validate(folder))
 
 
+def test_validator_warns_of_an_artifact_rewritten_by_the_size_fallback(tmp_path):
+    folder = built(tmp_path)
+    assert not [c for c in check_folder(folder) if "size_fallback" in c.text]
+    log = folder / "train_seed2.log"
+    log.write_text(log.read_text() + "size_fallback artifact_bytes:16001000 code_bytes:32392 limit:16000000 "
+                                     "awq_top_k:1 rewritten_artifact_bytes:15921000 (without AWQ-lite's groups)\n")
+    warned = [c for c in check_folder(folder) if "size_fallback" in c.text]
+    assert [(c.level, c.where) for c in warned] == [(WARN, "train_seed2.log")]
+    assert "16,001,000 B" in warned[0].text and "15,921,000 B" in warned[0].text
+
+
 def test_validator_rejects_mismatched_code_hashes(tmp_path):
     folder = built(tmp_path)
     log = folder / "train_seed2.log"

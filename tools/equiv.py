@@ -90,7 +90,25 @@ def main(argv=None) -> int:
         counts = {s: sum(p.status == s for p in pieces) for s in STATUSES}
         seconds = ", ".join(f"{k} {v}s" for k, v in result["seconds"].items())
         print(f"{'OK' if ok else 'DIFFERS'}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({seconds})")
+        if not ok and "config" in result["seconds"]:
+            hint = closer_recipe(args, sum(p.status == "FAIL" for p in result["config"]))
+            if hint:
+                print(hint)
     return 0 if ok else 1
+
+
+def closer_recipe(args, config_fails: int) -> str | None:
+    """A line naming the recipe whose values the record's log header matches best, when that is not --recipe's
+    (e.g. the 1.0611 record is recipe pr1855, not the default): the config family alone, on each recipe."""
+    from golf.equiv import config as equiv_config
+
+    rec = load_record(Path(args.record), Path(args.log) if args.log else None)
+    fails = {name: sum(p.status == "FAIL" for p in equiv_config.check(rec, cfg)) for name, cfg in RECIPES.items()}
+    best = min(fails, key=fails.get)
+    if fails[best] >= config_fails or best == args.recipe:
+        return None
+    return (f"hint: recipe {best} leaves {fails[best]} config FAIL(s) against this log header where {args.recipe} "
+            f"leaves {config_fails}: try --recipe {best}")
 
 
 if __name__ == "__main__":
