@@ -217,6 +217,16 @@ def test_compare_artifact_dir_measures_the_file_and_flags_a_disagreeing_log(two_
     assert f"int6: the log says artifact_bytes 6,000, the artifact file has {size:,}" in out
 
 
+def test_compare_notes_a_run_whose_artifact_the_size_fallback_rewrote(two_logs, capsys):
+    with open(two_logs[1], "a") as f:
+        f.write("size_fallback artifact_bytes:16001000 code_bytes:500 limit:16000000 awq_top_k:1 "
+                "rewritten_artifact_bytes:15921000 (without AWQ-lite's groups)\n")
+    assert compare_main(two_logs) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "size_fallback" in line]
+    assert notes == ["- note: int5: size_fallback rewrote the artifact without AWQ-lite's groups (16,001,000 -> "
+                     "15,921,000 B): its scores are that artifact's"]
+
+
 @pytest.mark.parametrize("case, needle", [("missing log", "nope.txt"), ("dir count", "--artifact-dir"),
                                           ("missing artifact", "final_model.golf")])
 def test_compare_bad_input_is_one_line_exit_2(two_logs, tmp_path, capsys, case, needle):
