@@ -630,10 +630,14 @@ def check_eval(ns, cfg, attention_fn, world_size: int, out: dict) -> list[dict]:
     train_flops_token = train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=cfg.sw_seq_len),
                                             attention_fn) / cfg.sw_seq_len
     # Phased per-document TTT's rates are FLOPs of a 2048-token row per token over seconds (doc_ttt_rates), so its
-    # tokens are charged in that measure whatever the window: a longer window costs through the tokens it adds
-    # (context re-read for long documents), not through a full row's attention on every token. Charged at a full
-    # 2560 row instead, PR #2101's eval came to 589.5 s against its logged 508.0-520.0 s.
-    doc_fwd_token, doc_train_token = record_token_flops(ns, cfg, attention_fn)
+    # tokens are charged in that measure (this Config's model, a 2048-token row) whatever the window: a longer
+    # window costs through the tokens it adds (context re-read for long documents), not through a full row's
+    # attention on every token. Charged at a full 2560 row instead, PR #2101's eval came to 589.5 s against its
+    # logged 508.0-520.0 s.
+    rate_len = facts.PHASED_TTT_RECORD["seq_len"]
+    doc_fwd_token = eval_flops_per_row(ns, dataclasses.replace(cfg, sw_seq_len=rate_len), attention_fn) / rate_len
+    doc_train_token = train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=rate_len),
+                                          attention_fn) / rate_len
     lines, timed = [], 0.0
     for p in passes:
         flops_score = p.score_tokens * score_flops_token
