@@ -182,6 +182,12 @@ def test_a_pre_quantisation_claim_is_labelled_by_the_parser_compare_and_plot(tmp
     full = parse_run_log(write_our_log(tmp_path, OUR_RESULTS))  # a finished run claims its TTT score, unstarred
     assert full.reported_claim()["label"] == "final_ttt" and results_cells([full]) == ([[
         "ablation_a", "25", "2004.8", "1.9500", "1.9600", "1.9300", "1.9300", "786,804"]], [])
+    with open(full.path, "a") as f:  # the size fallback's line marks the run's bytes in the plot's table
+        f.write("size_fallback artifact_bytes:16001000 code_bytes:500 limit:16000000 awq_top_k:1 "
+                "rewritten_artifact_bytes:15921000 (without AWQ-lite's groups)\n")
+    cells, notes = results_cells([parse_run_log(full.path)])
+    assert cells[0][7] == "786,804+" and notes == ["+ ablation_a: size_fallback rewrote the artifact without "
+                                                   "AWQ-lite's groups"]
 
 
 def test_upstream_periodic_val_is_the_pre_quantisation_claim_and_the_cap_its_end(tmp_path):

@@ -156,7 +156,8 @@ def fmt(value, spec: str) -> str:
 
 def results_cells(summaries: list[RunSummary]) -> tuple[list[list[str]], list[str]]:
     """The final-numbers table's rows, one per run, and a note per run whose claim is no artifact score (its
-    claimed cell starred; the note is golf/logparse.py's label)."""
+    claimed cell starred; the note is golf/logparse.py's label) or whose artifact the size fallback rewrote (its
+    bytes marked +)."""
     cells, notes = [], []
     for s, name in zip(summaries, run_names(summaries)):
         claim = s.reported_claim()
@@ -164,10 +165,17 @@ def results_cells(summaries: list[RunSummary]) -> tuple[list[list[str]], list[st
         cells.append([name, fmt(s.final_step(), ",d"), fmt(s.step_avg_ms(), ".1f"),
                       fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
                       fmt(claim and claim["val_bpb"], ".4f") + ("*" if prequant_only else ""),
-                      fmt(s.get("total_bytes"), ",.0f")])
+                      fmt(s.get("total_bytes"), ",.0f") + ("+" if fell_back(s) else "")])
         if prequant_only:
             notes.append(f"* {name}: {claim['label']}")
+        if fell_back(s):
+            notes.append(f"+ {name}: size_fallback rewrote the artifact without AWQ-lite's groups")
     return cells, notes
+
+
+def fell_back(s: RunSummary) -> bool:
+    """golf's SIZE_FALLBACK rewrote the run's artifact (its `size_fallback ...` line)."""
+    return s.get("size_fallback.rewritten_artifact_bytes") is not None
 
 
 def plot_results_table(ax, summaries, colors) -> None:
