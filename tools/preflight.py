@@ -610,12 +610,16 @@ def doc_ttt_rates(ns, cfg, attention_fn) -> tuple[float, float]:
     return flops / lora_s, phase_rate
 
 
+def token_flops(ns, cfg, attention_fn, seq_len: int) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs per token of a seq_len-token row of this Config's model."""
+    return (eval_flops_per_row(ns, dataclasses.replace(cfg, sw_seq_len=seq_len), attention_fn) / seq_len,
+            train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=seq_len), attention_fn) / seq_len)
+
+
 def record_token_flops(ns, cfg, attention_fn) -> tuple[float, float]:
     """(forward, forward + backward) FLOPs per token of a 2048-token window at the record's shape."""
-    seq_len = facts.PHASED_TTT_RECORD["seq_len"]
-    record_cfg = dataclasses.replace(cfg, **facts.RECORD_SHAPE, sw_seq_len=seq_len)
-    return (eval_flops_per_row(ns, record_cfg, attention_fn) / seq_len,
-            train_flops_per_row(ns, record_cfg, attention_fn) / seq_len)
+    return token_flops(ns, dataclasses.replace(cfg, **facts.RECORD_SHAPE), attention_fn,
+                       facts.PHASED_TTT_RECORD["seq_len"])
 
 
 def check_eval(ns, cfg, attention_fn, world_size: int, out: dict) -> list[dict]:
@@ -626,26 +630,21 @@ def check_eval(ns, cfg, attention_fn, world_size: int, out: dict) -> list[dict]:
     passes = ns.eval_passes(cfg, lengths, world_size)
     score_rate, ttt_rate = eval_rates(ns, cfg, attention_fn)
     lora_rate, phase_rate = doc_ttt_rates(ns, cfg, attention_fn)
-    score_flops_token = eval_flops_per_row(ns, cfg, attention_fn) / cfg.sw_seq_len
-    train_flops_token = train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=cfg.sw_seq_len),
-                                            attention_fn) / cfg.sw_seq_len
+    # Each pass's tokens are charged in its rates' measure. Scoring and stream TTT: a full window's FLOPs per token.
     # Phased per-document TTT's rates are FLOPs of a 2048-token row per token over seconds (doc_ttt_rates), so its
-    # tokens are charged in that measure (this Config's model, a 2048-token row) whatever the window: a longer
-    # window costs through the tokens it adds (context re-read for long documents), not through a full row's
-    # attention on every token. Charged at a full 2560 row instead, PR #2101's eval came to 589.5 s against its
-    # logged 508.0-520.0 s.
-    rate_len = facts.PHASED_TTT_RECORD["seq_len"]
-    doc_fwd_token = eval_flops_per_row(ns, dataclasses.replace(cfg, sw_seq_len=rate_len), attention_fn) / rate_len
-    doc_train_token = train_flops_per_row(ns, dataclasses.replace(cfg, train_seq_len=rate_len),
-                                          attention_fn) / rate_len
+    # tokens are charged as this Config's model on a 2048-token row whatever the window: a longer window costs
+    # through the tokens it adds (context re-read for long documents), not through a full row's attention on every
+    # token. Charged at a full 2560 row instead, PR #2101's eval came to 589.5 s against its logged 508.0-520.0 s.
+    window_token = token_flops(ns, cfg, attention_fn, cfg.sw_seq_len)
+    doc_token = token_flops(ns, cfg, attention_fn, facts.PHASED_TTT_RECORD["seq_len"])
     lines, timed = [], 0.0
     for p in passes:
-        flops_score = p.score_tokens * score_flops_token
-        flops_adapt = p.adapt_tokens * train_flops_token  # LoRA backward counted as a full one (so are the rates)
-        flops_phase = p.phase_tokens * train_flops_token
-        if p.name == "ttt" and cfg.ttt_mode == "doc":
-            flops_score, flops_adapt = p.score_tokens * doc_fwd_token, p.adapt_tokens * doc_train_token
-            flops_phase = p.phase_tokens * doc_train_token
+        doc = p.name == "ttt" and cfg.ttt_mode == "doc"
+        fwd_token, train_token = doc_token if doc else window_token
+        flops_score = p.score_tokens * fwd_token
+        flops_adapt = p.adapt_tokens * train_token  # LoRA backward counted as a full one (so are the rates)
+        flops_phase = p.phase_tokens * train_token
+        if doc:
             seconds = (flops_score + flops_adapt) / lora_rate + flops_phase / phase_rate
         else:
             seconds = flops_score / score_rate + (flops_adapt + flops_phase) / ttt_rate
