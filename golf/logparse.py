@@ -208,6 +208,12 @@ class RunSummary:
                 return int(self.get(key))
         return max([r["step"] for r in self.steps + self.vals], default=None)
 
+    def size_fallback(self) -> tuple[int, int] | None:
+        """(artifact bytes that did not fit, bytes rewritten without AWQ-lite's groups) when golf's SIZE_FALLBACK
+        rewrote the run's artifact (its `size_fallback ...` line; golf/train.py fit_artifact), else None."""
+        rewritten = self.get("size_fallback.rewritten_artifact_bytes")
+        return None if rewritten is None else (int(self.get("size_fallback.artifact_bytes", 0)), int(rewritten))
+
     def prequant_bpb(self) -> float | None:
         """Ours: the `prequant` line; upstream: its pre-quantisation line (`pre-quantization post-ema`), else
         the last periodic val line (scored before quantising)."""

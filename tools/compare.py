@@ -99,11 +99,10 @@ def compare_table(summaries: list[RunSummary], artifact_sizes: list) -> tuple[st
         logged = s.get("artifact_bytes")
         if size is not None and logged is not None and logged != size:
             notes.append(f"{name}: the log says artifact_bytes {logged:,.0f}, the artifact file has {size:,}")
-        rewritten = s.get("size_fallback.rewritten_artifact_bytes")
-        if rewritten is not None:  # golf's SIZE_FALLBACK: its scores are of the artifact without AWQ-lite's groups
+        fallback = s.size_fallback()
+        if fallback:  # golf's SIZE_FALLBACK: its scores are of the artifact without AWQ-lite's groups
             notes.append(f"{name}: size_fallback rewrote the artifact without AWQ-lite's groups "
-                         f"({s.get('size_fallback.artifact_bytes', 0):,.0f} -> {rewritten:,.0f} B): its scores are that "
-                         f"artifact's")
+                         f"({fallback[0]:,} -> {fallback[1]:,} B): its scores are that artifact's")
     return "\n".join(lines), notes
 
 

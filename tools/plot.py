@@ -165,17 +165,12 @@ def results_cells(summaries: list[RunSummary]) -> tuple[list[list[str]], list[st
         cells.append([name, fmt(s.final_step(), ",d"), fmt(s.step_avg_ms(), ".1f"),
                       fmt(s.prequant_bpb(), ".4f"), fmt(s.roundtrip_bpb(), ".4f"), fmt(s.ttt_bpb(), ".4f"),
                       fmt(claim and claim["val_bpb"], ".4f") + ("*" if prequant_only else ""),
-                      fmt(s.get("total_bytes"), ",.0f") + ("+" if fell_back(s) else "")])
+                      fmt(s.get("total_bytes"), ",.0f") + ("+" if s.size_fallback() else "")])
         if prequant_only:
             notes.append(f"* {name}: {claim['label']}")
-        if fell_back(s):
+        if s.size_fallback():
             notes.append(f"+ {name}: size_fallback rewrote the artifact without AWQ-lite's groups")
     return cells, notes
-
-
-def fell_back(s: RunSummary) -> bool:
-    """golf's SIZE_FALLBACK rewrote the run's artifact (its `size_fallback ...` line)."""
-    return s.get("size_fallback.rewritten_artifact_bytes") is not None
 
 
 def plot_results_table(ax, summaries, colors) -> None:

@@ -414,12 +414,11 @@ def size_checks(summary: RunSummary, where: str, code_files: list[Path], artifac
     compressed or raw), and strictly (the artifact's bytes + the raw bytes of every code file shipped); `code`:
     the folder's train_gpt.py (or the one file it ships instead)."""
     checks = []
-    rewritten = summary.get("size_fallback.rewritten_artifact_bytes")
-    if rewritten is not None:  # golf's SIZE_FALLBACK: the scores are of the artifact written without AWQ-lite
-        first = int(summary.get("size_fallback.artifact_bytes", 0))
-        checks.append(Check(WARN, where, f"size_fallback: the artifact ({first:,} B) did not fit with the code and was "
-                                         f"rewritten without AWQ-lite's groups ({int(rewritten):,} B): the logged "
-                                         f"scores are that artifact's"))
+    fallback = summary.size_fallback()
+    if fallback:  # golf's SIZE_FALLBACK: the scores are of the artifact written without AWQ-lite
+        checks.append(Check(WARN, where, f"size_fallback: the artifact ({fallback[0]:,} B) did not fit with the code "
+                                         f"and was rewritten without AWQ-lite's groups ({fallback[1]:,} B): the "
+                                         f"logged scores are that artifact's"))
     logged_art, logged_code, logged_total = (summary.get(k) for k in ("artifact_bytes", "code_bytes", "total_bytes"))
     if logged_total is None and logged_art is not None and logged_code is not None:
         logged_total = logged_art + logged_code
