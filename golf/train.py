@@ -242,7 +242,7 @@ def fit_artifact(cfg: Config, model: GPT, rules: dict[str, ParamRule], hessians:
     """quantize_and_write; with AWQ-lite on and SIZE_FALLBACK, an artifact that would break SIZE_LIMIT with the code
     is rewritten without AWQ-lite's groups, and one log line says so. Returns the artifact's bytes."""
     size = quantize_and_write(cfg, model, rules, hessians, path, rows_seen)
-    if cfg.awq_top_k > 0:
+    if cfg.awq_top_k > 0:  # a test on a PACKED_OPTIONS field alone: tools/pack.py drops it where AWQ-lite is off
         if cfg.size_fallback and size + code_bytes > SIZE_LIMIT:
             fallback = quantize_and_write(dataclasses.replace(cfg, awq_top_k=0), model, rules, hessians, path)
             log(f"size_fallback artifact_bytes:{size} code_bytes:{code_bytes} limit:{SIZE_LIMIT} "

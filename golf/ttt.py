@@ -459,6 +459,28 @@ def ttt_global_phase(model, tokens: torch.Tensor, cfg, rank: int, world_size: in
     return len(steps)
 
 
+def doc_chunk_batch(val_tokens: torch.Tensor, docs: list[tuple[int, int]], chunks: list[list], ci: int):
+    """Chunk ci of each document that has one, padded into one batch: (rows: those documents' indices, x, y, pos:
+    each cell's target index, scored: the chunk's own targets (not its context), weight: 1 / the chunk's length on
+    those targets of documents with a later chunk to train for, else 0)."""
+    rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
+    width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
+    x = torch.zeros(len(rows), width, dtype=torch.int64)
+    y, pos = torch.zeros_like(x), torch.zeros_like(x)
+    scored = torch.zeros_like(x, dtype=torch.bool)
+    weight = torch.zeros(len(rows), width)
+    for r, b in enumerate(rows):
+        s, _ = docs[b]
+        lo, hi, ws = chunks[b][ci]
+        x[r, : hi - ws] = val_tokens[s + ws : s + hi]
+        y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
+        pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
+        scored[r, lo - ws : hi - ws] = True
+        if ci < len(chunks[b]) - 1:
+            weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
+    return rows, x, y, pos, scored, weight
+
+
 def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, docs: list[tuple[int, int]], cfg, device,
                     autocast_dtype, byte_counts, sums, target_losses, score_order, tick: int) -> None:
     """Score a batch of documents chunk by chunk; with lora, after each chunk one AdamW step of each document's own
@@ -471,23 +493,9 @@ def ttt_score_doc_batch(model, lora: DocLoRA | None, val_tokens: torch.Tensor, d
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
     model.eval()
     for ci in range(max(len(ch) for ch in chunks)):
-        rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
+        rows, *batch = doc_chunk_batch(val_tokens, docs, chunks, ci)
         train = lora is not None and any(ci < len(chunks[b]) - 1 for b in rows)
-        width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
-        x = torch.zeros(len(rows), width, dtype=torch.int64)
-        y, pos = torch.zeros_like(x), torch.zeros_like(x)
-        scored = torch.zeros_like(x, dtype=torch.bool)
-        weight = torch.zeros(len(rows), width)
-        for r, b in enumerate(rows):
-            s, _ = docs[b]
-            lo, hi, ws = chunks[b][ci]
-            x[r, : hi - ws] = val_tokens[s + ws : s + hi]
-            y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
-            pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
-            scored[r, lo - ws : hi - ws] = True
-            if ci < len(chunks[b]) - 1:
-                weight[r, lo - ws : hi - ws] = 1.0 / (hi - lo)  # each document: the mean over its chunk
-        x, y, pos, scored, weight = (t.to(device) for t in (x, y, pos, scored, weight))
+        x, y, pos, scored, weight = (t.to(device) for t in batch)
         with torch.set_grad_enabled(train):
             nll = doc_lora_losses(model, lora, torch.tensor(rows, device=device), x, y, autocast_dtype)
         # Score first: the chunk's losses are summed now, by adapters that have not seen it.

@@ -14,8 +14,8 @@ import torch
 import golf.ttt
 from golf.dist import all_reduce_
 from golf.evaluate import eval_result, score_windows, split_plan, target_byte_counts, window_plan
-from golf.ttt import (DocSchedule, adapt_on_chunk, doc_chunks, doc_lora_losses, doc_schedule, doc_ttt,
-                      ttt_chunk_bounds, ttt_model)
+from golf.ttt import (DocSchedule, adapt_on_chunk, doc_chunk_batch, doc_chunks, doc_lora_losses, doc_schedule,
+                      doc_ttt, ttt_chunk_bounds, ttt_model)
 
 
 def leaky_ttt(model, val_tokens, luts, cfg, rank=0, world_size=1, device=torch.device("cpu"), autocast_dtype=None,
@@ -49,18 +49,7 @@ def leaky_score_doc_batch(how: str):
         opt = torch.optim.AdamW(list(lora.parameters()), lr=cfg.ttt_doc_lora_lr, eps=1e-10,
                                 betas=(cfg.ttt_doc_beta1, cfg.ttt_doc_beta2), weight_decay=cfg.ttt_doc_weight_decay)
         for ci in range(max(len(ch) for ch in chunks)):
-            rows = [b for b in range(len(docs)) if ci < len(chunks[b])]
-            width = max(chunks[b][ci][1] - chunks[b][ci][2] for b in rows)
-            x = torch.zeros(len(rows), width, dtype=torch.int64)
-            y, pos = torch.zeros_like(x), torch.zeros_like(x)
-            scored = torch.zeros_like(x, dtype=torch.bool)
-            for r, b in enumerate(rows):
-                s, _ = docs[b]
-                lo, hi, ws = chunks[b][ci]
-                x[r, : hi - ws] = val_tokens[s + ws : s + hi]
-                y[r, : hi - ws] = val_tokens[s + ws + 1 : s + hi + 1]
-                pos[r, : hi - ws] = torch.arange(s + ws, s + hi)
-                scored[r, lo - ws : hi - ws] = True
+            rows, x, y, pos, scored, _ = doc_chunk_batch(val_tokens, docs, chunks, ci)
             idx_rows = torch.tensor(rows)
 
             def step():
