@@ -4428,13 +4428,14 @@ def main(code_path: str) -> int:
     # Reserve (inside the training 600 s): GPTQ calibration on training batches. Serialise (quantise, compress,
     # write) reads no training data and is counted in neither budget (golf/budget.py says where each phase counts).
     artifact_path = os.path.join(cfg.out_dir, "final_model.golf")
+    code_bytes = os.path.getsize(code_path)
     budget.start("reserve")
     rows_seen: dict[str, int] = {}
     hessians = calibrate_hessians(cfg, env, model, rules, loader, rows_seen)
     budget.stop("reserve")
     budget.start("serialise")
     if env.is_main:
-        fit_artifact(cfg, model, rules, hessians, artifact_path, rows_seen, os.path.getsize(code_path), log)
+        fit_artifact(cfg, model, rules, hessians, artifact_path, rows_seen, code_bytes, log)
     if env.world_size > 1:
         torch.distributed.barrier()
     budget.stop("serialise")
@@ -4458,7 +4459,6 @@ def main(code_path: str) -> int:
                budget.phase_t0["eval"], byte_counts)
     eval_s = budget.stop("eval")
     artifact_bytes = os.path.getsize(artifact_path)
-    code_bytes = os.path.getsize(code_path)
     log(f"eval_time:{eval_s:.1f}s budget:{cfg.eval_max_seconds:.0f}s")
     budget.agree()
     for line in budget.report_lines():
